@@ -1,0 +1,101 @@
+"""Command line of the training job: `python -m job <step> ...`.
+
+Steps: synth, prepare, train, aggregate, sweep (all of them on one machine), bench.
+Each module is imported only when its step runs, so light steps start fast.
+Errors a user can fix print one line and exit non-zero, with no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from job.errors import TrainingFailed, UserError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m job", description="meli-sweep: train MercadoLibre title classifiers.")
+    sub = p.add_subparsers(dest="step", required=True, metavar="STEP")
+
+    s = sub.add_parser("synth", help="write deterministic synthetic data in the challenge's CSV format")
+    s.add_argument("--rows", type=int, default=60000, help="rows to write (default: 60000)")
+    s.add_argument("--categories", type=int, default=60, help="number of categories (default: 60)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--out", required=True, help="output file: .csv or .csv.gz, local or s3://")
+
+    s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")
+    s.add_argument("--data", required=True, help="challenge CSV (.csv/.csv.gz) or course .jsonl.gz, local or s3://")
+    s.add_argument("--embeddings", default="none", help="word vectors (.txt/.vec[.gz] or word2vec .bin), or 'none' to train them (default)")
+    s.add_argument("--out", required=True, help="output prefix; writes <out>/prepared/<hash>/")
+    s.add_argument("--embedding-dim", type=int, default=100, help="vector size when --embeddings none (default: 100)")
+    s.add_argument("--language", choices=("spanish", "portuguese"), default="spanish", help="stopword list (default: spanish)")
+    s.add_argument("--seed", type=int, default=0, help="seed for splits and trained vectors (default: 0)")
+    s.add_argument("--result-file", help="also write the prepared URI to this file (an Argo output parameter)")
+
+    s = sub.add_parser("train", help="train one config on prepared data")
+    s.add_argument("--config", required=True, help="one config spec, e.g. hidden100:lr=3e-4")
+    s.add_argument("--prepared", required=True, help="prepared data URI (printed by prepare)")
+    s.add_argument("--out", required=True, help="the run's folder, <out>/sweeps/<sweep>/<run>; reruns resume")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    s.add_argument("--result-file", help="also write the test balanced accuracy to this file")
+
+    s = sub.add_parser("aggregate", help="plots and summary of a sweep, under <sweep>/report/")
+    s.add_argument("--sweep", required=True, help="the sweep's folder, <out>/sweeps/<sweep>")
+    s.add_argument("--configs", default="", help="the sweep's config specs; those with no output are reported missing")
+
+    s = sub.add_parser("sweep", help="prepare, train every config and aggregate, on this machine")
+    s.add_argument("--configs", required=True, help="comma-separated config specs, e.g. hidden50,hidden100")
+    s.add_argument("--data", required=True, help="challenge CSV or course jsonl.gz, local or s3://")
+    s.add_argument("--embeddings", default="none", help="word vectors, or 'none' to train them (default)")
+    s.add_argument("--out", required=True, help="output prefix, local or s3://")
+    s.add_argument("--sweep", default=None, help="sweep id, names the folder (default: sweep-<time>)")
+    s.add_argument("--parallel", type=int, default=1, help="configs trained at once (default: 1)")
+
+    s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side")
+    s.add_argument("--rows", type=int, default=None, help="synthetic rows (default: sized for the device)")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+    s.add_argument("--family", default="lstm", choices=("lstm", "cnn", "mlp", "all"), help="model family (default: lstm)")
+    s.add_argument("--epochs", type=int, default=None, help="epochs for both loops (default: sized for the device)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        if args.step == "synth":
+            from job import synth
+
+            synth.main(args)
+        elif args.step == "prepare":
+            from job import prepare
+
+            prepare.main(args)
+        elif args.step == "train":
+            from job import train
+
+            train.main(args)
+        elif args.step == "aggregate":
+            from job import aggregate
+
+            aggregate.main(args)
+        elif args.step == "sweep":
+            from job import sweep
+
+            return sweep.main(args)
+        elif args.step == "bench":
+            from job import bench
+
+            bench.main(args)
+    except (UserError, TrainingFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

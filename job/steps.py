@@ -1,0 +1,50 @@
+"""The sweep's steps, defined once: the `python -m job ...` commands and their arguments.
+
+The local sweep (`python -m job sweep`) calls these with real values; the Argo
+workflow (`workflows/sweep.py`) calls the same functions with Argo template
+expressions such as `{{item.spec}}`. Nothing here imports torch.
+
+Output layout under one prefix OUT:
+
+    OUT/prepared/<hash>/...                      prepared data, manifest.json written last
+    OUT/sweeps/<sweep>/<run>/                    metrics.jsonl, checkpoint.pt, model.pt, summary.json
+    OUT/sweeps/<sweep>/report/                   plots and summary.{csv,json,md}
+"""
+
+from __future__ import annotations
+
+MODULE = ["python", "-m", "job"]  # the command every pod and the local runner start
+
+
+def sweep_uri(out: str, sweep: str) -> str:
+    return f"{out.rstrip('/')}/sweeps/{sweep}"
+
+
+def run_uri(out: str, sweep: str, run: str) -> str:
+    """A run's folder; train takes its sweep id from the folder above (grouping key for metrics)."""
+    return f"{sweep_uri(out, sweep)}/{run}"
+
+
+def report_uri(out: str, sweep: str) -> str:
+    return f"{sweep_uri(out, sweep)}/report"
+
+
+def prepare(data: str, embeddings: str, out: str, result_file: str | None = None) -> list[str]:
+    """Prepare the data once; prints (and writes to result_file) the prepared URI."""
+    args = MODULE + ["prepare", "--data", data, "--embeddings", embeddings, "--out", out]
+    if result_file:
+        args += ["--result-file", result_file]
+    return args
+
+
+def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file: str | None = None) -> list[str]:
+    """Train one run; writes its test balanced accuracy to result_file when given."""
+    args = MODULE + ["train", "--config", spec, "--prepared", prepared, "--out", run_uri(out, sweep, run)]
+    if result_file:
+        args += ["--result-file", result_file]
+    return args
+
+
+def aggregate(out: str, sweep: str, configs: str) -> list[str]:
+    """Join the runs of a sweep into its report; runs that failed or are missing are listed."""
+    return MODULE + ["aggregate", "--sweep", sweep_uri(out, sweep), "--configs", configs]

@@ -1,0 +1,295 @@
+"""Local paths and s3://bucket/key URIs behind one small set of functions.
+
+S3 goes through boto3 with the default credential chain; `AWS_ENDPOINT_URL`
+points it at MinIO or another S3-compatible store. botocore retries slow,
+throttled and 5xx responses with backoff (`S3_MAX_ATTEMPTS`, standard mode);
+after that the error becomes one `UserError` line that names the URI.
+
+Writes never leave a half-written object where a reader would take it as
+complete: local files go to a temp name and are renamed, and an S3 PUT is
+only visible once the whole object has arrived.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from job.errors import UserError
+
+_SAFE_PART = re.compile(r"^[A-Za-z0-9_.=+-][A-Za-z0-9_.=+-]*$")
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key); a URI with no bucket is refused."""
+    rest = str(uri)[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    if not bucket:
+        raise UserError(f"{uri}: S3 URI has no bucket (expected s3://bucket/key)")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+        raise UserError(f"{uri}: '{bucket}' is not a valid S3 bucket name")
+    return bucket, key.strip("/")
+
+
+def check_uri(uri: str, what: str = "URI") -> str:
+    """Validate a user-given URI early, so a typo fails before any work starts."""
+    if not uri:
+        raise UserError(f"{what}: empty")
+    if is_s3(uri):
+        split_s3(uri)
+    elif "://" in uri:
+        raise UserError(f"{uri}: unsupported {what} scheme (use a local path or s3://bucket/key)")
+    return uri
+
+
+def join(uri: str, *parts: str) -> str:
+    """Append path parts; each part must be a plain name so nothing escapes the prefix."""
+    out = str(uri).rstrip("/")
+    for part in parts:
+        for piece in str(part).split("/"):
+            if piece in ("", ".", "..") or not _SAFE_PART.match(piece):
+                raise UserError(f"{part!r}: not a safe path part under {uri} (letters, digits, . _ - = + only)")
+            out = f"{out}/{piece}"
+    return out
+
+
+# --- S3 plumbing -------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def s3_client():
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": int(os.environ.get("S3_MAX_ATTEMPTS", "5"))},
+        connect_timeout=float(os.environ.get("S3_CONNECT_TIMEOUT", "10")),  # seconds
+        read_timeout=float(os.environ.get("S3_READ_TIMEOUT", "60")),  # seconds
+    )
+    return boto3.session.Session().client("s3", config=config)
+
+
+@contextlib.contextmanager
+def s3_errors(uri: str):
+    """Turn boto errors into one line that names the URI and what to check."""
+    from botocore import exceptions as bx
+
+    try:
+        yield
+    except bx.ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("NoSuchBucket",):
+            raise UserError(f"{uri}: S3 bucket does not exist") from None
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise UserError(f"{uri}: no such S3 object") from None
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
+            raise UserError(f"{uri}: S3 refused the credentials ({code}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
+        raise UserError(f"{uri}: S3 error {code or status}: {e.response.get('Error', {}).get('Message', '')}".rstrip(": ")) from None
+    except bx.NoCredentialsError:
+        raise UserError(f"{uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)") from None
+    except (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.ReadTimeoutError, bx.ConnectTimeoutError) as e:
+        raise UserError(f"{uri}: cannot reach S3 after retries ({type(e).__name__})") from None
+
+
+def _s3_missing(e) -> bool:
+    from botocore import exceptions as bx
+
+    return isinstance(e, bx.ClientError) and str(e.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound")
+
+
+# --- the API used by the steps -------------------------------------------------
+
+
+def exists(uri: str) -> bool:
+    if not is_s3(uri):
+        return Path(uri).exists()
+    bucket, key = split_s3(uri)
+    from botocore import exceptions as bx
+
+    with s3_errors(uri):
+        try:
+            s3_client().head_object(Bucket=bucket, Key=key)
+            return True
+        except bx.ClientError as e:
+            if _s3_missing(e):
+                return False
+            raise
+
+
+def read_bytes(uri: str) -> bytes:
+    if not is_s3(uri):
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError:
+            raise UserError(f"{uri}: no such file") from None
+        except IsADirectoryError:
+            raise UserError(f"{uri}: is a directory, expected a file") from None
+    bucket, key = split_s3(uri)
+    with s3_errors(uri):
+        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    if not is_s3(uri):
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return
+    bucket, key = split_s3(uri)
+    with s3_errors(uri):
+        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def read_text(uri: str) -> str:
+    return read_bytes(uri).decode("utf-8")
+
+
+def write_text(uri: str, text: str) -> None:
+    write_bytes(uri, text.encode("utf-8"))
+
+
+def read_json(uri: str):
+    try:
+        return json.loads(read_bytes(uri))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{uri}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def write_json(uri: str, obj) -> None:
+    write_text(uri, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def upload_file(local: str | Path, uri: str) -> None:
+    """Copy a local file to a URI; large S3 objects go up in parts, visible only when complete."""
+    if not is_s3(uri):
+        dest = Path(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if Path(local).resolve() == dest.resolve():
+            return
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(local, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return
+    bucket, key = split_s3(uri)
+    with s3_errors(uri):
+        s3_client().upload_file(str(local), bucket, key)
+
+
+def download_file(uri: str, local: str | Path) -> Path:
+    """Fetch a URI into a local file (temp then rename); returns the local path."""
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if not is_s3(uri):
+        if not Path(uri).is_file():
+            raise UserError(f"{uri}: no such file")
+        upload_file(uri, str(local))
+        return local
+    bucket, key = split_s3(uri)
+    fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with s3_errors(uri):
+            s3_client().download_file(bucket, key, tmp)
+        os.replace(tmp, local)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return local
+
+
+def local_copy(uri: str, cache_dir: str | Path | None = None) -> Path:
+    """A local path to read `uri` from: the path itself, or a cached download of the S3 object."""
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.exists():
+            raise UserError(f"{uri}: no such file")
+        if path.is_dir():
+            raise UserError(f"{uri}: is a directory, expected a file")
+        return path
+    bucket, key = split_s3(uri)
+    if not key:
+        raise UserError(f"{uri}: S3 URI names a bucket but no object key")
+    cache = Path(cache_dir or default_cache_dir()) / "objects" / bucket / key
+    etag = fingerprint(uri)
+    marker = cache.with_name(cache.name + ".etag")
+    if cache.exists() and marker.exists() and marker.read_text() == etag:
+        return cache
+    download_file(uri, cache)
+    marker.write_text(etag)
+    return cache
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MELI_CACHE", Path(tempfile.gettempdir()) / "meli-sweep-cache"))
+
+
+def fingerprint(uri: str) -> str:
+    """A content identity for caching: sha256 of a local file, ETag and size of an S3 object."""
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.is_file():
+            raise UserError(f"{uri}: no such file")
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return "sha256:" + h.hexdigest()
+    bucket, key = split_s3(uri)
+    with s3_errors(uri):
+        head = s3_client().head_object(Bucket=bucket, Key=key)
+    return f"etag:{head['ETag'].strip(chr(34))}:{head['ContentLength']}"
+
+
+def list_dirs(uri: str) -> list[str]:
+    """Names of the immediate sub-folders (S3: common prefixes) of a URI."""
+    if not is_s3(uri):
+        path = Path(uri)
+        if not path.is_dir():
+            return []
+        return sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    bucket, key = split_s3(uri)
+    prefix = f"{key}/" if key else ""
+    names = []
+    with s3_errors(uri):
+        for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+            names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    return sorted(names)
+
+
+def delete(uri: str) -> None:
+    if not is_s3(uri):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(uri)
+        return
+    bucket, key = split_s3(uri)
+    with s3_errors(uri):
+        s3_client().delete_object(Bucket=bucket, Key=key)
