@@ -1,6 +1,6 @@
 """Command line of the training job: `python -m job <step> ...`.
 
-Steps: synth, prepare, train, aggregate, sweep (all of them on one machine), bench.
+Steps: synth, plan, prepare, train, aggregate, sweep (all of them on one machine), bench.
 Each module is imported only when its step runs, so light steps start fast.
 Errors a user can fix print one line and exit non-zero, with no traceback.
 """
@@ -23,6 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--categories", type=int, default=60, help="number of categories (default: 60)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--out", required=True, help="output file: .csv or .csv.gz, local or s3://")
+
+    s = sub.add_parser("plan", help="check and expand config specs into the sweep's runs (JSON)")
+    s.add_argument("--configs", required=True, help="comma-separated config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")
+    s.add_argument("--result-file", help="also write the JSON list to this file (an Argo output parameter)")
 
     s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")
     s.add_argument("--data", required=True, help="challenge CSV (.csv/.csv.gz) or course .jsonl.gz, local or s3://")
@@ -68,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             from job import synth
 
             synth.main(args)
+        elif args.step == "plan":
+            from job import configs
+
+            configs.plan_main(args)
         elif args.step == "prepare":
             from job import prepare
 

@@ -207,3 +207,18 @@ def parse_one(spec: str) -> Run:
     if len(runs) != 1:
         raise UserError(f"config {spec!r}: expands to {len(runs)} runs; train takes one (use sweep for grids)")
     return runs[0]
+
+
+def plan(text: str) -> list[dict]:
+    """The runs of a sweep as JSON-ready items, the list Argo fans out over (withParam)."""
+    return [{"name": run.name, "spec": run.spec} for run in expand(text)]
+
+
+def plan_main(args) -> None:
+    import json
+    from pathlib import Path
+
+    text = json.dumps(plan(args.configs))
+    if args.result_file:
+        Path(args.result_file).write_text(text)
+    print(text)

@@ -29,6 +29,14 @@ def report_uri(out: str, sweep: str) -> str:
     return f"{sweep_uri(out, sweep)}/report"
 
 
+def plan(configs: str, result_file: str | None = None) -> list[str]:
+    """Check and expand the config specs; prints (and writes to result_file) a JSON list of {name, spec}."""
+    args = MODULE + ["plan", "--configs", configs]
+    if result_file:
+        args += ["--result-file", result_file]
+    return args
+
+
 def prepare(data: str, embeddings: str, out: str, result_file: str | None = None) -> list[str]:
     """Prepare the data once; prints (and writes to result_file) the prepared URI."""
     args = MODULE + ["prepare", "--data", data, "--embeddings", embeddings, "--out", out]
