@@ -1,0 +1,81 @@
+"""Strict validation of Argo manifests against Argo's published JSON schema.
+
+The schema is not vendored: `ARGO_SCHEMA` names the file (CI sets it to Argo
+Workflows v4.0.10's `schema.json`). As published it accepts any unknown key and
+says `IntOrString` is a string only, so `strict_schema()` tightens both:
+
+- every object definition that lists `properties` and says nothing about
+  `additionalProperties` gets `additionalProperties: false`, so a typo such as
+  `nodeSelecter` fails;
+- `IntOrString` and `Quantity` accept integers (and Quantity numbers) too, as
+  the Kubernetes API does.
+
+Tests call `validator()` (skipped, with the reason, only when ARGO_SCHEMA is unset)
+and `errors(validator, doc)`, which lists each error with its path.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ENV = "ARGO_SCHEMA"  # path of Argo's JSON schema (api/jsonschema/schema.json of the release)
+INT_OR_STRING = "io.k8s.apimachinery.pkg.util.intstr.IntOrString"
+QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+
+
+def schema_path() -> Path | None:
+    value = os.environ.get(ENV)
+    return Path(value) if value else None
+
+
+def strict_schema(schema: dict) -> dict:
+    """A copy of Argo's schema that rejects unknown keys and accepts integer IntOrString/Quantity."""
+    strict = copy.deepcopy(schema)
+    defs = strict["definitions"]
+    for definition in defs.values():
+        if definition.get("type") == "object" and "properties" in definition and "additionalProperties" not in definition:
+            definition["additionalProperties"] = False
+    if INT_OR_STRING in defs:
+        defs[INT_OR_STRING]["type"] = ["string", "integer"]
+    if QUANTITY in defs:
+        defs[QUANTITY]["type"] = ["string", "number"]
+    return strict
+
+
+@functools.lru_cache(maxsize=None)
+def _validator_for(path: str):
+    import jsonschema
+
+    schema = strict_schema(json.loads(Path(path).read_text()))
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def validator():
+    """The strict validator, or a pytest skip that says how to enable it."""
+    path = schema_path()
+    if path is None:
+        pytest.skip(f"{ENV} is unset: set it to Argo Workflows v4's schema.json to validate Argo manifests strictly")
+    if not path.is_file():
+        raise FileNotFoundError(f"{ENV}={path}: no such file")
+    return _validator_for(str(path))
+
+
+def errors(validator_, doc: dict) -> list[str]:
+    """Every schema error in doc, as 'path: message', deepest first (empty when valid)."""
+    found = sorted(validator_.iter_errors(doc), key=lambda e: -len(e.absolute_path))
+    out = []
+    for err in found:
+        # oneOf at the top level hides the real cause; show the best match inside it
+        best = err
+        if err.context:
+            best = max(err.context, key=lambda e: len(e.absolute_path))
+        where = "/".join(str(p) for p in best.absolute_path) or "<root>"
+        out.append(f"{where}: {best.message[:300]}")
+    return out
