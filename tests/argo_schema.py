@@ -49,22 +49,26 @@ def strict_schema(schema: dict) -> dict:
 
 
 @functools.lru_cache(maxsize=None)
-def _validator_for(path: str):
+def _validator_for(path: str, kind: str | None):
     import jsonschema
 
     schema = strict_schema(json.loads(Path(path).read_text()))
+    if kind:
+        # Validate against the one kind, not the top-level oneOf, so errors point at the real key.
+        schema = {"$schema": schema["$schema"], "definitions": schema["definitions"],
+                  "$ref": f"#/definitions/io.argoproj.workflow.v1alpha1.{kind}"}
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
 
 
-def validator():
-    """The strict validator, or a pytest skip that says how to enable it."""
+def validator(kind: str | None = None):
+    """The strict validator (for one kind, e.g. "WorkflowTemplate", or any Argo kind), or a pytest skip."""
     path = schema_path()
     if path is None:
         pytest.skip(f"{ENV} is unset: set it to Argo Workflows v4's schema.json to validate Argo manifests strictly")
     if not path.is_file():
         raise FileNotFoundError(f"{ENV}={path}: no such file")
-    return _validator_for(str(path))
+    return _validator_for(str(path), kind)
 
 
 def errors(validator_, doc: dict) -> list[str]:
