@@ -1,0 +1,205 @@
+"""Run Prometheus and a Pushgateway on loopback, for the tests and for watching a local sweep.
+
+Both servers are Debian's packages (`prometheus`, `prometheus-pushgateway`), started as child
+processes on 127.0.0.1 with their data in one folder. Prometheus scrapes the Pushgateway with
+`honor_labels: true`, so the pushed `sweep` and `config` labels stay as the training set them.
+
+    python -m job.observe --dir runs/observe -- make demo        # servers up, demo runs, servers down
+    python -m job.observe --dir runs/observe --hold -- true      # just keep them up until Ctrl-C
+
+The command runs with PUSHGATEWAY_URL set to the Pushgateway, which is how train finds it.
+The tests use `serve()` directly, on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from job.errors import UserError
+
+PROMETHEUS = os.environ.get("PROMETHEUS_BIN", "prometheus")  # Debian package `prometheus`
+PUSHGATEWAY = os.environ.get("PUSHGATEWAY_BIN", "prometheus-pushgateway")  # Debian package `prometheus-pushgateway`
+INSTALL_HINT = "apt-get install -y --no-install-recommends prometheus prometheus-pushgateway"
+READY_TIMEOUT_S = 30.0  # Prometheus replays its write-ahead log before it is ready; a fresh one takes ~1 s
+
+
+@dataclass(frozen=True)
+class Servers:
+    prometheus_url: str  # e.g. http://127.0.0.1:9090
+    pushgateway_url: str  # e.g. http://127.0.0.1:9091; what PUSHGATEWAY_URL is set to
+    scrape_interval_s: float  # how often Prometheus reads the Pushgateway
+
+
+def binaries() -> tuple[str, str]:
+    """Paths of the two server binaries, or a UserError that says what to install."""
+    found = [shutil.which(PROMETHEUS), shutil.which(PUSHGATEWAY)]
+    if not all(found):
+        missing = [n for n, p in zip((PROMETHEUS, PUSHGATEWAY), found) if not p]
+        raise UserError(f"observe: {', '.join(missing)} not found; install them with: {INSTALL_HINT}")
+    return found[0], found[1]  # type: ignore[return-value]
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prometheus_config(pushgateway_port: int, scrape_interval_s: float) -> str:
+    """prometheus.yml: one job that scrapes the Pushgateway and keeps the pushed labels."""
+    interval = f"{scrape_interval_s:g}s"
+    return (
+        "global:\n"
+        f"  scrape_interval: {interval}\n"
+        f"  evaluation_interval: {interval}\n"
+        "scrape_configs:\n"
+        "  - job_name: pushgateway\n"
+        "    honor_labels: true  # keep job, sweep and config as pushed (Pushgateway practice)\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{pushgateway_port}']\n"
+    )
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before it was ready:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout_s:g} s; see {log}")
+
+
+def _wait_scraping(prom_url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    """Ready is not scraping: Prometheus hands targets to the scraper ~5 s after start. Wait for it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{prom_url}/api/v1/targets?state=active", timeout=1) as r:
+                targets = json.load(r)["data"]["activeTargets"]
+            if targets and all(t["health"] == "up" for t in targets):
+                return
+        except (urllib.error.URLError, OSError, KeyError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{prom_url} has not scraped the Pushgateway after {timeout_s:g} s; see {log}")
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        # Own process group: a Ctrl-C in the terminal reaches our handler, which stops them in order.
+        return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def serve(workdir: str | Path, prometheus_port: int = 0, pushgateway_port: int = 0,
+          scrape_interval_s: float = 1.0) -> Iterator[Servers]:
+    """Start the Pushgateway and Prometheus on 127.0.0.1, wait until both are ready, stop them on exit.
+
+    Port 0 picks a free port. Prometheus keeps its data under workdir/prometheus, so a later
+    run on the same folder still shows earlier sweeps; logs go to workdir/*.log.
+    """
+    prometheus, pushgateway = binaries()
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    pg_port = pushgateway_port or free_port()
+    prom_port = prometheus_port or free_port()
+    config = work / "prometheus.yml"
+    config.write_text(prometheus_config(pg_port, scrape_interval_s))
+
+    procs: list[subprocess.Popen] = []
+    try:
+        pg_url = f"http://127.0.0.1:{pg_port}"
+        pg_log = work / "pushgateway.log"
+        procs.append(_start([pushgateway, f"--web.listen-address=127.0.0.1:{pg_port}"], pg_log))
+        _wait_ready(pg_url, procs[-1], pg_log, READY_TIMEOUT_S)
+
+        prom_url = f"http://127.0.0.1:{prom_port}"
+        prom_log = work / "prometheus.log"
+        procs.append(_start([
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={work / 'prometheus'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ], prom_log))
+        _wait_ready(prom_url, procs[-1], prom_log, READY_TIMEOUT_S)
+        _wait_scraping(prom_url, procs[-1], prom_log, READY_TIMEOUT_S)
+        yield Servers(prometheus_url=prom_url, pushgateway_url=pg_url, scrape_interval_s=scrape_interval_s)
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m job.observe", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", default="runs/observe", help="data and logs of both servers (default: runs/observe)")
+    p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port on 127.0.0.1; 0 = any free one (default: 9090)")
+    p.add_argument("--pushgateway-port", type=int, default=9091, help="Pushgateway port on 127.0.0.1; 0 = any free one (default: 9091)")
+    p.add_argument("--scrape-interval", type=float, default=5.0, help="seconds between scrapes (default: 5)")
+    p.add_argument("--hold", action="store_true", help="after the command, keep the servers up until Ctrl-C")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run with PUSHGATEWAY_URL set")
+    args = p.parse_args(argv)
+    # A plain kill (make interrupted, CI timeout) unwinds like Ctrl-C, so the servers stop too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command and not args.hold:
+        p.error("give a command after --, or --hold")
+
+    try:
+        with serve(args.dir, args.prometheus_port, args.pushgateway_port, args.scrape_interval) as s:
+            print(f"Prometheus:  {s.prometheus_url}  (graph: {s.prometheus_url}/graph?g0.expr=meli_train_loss)", flush=True)
+            print(f"Pushgateway: {s.pushgateway_url}", flush=True)
+            rc = 0
+            if command:
+                env = dict(os.environ, PUSHGATEWAY_URL=s.pushgateway_url)
+                rc = subprocess.call(command, env=env)
+            if args.hold:
+                print("Servers up; Ctrl-C stops them.", flush=True)
+                with contextlib.suppress(KeyboardInterrupt):
+                    signal.pause()
+            print("Stopping Prometheus and the Pushgateway.", flush=True)
+            return rc
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
