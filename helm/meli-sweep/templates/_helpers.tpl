@@ -1,0 +1,126 @@
+{{/*
+Expand the name of the chart.
+*/}}
+{{- define "meli-sweep.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Create a default fully qualified app name.
+Truncated at 63 chars because some Kubernetes name fields are limited to this (by the DNS naming spec).
+If the release name contains the chart name it is used as the full name.
+*/}}
+{{- define "meli-sweep.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Create chart name and version as used by the chart label.
+*/}}
+{{- define "meli-sweep.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "meli-sweep.labels" -}}
+helm.sh/chart: {{ include "meli-sweep.chart" . }}
+{{ include "meli-sweep.selectorLabels" . }}
+{{- if .Chart.AppVersion }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: meli-sweep
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector labels.
+*/}}
+{{- define "meli-sweep.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "meli-sweep.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+The namespace every namespaced resource goes to.
+*/}}
+{{- define "meli-sweep.namespace" -}}
+{{- default .Release.Namespace .Values.namespaceOverride }}
+{{- end }}
+
+{{/*
+The ServiceAccount the workflow pods run as.
+*/}}
+{{- define "meli-sweep.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "meli-sweep.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Whether the values carry S3 credentials (then the chart renders its own Secret).
+Giving only one of the two keys is an error, not a silent fallback.
+*/}}
+{{- define "meli-sweep.s3.createSecret" -}}
+{{- $id := .Values.s3.accessKeyId | default "" }}
+{{- $key := .Values.s3.secretAccessKey | default "" }}
+{{- if and $id $key }}true
+{{- else if or $id $key }}
+{{- fail "s3.accessKeyId and s3.secretAccessKey must be given together (or neither, to use s3.existingSecret)" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the S3 keys: the chart's own when credentials are given, else s3.existingSecret.
+*/}}
+{{- define "meli-sweep.s3.secretName" -}}
+{{- if include "meli-sweep.s3.createSecret" . }}
+{{- printf "%s-s3" (include "meli-sweep.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- required "s3.existingSecret: name the Secret with the S3 keys, or give s3.accessKeyId and s3.secretAccessKey" .Values.s3.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/*
+S3 endpoint as Argo's artifact repository wants it: host[:port], no scheme.
+*/}}
+{{- define "meli-sweep.s3.argoEndpoint" -}}
+{{- regexReplaceAll "^[a-zA-Z]+://" (.Values.s3.endpoint | default "") "" | trimSuffix "/" }}
+{{- end }}
+
+{{/*
+Namespace of the Grafana dashboard ConfigMap.
+*/}}
+{{- define "meli-sweep.dashboards.namespace" -}}
+{{- default (include "meli-sweep.namespace" .) .Values.dashboards.namespace }}
+{{- end }}
+
+{{/*
+ConfigMap of the GPU semaphore.
+*/}}
+{{- define "meli-sweep.semaphore.configMapName" -}}
+{{- default (printf "%s-semaphore" (include "meli-sweep.fullname" .)) .Values.semaphore.configMapName | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Name of the WorkflowTemplate, as the Hera definition gives it (the alerts select on it).
+*/}}
+{{- define "meli-sweep.workflowTemplateName" -}}
+{{- $wft := .Files.Get "files/workflowtemplate.yaml" | fromYaml }}
+{{- $wft.metadata.name | default "meli-sweep" }}
+{{- end }}
