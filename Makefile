@@ -51,3 +51,76 @@ bench: $(STAMP) ## seed-style training loop vs ours, side by side (DEVICE=cpu|cu
 .PHONY: clean
 clean: ## remove local runs and caches (keeps the venv)
 	rm -rf $(RUNS) .pytest_cache
+
+# --- Argo Workflows: render, submit, results, golden files, images ----------------
+
+# training data the cluster reads (s3://); empty = the default in workflows/sweep.py
+DATA ?=
+# word vectors (s3://) or none; empty = the default in workflows/sweep.py
+EMBEDDINGS ?=
+# output prefix of prepared data and sweeps (s3://); empty = the default in workflows/sweep.py
+OUT ?=
+# training image (CUDA); push it where the cluster can pull it, e.g. IMAGE=registry.example/ml/meli-sweep:0.1.0
+IMAGE ?= meli-sweep:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' job/__init__.py)
+# image of the plan, prepare and aggregate steps (no CUDA)
+CPU_IMAGE ?= $(IMAGE)-cpu
+# Kubernetes namespace of the sweep; empty = $$ARGO_NAMESPACE, else argo
+NAMESPACE ?=
+# GPU training pods at once
+PARALLELISM ?= 4
+# node labels the GPU pods require, comma-separated key=value; empty = none
+NODE_SELECTOR ?=
+# sweep id (the workflow name printed by submit) for `make results`
+SWEEP ?=
+# container build tool for `make image` / `make push`
+DOCKER ?= docker
+
+GOLDEN := workflows/sweep.yaml
+CHART_TEMPLATE := helm/meli-sweep/files/workflowtemplate.yaml
+SWEEP_ARGS = --configs '$(CONFIGS)' --image '$(IMAGE)' --cpu-image '$(CPU_IMAGE)' --parallelism '$(PARALLELISM)' \
+	$(if $(DATA),--data '$(DATA)') $(if $(EMBEDDINGS),--embeddings '$(EMBEDDINGS)') $(if $(OUT),--out '$(OUT)') \
+	$(if $(NAMESPACE),--namespace '$(NAMESPACE)') $(if $(NODE_SELECTOR),--node-selector '$(NODE_SELECTOR)')
+
+# The venv is made with its output on stderr, so that stdout holds only the YAML.
+.PHONY: render
+render: ## print the sweep's Argo Workflow YAML and nothing else (CONFIGS= DATA= EMBEDDINGS= OUT= IMAGE= ...)
+	@$(MAKE) --no-print-directory -s $(STAMP) 1>&2
+	@$(VPY) -m workflows.cli render $(SWEEP_ARGS)
+
+.PHONY: submit
+submit: ## check the configs, submit the sweep to ARGO_SERVER, print its name and Argo UI URL
+	@$(MAKE) --no-print-directory -s $(STAMP) 1>&2
+	@$(VPY) -m workflows.cli submit $(SWEEP_ARGS)
+
+.PHONY: results
+results: $(STAMP) ## download a sweep's report into ./runs/<SWEEP>/report (SWEEP= [OUT=])
+	@test -n '$(SWEEP)' || { echo "error: set SWEEP=<workflow name printed by make submit>" >&2; exit 2; }
+	@$(VPY) -m workflows.cli results --sweep '$(SWEEP)' --dest '$(RUNS)' $(if $(OUT),--out '$(OUT)')
+
+.PHONY: golden
+golden: $(STAMP) ## regenerate workflows/sweep.yaml (hidden50,hidden100, default parameters)
+	$(VPY) -m workflows.cli render --configs hidden50,hidden100 -o $(GOLDEN)
+
+.PHONY: check-golden
+check-golden: golden ## fail when workflows/sweep.yaml differs from what the code renders
+	@git ls-files --error-unmatch $(GOLDEN) >/dev/null
+	git diff --exit-code -- $(GOLDEN)
+
+.PHONY: chart-template
+chart-template: $(STAMP) ## regenerate the Helm chart's WorkflowTemplate file from workflows/sweep.py
+	$(VPY) -m workflows.cli render --kind WorkflowTemplate --configs hidden50,hidden100 -o $(CHART_TEMPLATE)
+
+.PHONY: check-chart-template
+check-chart-template: chart-template ## fail when the chart's WorkflowTemplate file differs from workflows/sweep.py
+	@git ls-files --error-unmatch $(CHART_TEMPLATE) >/dev/null
+	git diff --exit-code -- $(CHART_TEMPLATE)
+
+.PHONY: image
+image: ## build the CUDA training image IMAGE and the CPU image CPU_IMAGE
+	$(DOCKER) build -f images/Dockerfile -t '$(IMAGE)' .
+	$(DOCKER) build -f images/Dockerfile.cpu -t '$(CPU_IMAGE)' .
+
+.PHONY: push
+push: image ## push IMAGE and CPU_IMAGE to their registry
+	$(DOCKER) push '$(IMAGE)'
+	$(DOCKER) push '$(CPU_IMAGE)'

@@ -53,6 +53,12 @@ def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file:
     return args
 
 
-def aggregate(out: str, sweep: str, configs: str) -> list[str]:
-    """Join the runs of a sweep into its report; runs that failed or are missing are listed."""
-    return MODULE + ["aggregate", "--sweep", sweep_uri(out, sweep), "--configs", configs]
+def aggregate(out: str, sweep: str, configs: str, report_dir: str | None = None) -> list[str]:
+    """Join the runs of a sweep into its report; runs that failed or are missing are listed.
+
+    report_dir: also leave the report files in this local folder (the Argo step uploads them as artifacts).
+    """
+    args = MODULE + ["aggregate", "--sweep", sweep_uri(out, sweep), "--configs", configs]
+    if report_dir:
+        args += ["--report-dir", report_dir]
+    return args

@@ -1,0 +1,328 @@
+"""The sweep as an Argo Workflow, defined with Hera: plan and prepare, one GPU pod per run, aggregate.
+
+    python -m workflows.cli render --configs hidden50,hidden100    # the Workflow YAML on stdout
+    make render | make submit | make golden | make chart-template  # the same through make
+
+`build()` returns a Hera `Workflow`, or a `WorkflowTemplate` with the same spec
+(`kind="WorkflowTemplate"`, what the Helm chart ships). Every container runs a
+`python -m job ...` command taken from `job.steps`, the step definitions the
+local sweep runs too. Nothing here imports torch.
+
+The DAG:
+
+    plan ─────┐
+              ├─> train (one GPU pod per run, withParam over plan's list) ─> aggregate
+    prepare ──┘
+
+`aggregate` runs once every train pod is done, whatever their outcome, and the
+report lists the runs that failed. The workflow still ends Failed when a run
+failed (see `_sweep_dag`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hera.workflows import (
+    DAG,
+    Artifact,
+    Container,
+    EmptyDirVolume,
+    Env,
+    Gauge,
+    Label,
+    NoneArchiveStrategy,
+    Parameter,
+    Resources,
+    RetryStrategy,
+    S3Artifact,
+    SecretEnvFrom,
+    Workflow,
+    WorkflowTemplate,
+)
+from hera.workflows import models as m
+
+from job import __version__, steps
+from job.errors import UserError
+
+NAME = "meli-sweep"  # generateName prefix of every sweep, and the WorkflowTemplate's name
+TITLE = "workflows.argoproj.io/title"  # Argo UI annotations (shown in the workflow list)
+DESCRIPTION = "workflows.argoproj.io/description"
+DISPLAY_NAME = "workflows.argoproj.io/display-name"
+
+# Files `python -m job aggregate` writes into <sweep>/report/; each is an output artifact of the aggregate node.
+REPORT_FILES = (
+    "summary.md",
+    "comparison.png",
+    "balanced_accuracy.png",
+    "train_loss.png",
+    "validation_loss.png",
+    "summary.csv",
+    "summary.json",
+)
+REPORT_DIR = "/tmp/report"  # where the aggregate container also leaves its report, for the artifacts
+RESULT = "/tmp/result"  # train writes the test balanced accuracy here (a plain number)
+
+# Preemption: a reclaimed spot/preemptible GPU node fails the pod ("imminent node shutdown") or deletes it
+# ("pod deleted"), and a lost node shows as Error. A config that is simply broken (bad spec, NaN loss) fails
+# with another message and is not retried.
+RETRY_WHEN = "lastRetry.status == 'Error' || lastRetry.message matches 'imminent node shutdown|pod deleted'"
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything a sweep can set besides its configs. Fields marked (parameter) are Argo workflow parameters."""
+
+    data: str = "s3://meli-sweep/data/spanish.train.csv.gz"  # (parameter) challenge CSV or course jsonl.gz
+    embeddings: str = "s3://meli-sweep/embeddings/SBW-vectors-300-min5.txt.gz"  # (parameter) word vectors, or none
+    out: str = "s3://meli-sweep"  # (parameter) output prefix: prepared/<hash>/ and sweeps/<workflow name>/ go under it
+    image: str = f"meli-sweep:{__version__}"  # (parameter) the CUDA training image (images/Dockerfile)
+    cpu_image: str = ""  # (parameter) image of plan, prepare and aggregate (images/Dockerfile.cpu); "" = image + "-cpu"
+    pushgateway_url: str = ""  # (parameter) Prometheus Pushgateway the train pods push to; "" = no push
+    parallelism: int = 4  # GPU pods at once: the workflow's spec.parallelism (no other step overlaps train)
+    namespace: str | None = None  # Kubernetes namespace; None leaves it to the submitter
+    service_account: str = "meli-sweep"  # pods run as it; on Argo v4 it needs create/patch on workflowtaskresults
+    s3_secret: str = "meli-sweep-s3"  # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL, AWS_REGION]
+    node_selector: tuple[str, ...] = ()  # train pods only: "key=value" labels a GPU node must carry
+    tolerations: tuple[str, ...] = ("nvidia.com/gpu:NoSchedule",)  # train pods: "key[=value][:effect]", as kubectl taint
+    gpus: int = 1  # nvidia.com/gpu per train pod
+    train_cpu: str = "4"  # CPU cores requested per train pod (tokenized batches, DataLoader workers)
+    train_memory: str = "16Gi"  # memory request and limit per train pod
+    shm_size: str = "8Gi"  # emptyDir (RAM) mounted at /dev/shm: DataLoader workers pass batches through it
+    prepare_cpu: str = "2"  # CPU cores for prepare (tokenizing millions of titles)
+    prepare_memory: str = "8Gi"  # memory for prepare (vocabulary and a 1 M-word embedding file)
+    train_deadline_s: int = 24 * 3600  # activeDeadlineSeconds of one train attempt (seconds); a hung pod is killed
+    retries: int = 3  # train retries after preemption (each resumes from its last checkpoint in S3)
+    ttl_success_s: int = 3 * 24 * 3600  # the Workflow object is deleted this long after it succeeds (seconds)
+    ttl_failure_s: int = 7 * 24 * 3600  # ... or after it fails, kept longer to look into
+    labels: dict = field(default_factory=dict, compare=False)  # extra labels on the Workflow object
+
+    def image_cpu(self) -> str:
+        return self.cpu_image or f"{self.image}-cpu"
+
+
+def parse_node_selector(items) -> dict[str, str]:
+    """"key=value" items -> a nodeSelector map; a malformed item is a UserError."""
+    selector = {}
+    for item in items:
+        key, eq, value = str(item).partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"node selector {item!r}: expected key=value")
+        selector[key.strip()] = value.strip()
+    return selector
+
+
+def parse_toleration(text: str) -> m.Toleration:
+    """kubectl-taint syntax: "key[=value][:effect]"; no value tolerates any value (operator Exists)."""
+    rest, colon, effect = str(text).partition(":")
+    key, eq, value = rest.partition("=")
+    effects = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+    if not key.strip() or (colon and effect not in effects):
+        raise UserError(f"toleration {text!r}: expected key[=value][:effect], effect one of {', '.join(effects)}")
+    return m.Toleration(
+        key=key.strip(),
+        operator="Equal" if eq else "Exists",
+        value=value.strip() if eq else None,
+        effect=effect or None,
+    )
+
+
+def _parameters(configs: str, o: Options) -> list[Parameter]:
+    return [
+        Parameter(name="configs", value=configs, description="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4"),
+        Parameter(name="data", value=o.data, description="challenge CSV (.csv.gz) or course .jsonl.gz, s3://"),
+        Parameter(name="embeddings", value=o.embeddings, description="word vectors (.txt.gz/.vec/.bin) or none, s3://"),
+        Parameter(name="out", value=o.out, description="output prefix, s3://; the sweep goes to <out>/sweeps/<name>/"),
+        Parameter(name="image", value=o.image, description="training image (CUDA)"),
+        Parameter(name="cpu-image", value=o.image_cpu(), description="image of plan, prepare and aggregate"),
+        Parameter(name="pushgateway-url", value=o.pushgateway_url, description="Pushgateway for live metrics; empty = off"),
+    ]
+
+
+def _env(o: Options) -> dict:
+    """Container settings every step shares: S3 credentials and endpoint come only from the Secret."""
+    return dict(
+        env_from=[SecretEnvFrom(name=o.s3_secret, optional=True)],
+        env=[
+            Env(name="PUSHGATEWAY_URL", value="{{workflow.parameters.pushgateway-url}}"),
+            Env(name="PYTHONUNBUFFERED", value="1"),
+        ],
+    )
+
+
+def _report_artifacts() -> list[Artifact]:
+    # One artifact per file, stored as is (no tar), so the Argo UI links and previews each; optional, so a
+    # report without, say, a loss plot (no run finished) still uploads the rest.
+    return [
+        S3Artifact(
+            name=f.replace(".", "-").replace("_", "-"),
+            path=f"{REPORT_DIR}/{f}",
+            key=f"{NAME}/{{{{workflow.name}}}}/report/{f}",
+            archive=NoneArchiveStrategy(),
+            optional=True,
+        )
+        for f in REPORT_FILES
+    ]
+
+
+def build(configs: str, options: Options | None = None, kind: str = "Workflow") -> Workflow:
+    """The sweep of `configs` (spec text, checked in the plan step) as a Hera Workflow or WorkflowTemplate."""
+    o = options or Options()
+    if kind not in ("Workflow", "WorkflowTemplate"):
+        raise UserError(f"kind {kind!r}: expected Workflow or WorkflowTemplate")
+    template = kind == "WorkflowTemplate"
+    cls = WorkflowTemplate if template else Workflow
+    env = _env(o)
+    cpu_image = "{{workflow.parameters.cpu-image}}"
+    annotations = {
+        TITLE: f"meli-sweep: {configs}" if not template else "meli-sweep: hyperparameter sweep",
+        DESCRIPTION: (
+            f"configs {configs}; data {o.data}; embeddings {o.embeddings}; out {o.out}"
+            if not template
+            else "One GPU training pod per config, then a comparison report. Set configs, data, embeddings, out."
+        ),
+    }
+
+    with cls(
+        **({"name": NAME} if template else {"generate_name": f"{NAME}-"}),
+        namespace=o.namespace,
+        annotations=annotations,
+        labels={"app.kubernetes.io/name": NAME, "app.kubernetes.io/version": __version__, **o.labels},
+        entrypoint="sweep",
+        arguments=_parameters(configs, o),
+        service_account_name=o.service_account,
+        parallelism=o.parallelism,
+        pod_gc=m.PodGC(strategy="OnPodSuccess"),  # failed pods stay for `kubectl logs` until the TTL
+        ttl_strategy=m.TTLStrategy(seconds_after_success=o.ttl_success_s, seconds_after_failure=o.ttl_failure_s),
+        security_context=m.PodSecurityContext(run_as_non_root=True),
+    ) as w:
+        plan = Container(
+            name="plan",
+            image=cpu_image,
+            command=steps.plan("{{workflow.parameters.configs}}", result_file="/tmp/runs.json"),
+            outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json"))],
+            resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
+            **env,
+        )
+        prepare = Container(
+            name="prepare",
+            image=cpu_image,
+            command=steps.prepare(
+                "{{workflow.parameters.data}}",
+                "{{workflow.parameters.embeddings}}",
+                "{{workflow.parameters.out}}",
+                result_file="/tmp/prepared",
+            ),
+            outputs=[Parameter(name="prepared", value_from=m.ValueFrom(path="/tmp/prepared"))],
+            resources=Resources(cpu_request=o.prepare_cpu, memory_request=o.prepare_memory, memory_limit=o.prepare_memory),
+            **env,
+        )
+        train = Container(
+            name="train",
+            image="{{workflow.parameters.image}}",
+            inputs=[Parameter(name="name"), Parameter(name="spec"), Parameter(name="prepared")],
+            command=steps.train(
+                "{{inputs.parameters.spec}}",
+                "{{inputs.parameters.prepared}}",
+                "{{workflow.parameters.out}}",
+                "{{workflow.name}}",
+                "{{inputs.parameters.name}}",
+                result_file=RESULT,
+            ),
+            # A failed run writes no result: the default keeps the node's outputs valid.
+            outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
+            resources=Resources(
+                gpus=o.gpus, cpu_request=o.train_cpu, memory_request=o.train_memory, memory_limit=o.train_memory
+            ),
+            volumes=[EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=o.shm_size)],
+            node_selector=parse_node_selector(o.node_selector) or None,
+            tolerations=[parse_toleration(t) for t in o.tolerations] or None,
+            active_deadline_seconds=o.train_deadline_s,
+            retry_strategy=RetryStrategy(
+                limit=o.retries,
+                retry_policy="Always",  # the expression decides; the policy alone would skip Failed or Error
+                expression=RETRY_WHEN,
+                backoff=m.Backoff(duration="1m", factor=2, cap="10m"),  # a new node may take minutes to join
+            ),
+            metrics=[
+                Gauge(
+                    name="meli_sweep_test_balanced_accuracy",
+                    help="Final test balanced accuracy of a sweep run",
+                    labels=[Label(key="config", value="{{inputs.parameters.name}}")],
+                    when="{{status}} == Succeeded",
+                    realtime=False,
+                    value="{{outputs.parameters.balanced-accuracy}}",
+                ),
+                Gauge(
+                    name="meli_sweep_train_duration_seconds",
+                    help="Duration of a sweep run's train pod in seconds",
+                    labels=[
+                        Label(key="config", value="{{inputs.parameters.name}}"),
+                        Label(key="status", value="{{status}}"),
+                    ],
+                    realtime=False,
+                    value="{{duration}}",
+                ),
+            ],
+            **env,
+        )
+        aggregate = Container(
+            name="aggregate",
+            image=cpu_image,
+            command=steps.aggregate(
+                "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir=REPORT_DIR
+            ),
+            outputs=_report_artifacts(),
+            resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi"),
+            **env,
+        )
+        _sweep_dag(plan, prepare, train, aggregate)
+
+    _name_train_nodes(w)
+    return w
+
+
+def _sweep_dag(plan: Container, prepare: Container, train: Container, aggregate: Container) -> DAG:
+    # failFast off: one failed run must not stop the others from being scheduled.
+    # target names train as well as aggregate: Argo judges a DAG by its target tasks only, so with aggregate
+    # alone a failed run would be "handled" and the workflow would end Succeeded. With both, the workflow
+    # waits for aggregate (the report is written) and then ends Failed when any run failed.
+    with DAG(name="sweep", fail_fast=False, target="aggregate train") as dag:
+        p = plan(name="plan")
+        d = prepare(name="prepare")
+        t = train(
+            name="train",
+            with_param="{{tasks.plan.outputs.parameters.runs}}",
+            arguments={
+                "name": "{{item.name}}",
+                "spec": "{{item.spec}}",
+                "prepared": "{{tasks.prepare.outputs.parameters.prepared}}",
+            },
+        )
+        a = aggregate(name="aggregate")
+        [p, d] >> t
+        # Any outcome of the fan-out: AllFailed alone would miss a mix of Failed and Error runs.
+        a.depends = "train.Succeeded || train.Failed || train.Errored"
+    return dag
+
+
+def _name_train_nodes(w: Workflow) -> None:
+    """Show each train node as its run name in the Argo UI, not as the JSON of its item.
+
+    Argo reads the display name from the template's own `annotations`; Hera's `annotations` field goes
+    to pod metadata instead, so the built template gets the annotation here.
+    """
+    for i, t in enumerate(w.templates):
+        if isinstance(t, Container) and t.name == "train":
+            built = t._build_template()
+            built.annotations = {DISPLAY_NAME: "train {{inputs.parameters.name}}"}
+            w.templates[i] = built
+
+
+def manifest(w: Workflow) -> dict:
+    """The built resource as a plain dict (what the YAML and the API request hold)."""
+    return w.to_dict()
+
+
+def to_yaml(w: Workflow) -> str:
+    return w.to_yaml()
