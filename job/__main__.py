@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("gensim", "botocore", "boto3", "s3transfer", "urllib3", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         if args.step == "synth":
             from job import synth

@@ -195,11 +195,13 @@ class TrainingMetrics:
     """
 
     def __init__(self, sweep: str, config: str, url: str | None, interval_s: float = DEFAULT_INTERVAL_S,
-                 timeout_s: float = PUSH_TIMEOUT_S) -> None:
+                 timeout_s: float = PUSH_TIMEOUT_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.sweep, self.config = sweep, config
         self.interval_s, self.timeout_s = interval_s, timeout_s
+        self._clock = clock  # seconds, for throttling and throughput; tests pass a fake one
         self._values = _Values()
-        self._last_push: float | None = None  # time.monotonic() of the last push request
+        self._last_push: float | None = None  # clock() of the last push request
+        self._epoch_mark: tuple[float, int | None] | None = None  # (clock(), samples_total) at the last epoch end
         self._pusher: _Pusher | None = None
         self.url: str | None = None  # without credentials; None when disabled
         if url:
@@ -230,6 +232,7 @@ class TrainingMetrics:
     def start(self, epochs_total: int, samples_per_epoch: int) -> None:
         if not self.enabled:
             return
+        self._epoch_mark = (self._clock(), None)  # the samples done before a resume are unknown here
         self._values.set(epochs_planned=epochs_total, samples_per_epoch=samples_per_epoch,
                          gpu_memory_bytes=_gpu_memory_bytes())
         self._push(force=True)
@@ -243,12 +246,28 @@ class TrainingMetrics:
         self._push(force=False)
 
     def epoch_end(self, epoch: int, train_loss: float, val_loss: float, val_balanced_accuracy: float,
-                  samples_total: int) -> None:
+                  samples_total: int, samples_per_second: float | None = None) -> None:
+        """After each validation; always pushes.
+
+        samples_per_second: the epoch's training throughput. Without it, the samples since the last
+        epoch end over the wall time since then (validation included), so short epochs that never
+        reached a progress call still show a throughput.
+        """
         if not self.enabled:
             return
-        self._values.set(epoch=epoch, samples_total=self._samples(samples_total), loss=train_loss,
-                         validation_loss=val_loss, validation_balanced_accuracy=val_balanced_accuracy,
-                         gpu_memory_bytes=_gpu_memory_bytes())
+        now = self._clock()
+        if samples_per_second is None and self._epoch_mark is not None:
+            mark_time, mark_samples = self._epoch_mark
+            seen = samples_total - mark_samples if mark_samples is not None else self._values.get("samples_per_epoch")
+            if seen and seen > 0 and now > mark_time:
+                samples_per_second = seen / (now - mark_time)
+        self._epoch_mark = (now, samples_total)
+        values: dict[str, float] = {"epoch": epoch, "samples_total": self._samples(samples_total), "loss": train_loss,
+                                    "validation_loss": val_loss, "validation_balanced_accuracy": val_balanced_accuracy,
+                                    "gpu_memory_bytes": _gpu_memory_bytes()}
+        if samples_per_second is not None:
+            values["samples_per_second"] = samples_per_second
+        self._values.set(**values)
         self._push(force=True)
 
     def finish(self, test_balanced_accuracy: float | None, ok: bool) -> None:
@@ -272,7 +291,7 @@ class TrainingMetrics:
         return max(float(samples_total), previous or 0.0)
 
     def _push(self, force: bool) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if force or self._last_push is None or now - self._last_push >= self.interval_s:
             self._last_push = now
             assert self._pusher is not None

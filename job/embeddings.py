@@ -1,0 +1,152 @@
+"""Word vectors for the vocabulary: read from a file, or trained on the training titles.
+
+Files: text (`.txt`, `.vec`, optionally `.gz`), one word and its floats per line, with or
+without a `count dim` header line (SBW-vectors-300-min5.txt.gz has one, glove.6B.50d.txt.gz
+does not); or word2vec binary (`.bin`, optionally `.gz`). The file is streamed once and only
+the vocabulary's words are kept, so a 1 M-word file never sits in memory whole.
+
+Bad lines (wrong number of floats, unparsable numbers) are counted and reported; a file
+whose dimension disagrees with its header, or with most of its lines, is refused.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from job.errors import UserError
+
+log = logging.getLogger("job.embeddings")
+
+MAX_BAD_SHARE = 0.01  # refuse a file where more than this share of lines is malformed
+
+
+@dataclass
+class Vectors:
+    matrix: np.ndarray  # float32 [vocab, dim], rows in vocabulary order
+    found: int  # vocabulary words that had a vector
+    stats: dict = field(default_factory=dict)  # lines read, bad lines, duplicates: for the report
+
+
+def _open_text(path: Path, name: str):
+    raw = open(path, "rb")
+    if name.endswith(".gz"):
+        raw = gzip.open(raw)
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
+
+
+def _fill_missing(matrix: np.ndarray, found_mask: np.ndarray, seed: int) -> None:
+    """Words with no vector get small random ones at the scale of the found ones; [PAD] stays zero."""
+    rng = np.random.default_rng(seed)
+    scale = float(matrix[found_mask].std()) if found_mask.any() else 0.1
+    missing = ~found_mask
+    missing[0] = False
+    matrix[missing] = rng.normal(0.0, scale or 0.1, size=(int(missing.sum()), matrix.shape[1])).astype(np.float32)
+    matrix[0] = 0.0
+
+
+def load_text(path: Path, name: str, vocab: dict[str, int], seed: int = 0) -> Vectors:
+    dim = header_dim = None
+    matrix = None
+    found_mask = np.zeros(len(vocab), dtype=bool)
+    lines = bad = duplicates = 0
+    try:
+        with _open_text(path, name) as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.rstrip("\n\r ").split(" ")
+                if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    header_dim = int(parts[1])
+                    if header_dim < 1:
+                        raise UserError(f"{name}: header says dimension {header_dim}")
+                    continue
+                if len(parts) < 2 or not parts[0]:
+                    if line.strip():
+                        bad += 1
+                    continue
+                lines += 1
+                if dim is None:
+                    dim = header_dim or len(parts) - 1
+                    if header_dim and len(parts) - 1 != header_dim:
+                        raise UserError(f"{name}: embedding dimension mismatch: header says {header_dim}, line {lineno} has {len(parts) - 1} values")
+                    matrix = np.zeros((len(vocab), dim), dtype=np.float32)
+                if len(parts) - 1 != dim:
+                    bad += 1
+                    continue
+                idx = vocab.get(parts[0])
+                if idx is None:
+                    continue
+                if found_mask[idx]:
+                    duplicates += 1  # keep the first vector of a word, as gensim does
+                    continue
+                try:
+                    matrix[idx] = np.asarray(parts[1:], dtype=np.float32)
+                except ValueError:
+                    bad += 1
+                    continue
+                found_mask[idx] = True
+    except UnicodeDecodeError as e:
+        raise UserError(f"{name}: not UTF-8 text (byte {e.start} of a line); a binary word2vec file must end in .bin") from None
+    except (EOFError, gzip.BadGzipFile, OSError) as e:
+        raise UserError(f"{name}: cannot read word vectors ({type(e).__name__}: {e})") from None
+    if matrix is None:
+        raise UserError(f"{name}: no word vectors found (empty file or no 'word v1 v2 ...' lines)")
+    if bad > max(10, MAX_BAD_SHARE * (lines + bad)):
+        raise UserError(f"{name}: {bad} of {lines + bad} lines are malformed (expected a word and {dim} numbers); "
+                        f"is the dimension right?")
+    _fill_missing(matrix, found_mask, seed)
+    return Vectors(matrix, int(found_mask[2:].sum()), {"lines": lines, "bad_lines": bad, "duplicate_words": duplicates, "dim": dim})
+
+
+def load_binary(path: Path, name: str, vocab: dict[str, int], seed: int = 0) -> Vectors:
+    from gensim.models import KeyedVectors
+
+    try:
+        kv = KeyedVectors.load_word2vec_format(str(path), binary=True, unicode_errors="ignore")
+    except Exception as e:  # gensim raises bare ValueError/EOFError on a broken file
+        raise UserError(f"{name}: not a word2vec binary file ({type(e).__name__}: {e})") from None
+    matrix = np.zeros((len(vocab), kv.vector_size), dtype=np.float32)
+    found_mask = np.zeros(len(vocab), dtype=bool)
+    for word, idx in vocab.items():
+        if word in kv.key_to_index:
+            matrix[idx] = kv[word]
+            found_mask[idx] = True
+    _fill_missing(matrix, found_mask, seed)
+    return Vectors(matrix, int(found_mask[2:].sum()), {"lines": len(kv), "bad_lines": 0, "duplicate_words": 0, "dim": kv.vector_size})
+
+
+def load(path: Path, name: str, vocab: dict[str, int], seed: int = 0) -> Vectors:
+    base = name[:-3] if name.endswith(".gz") else name
+    if base.endswith(".bin"):
+        return load_binary(path, name, vocab, seed)
+    if not (base.endswith(".txt") or base.endswith(".vec")):
+        raise UserError(f"{name}: unknown word-vector format (expected .txt, .vec or .bin, optionally .gz)")
+    return load_text(path, name, vocab, seed)
+
+
+def train(sentences: list[list[str]], vocab: dict[str, int], dim: int, seed: int = 0) -> Vectors:
+    """Word2Vec on the training titles, for when no pretrained vectors are given.
+
+    Skip-gram with 10 epochs: on short titles CBOW's vectors for sibling categories' words come out
+    nearly alike, and a frozen-embedding model can then not tell the siblings apart.
+    """
+    from gensim.models import Word2Vec
+
+    if dim < 1:
+        raise UserError(f"--embedding-dim {dim}: must be >= 1")
+    # One worker keeps the vectors, and so the whole run, reproducible for a seed; it costs
+    # seconds at demo size and a few minutes on the full 4.9 M titles.
+    workers = 1 if len(sentences) < 500_000 else 4
+    model = Word2Vec(sentences=sentences, vector_size=dim, window=5, min_count=1, workers=workers, seed=seed, epochs=10, sg=1)
+    matrix = np.zeros((len(vocab), dim), dtype=np.float32)
+    found_mask = np.zeros(len(vocab), dtype=bool)
+    for word, idx in vocab.items():
+        if word in model.wv.key_to_index:
+            matrix[idx] = model.wv[word]
+            found_mask[idx] = True
+    _fill_missing(matrix, found_mask, seed)
+    return Vectors(matrix, int(found_mask[2:].sum()), {"trained": "word2vec", "dim": dim, "workers": workers})

@@ -1,0 +1,120 @@
+"""The three model families, built by plain functions with flat keyword arguments.
+
+Every model maps (token ids [batch, length], lengths [batch]) to class logits [batch, classes];
+the loss is cross-entropy on logits (the seed's MLP ended in a sigmoid, which capped it at 0.44).
+Padding id is 0. `build_model(family, ...)` picks the builder by name; configs never enter a model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+
+def _embedding(vocab_size: int, embed_dim: int, vectors: torch.Tensor | None, freeze: bool) -> nn.Embedding:
+    if vectors is not None:
+        return nn.Embedding.from_pretrained(torch.as_tensor(vectors, dtype=torch.float32), freeze=freeze, padding_idx=0)
+    layer = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+    layer.weight.requires_grad_(not freeze)
+    return layer
+
+
+class LSTMClassifier(nn.Module):
+    """The seed's MeLiRNNClassifier: embedding -> dropout -> LSTM -> linear on the last hidden state."""
+
+    def __init__(self, embedding: nn.Embedding, hidden: int, layers: int, bidirectional: bool, dropout: float,
+                 num_classes: int, packed: bool):
+        super().__init__()
+        self.embedding = embedding
+        self.dropout = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(embedding.embedding_dim, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+        self.out = nn.Linear(hidden * (2 if bidirectional else 1), num_classes)
+        # Packing is exact for any batch; a one-way LSTM over right-padded batches gives the same last
+        # state read at position length-1, and runs as one cuDNN call without the packing overhead.
+        self.packed = packed or bidirectional
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.embedding(tokens))
+        if self.packed:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            _, (h, _) = self.lstm(packed)
+            if self.lstm.bidirectional:
+                last = torch.cat([h[-2], h[-1]], dim=1)
+            else:
+                last = h[-1]
+        else:
+            out, _ = self.lstm(x)
+            index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[2])
+            last = out.gather(1, index.to(torch.int64)).squeeze(1)
+        return self.out(last)
+
+
+class CNNClassifier(nn.Module):
+    """Convolutions of widths 2, 3, 4 over the word vectors, max-pooled over time, then fc -> logits."""
+
+    def __init__(self, embedding: nn.Embedding, filters: int, widths: tuple[int, ...], fc: int, dropout: float, num_classes: int):
+        super().__init__()
+        self.embedding = embedding
+        self.widths = widths
+        self.convs = nn.ModuleList(nn.Conv1d(embedding.embedding_dim, filters, w) for w in widths)
+        self.fc = nn.Sequential(nn.Linear(filters * len(widths), fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, num_classes))
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        short = max(self.widths) - tokens.shape[1]
+        if short > 0:  # sequences are padded to at least the widest filter
+            tokens = nn.functional.pad(tokens, (0, short))
+        x = self.embedding(tokens).transpose(1, 2)
+        pooled = [torch.relu(conv(x)).amax(dim=2) for conv in self.convs]
+        return self.fc(torch.cat(pooled, dim=1))
+
+
+class MLPClassifier(nn.Module):
+    """Mean of the title's word vectors -> hidden -> hidden/2 -> logits, ReLU and dropout between."""
+
+    def __init__(self, embedding: nn.Embedding, hidden: int, dropout: float, num_classes: int):
+        super().__init__()
+        self.embedding = embedding
+        self.net = nn.Sequential(
+            nn.Linear(embedding.embedding_dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden // 2, num_classes),
+        )
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = (tokens != 0).unsqueeze(2).to(self.embedding.weight.dtype)
+        summed = (self.embedding(tokens) * mask).sum(dim=1)
+        return self.net(summed / lengths.clamp(min=1).unsqueeze(1).to(summed.dtype))
+
+
+def build_lstm(vocab_size: int, embed_dim: int, num_classes: int, hidden: int = 100, layers: int = 1,
+               bidirectional: bool = False, dropout: float = 0.3, vectors=None, freeze: bool = True,
+               packed: bool = False) -> nn.Module:
+    return LSTMClassifier(_embedding(vocab_size, embed_dim, vectors, freeze), hidden, layers, bidirectional, dropout, num_classes, packed)
+
+
+def build_cnn(vocab_size: int, embed_dim: int, num_classes: int, filters: int = 100, widths: tuple[int, ...] = (2, 3, 4),
+              fc: int = 128, dropout: float = 0.3, vectors=None, freeze: bool = True) -> nn.Module:
+    return CNNClassifier(_embedding(vocab_size, embed_dim, vectors, freeze), filters, widths, fc, dropout, num_classes)
+
+
+def build_mlp(vocab_size: int, embed_dim: int, num_classes: int, hidden: int = 256, dropout: float = 0.3,
+              vectors=None, freeze: bool = True) -> nn.Module:
+    return MLPClassifier(_embedding(vocab_size, embed_dim, vectors, freeze), hidden, dropout, num_classes)
+
+
+BUILDERS = {"lstm": build_lstm, "cnn": build_cnn, "mlp": build_mlp}
+
+
+def builder_kwargs(config) -> dict:
+    """The builder arguments a TrainConfig asks for (the config itself stays out of the model)."""
+    if config.family == "lstm":
+        return {"hidden": config.hidden, "layers": config.layers, "bidirectional": config.bidirectional,
+                "dropout": config.dropout, "freeze": config.freeze_embeddings}
+    if config.family == "cnn":
+        return {"filters": config.filters, "fc": config.fc, "dropout": config.dropout, "freeze": config.freeze_embeddings}
+    return {"hidden": config.mlp_hidden, "dropout": config.dropout, "freeze": config.freeze_embeddings}
+
+
+def build_model(family: str, vocab_size: int, embed_dim: int, num_classes: int, **kwargs) -> nn.Module:
+    return BUILDERS[family](vocab_size, embed_dim, num_classes, **kwargs)

@@ -1,0 +1,301 @@
+"""Train one config on prepared data: the step every GPU pod runs.
+
+    python -m job train --config hidden100 --prepared runs/prepared/<hash> --out runs/sweeps/demo/hidden100
+
+Writes into --out (local or s3://):
+  metrics.jsonl   one JSON line per finished epoch: train/validation loss, validation balanced accuracy
+  checkpoint.pt   after every epoch: config, epoch, model, optimizer, RNG state and history (a plain dict)
+  model.pt        the best-validation weights with everything needed to use them
+  summary.json    written last: status, test loss and balanced accuracy of the best epoch, timings
+A rerun with the same --out resumes from checkpoint.pt; a finished run is left as it is.
+Uses CUDA with bf16 autocast when present, the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from job import configs, metrics, storage
+from job.data import Split, epoch_order, make_split
+from job.errors import TrainingFailed, UserError
+from job.models import build_model, builder_kwargs
+from job.prepare import open_prepared
+
+log = logging.getLogger("job.train")
+
+CHECKPOINT_FORMAT = 1  # bump when the checkpoint dict changes shape
+EVAL_BATCH = 8192  # titles per evaluation batch: no gradients, so large batches are cheap
+LOG_EVERY = 10.0  # seconds between progress lines when not on a terminal (kubectl logs)
+BAR_EVERY = 0.5  # seconds between progress bar redraws on a terminal
+
+
+# --- small named helpers ------------------------------------------------------------
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def names_from_out(out: str) -> tuple[str, str]:
+    """(sweep id, run folder) from <prefix>/sweeps/<sweep>/<run>; the sweep id groups the metrics."""
+    parts = out.rstrip("/").split("/")
+    return (parts[-2] if len(parts) >= 2 else "local"), parts[-1]
+
+
+def save_torch(uri: str, obj: dict) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def load_torch(uri: str) -> dict | None:
+    if not storage.exists(uri):
+        return None
+    try:
+        return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file: say which one, never unpickle arbitrary objects
+        raise UserError(f"{uri}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def write_history(out: str, history: list[dict]) -> None:
+    """metrics.jsonl is rewritten from the checkpoint's history, so each epoch appears exactly once."""
+    storage.write_text(storage.join(out, "metrics.jsonl"), "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+
+
+def balanced_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    from sklearn.metrics import balanced_accuracy_score
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # predictions of classes absent from this split are fine
+        return float(balanced_accuracy_score(labels, preds))
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, device: torch.device) -> tuple[float, float]:
+    """(mean loss, balanced accuracy) over a split, with one host sync at the end."""
+    model.eval()
+    order, batches = epoch_order(split.lengths_host, EVAL_BATCH, None)
+    order_t = torch.from_numpy(order).to(device)
+    loss_sum = torch.zeros((), device=device)
+    preds = torch.empty(len(split), dtype=torch.int64, device=device)
+    for start, end, width in batches:
+        idx = order_t[start:end]
+        with autocast(device):
+            logits = model(split.tokens[idx, :width], split.lengths[idx])
+        loss_sum += F.cross_entropy(logits.float(), split.labels[idx], reduction="sum")
+        preds[idx] = logits.argmax(dim=1)
+    model.train()
+    return loss_sum.item() / max(1, len(split)), balanced_accuracy(split.labels_host, preds.cpu().numpy())
+
+
+class Progress:
+    """A bar on a terminal; log lines with samples/s and ETA otherwise (what kubectl logs shows)."""
+
+    def __init__(self, name: str, epochs: int, rows: int):
+        self.name, self.epochs, self.rows = name, epochs, rows
+        self.tty = sys.stderr.isatty()
+        self.every = BAR_EVERY if self.tty else LOG_EVERY
+        self.last = time.time()
+
+    def due(self) -> bool:
+        return time.time() - self.last >= self.every
+
+    def show(self, epoch: int, done: int, loss: float, rate: float, eta: float) -> None:
+        self.last = time.time()
+        share = done / max(1, self.rows)
+        if self.tty:
+            bar = "#" * int(share * 30)
+            sys.stderr.write(f"\r{self.name} epoch {epoch}/{self.epochs} [{bar:<30}] {100 * share:5.1f}% "
+                             f"loss {loss:.4f} {rate:,.0f} samples/s ETA {_clock(eta)}  ")
+            sys.stderr.flush()
+        else:
+            log.info("%s epoch %d/%d %5.1f%% loss %.4f %.0f samples/s ETA %s", self.name, epoch, self.epochs,
+                     100 * share, loss, rate, _clock(eta))
+
+    def end_line(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def failed_summary(out: str, run: configs.Run, reason: str, history: list[dict]) -> None:
+    storage.write_json(storage.join(out, "summary.json"), {
+        "config": run.name, "spec": run.spec, "status": "failed", "reason": reason, "epochs": len(history),
+    })
+
+
+# --- the step ------------------------------------------------------------------------
+
+
+def main(args) -> None:
+    # Setup: parse and check everything before any work starts.
+    run = configs.parse_one(args.config)
+    cfg = run.config
+    out = storage.check_uri(args.out, "--out")
+    storage.check_uri(args.prepared, "--prepared")
+    sweep_id, _ = names_from_out(out)
+    device = pick_device(args.device)
+
+    summary_uri = storage.join(out, "summary.json")
+    if storage.exists(summary_uri):
+        done = storage.read_json(summary_uri)
+        if done.get("status") == "ok" and done.get("spec") == run.spec:
+            log.info("%s already finished (summary.json found): test balanced accuracy %.4f", run.name, done["test_balanced_accuracy"])
+            _emit(args.result_file, done["test_balanced_accuracy"])
+            return
+
+    prepared = open_prepared(args.prepared)
+    a = prepared.arrays
+    torch.manual_seed(cfg.seed)
+    train = make_split(a["tokens_train"], a["offsets_train"], a["labels_train"], cfg.max_len, device, cfg.max_train_rows, cfg.seed)
+    valid = make_split(a["tokens_validation"], a["offsets_validation"], a["labels_validation"], cfg.max_len, device)
+    test = make_split(a["tokens_test"], a["offsets_test"], a["labels_test"], cfg.max_len, device)
+    vectors = torch.from_numpy(np.array(a["embeddings"]))  # a writable copy: the model owns (and may tune) it
+    model = build_model(cfg.family, prepared.vocab_size, vectors.shape[1], prepared.classes, vectors=vectors,
+                        **builder_kwargs(cfg)).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+
+    ckpt_uri, model_uri = storage.join(out, "checkpoint.pt"), storage.join(out, "model.pt")
+    history: list[dict] = []
+    best = {"epoch": 0, "validation_loss": math.inf}
+    train_seconds = 0.0
+    ckpt = load_torch(ckpt_uri)
+    if ckpt is not None:
+        if ckpt.get("config") != cfg.to_dict():
+            raise UserError(f"{ckpt_uri}: holds a checkpoint of another config ({ckpt.get('spec')}); use a new --out")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        history, best, train_seconds = ckpt["history"], ckpt["best"], ckpt["train_seconds"]
+        write_history(out, history)
+        log.info("%s resumed from %s after epoch %d", run.name, ckpt_uri, ckpt["epoch"])
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("%s: %s on %s, %d parameters (%d trained), %d/%d/%d rows, %d epochs of batch %d",
+             run.name, cfg.family, device, n_params, sum(p.numel() for p in params), len(train), len(valid), len(test),
+             cfg.epochs, cfg.batch_size)
+    pusher = metrics.TrainingMetrics.from_env(sweep_id, run.name)
+    pusher.start(cfg.epochs, len(train))
+    progress = Progress(run.name, cfg.epochs, len(train))
+    samples_total = len(history) * len(train)
+
+    # Train: one pass per epoch, then validate, keep the best weights and checkpoint.
+    try:
+        for epoch in range(len(history) + 1, cfg.epochs + 1):
+            if cfg.patience and epoch - best["epoch"] > cfg.patience and best["epoch"]:
+                log.info("%s: early stop, no better validation loss for %d epochs", run.name, cfg.patience)
+                break
+            rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch order: a resumed run sees the same batches
+            order, batches = epoch_order(train.lengths_host, cfg.batch_size, rng)
+            order_t = torch.from_numpy(order).to(device, non_blocking=True)
+            loss_sum = torch.zeros((), device=device)
+            seen = 0
+            started = time.time()
+            model.train()
+            for start, end, width in batches:
+                idx = order_t[start:end]
+                with autocast(device):
+                    logits = model(train.tokens[idx, :width], train.lengths[idx])
+                loss = F.cross_entropy(logits.float(), train.labels[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                # accumulate on the device: reading the loss every step would stall the GPU
+                loss_sum += loss.detach() * (end - start)
+                seen += end - start
+                if progress.due():
+                    running = loss_sum.item() / seen
+                    if not math.isfinite(running):
+                        raise TrainingFailed(f"loss is {running} at epoch {epoch} after {seen} samples")
+                    rate = seen / (time.time() - started)
+                    eta = (len(train) - seen + (cfg.epochs - epoch) * len(train)) / rate
+                    progress.show(epoch, seen, running, rate, eta)
+                    pusher.progress(epoch, samples_total + seen, running, rate)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.time() - started
+            train_loss = loss_sum.item() / max(1, seen)
+            if not math.isfinite(train_loss):
+                raise TrainingFailed(f"loss is {train_loss} at epoch {epoch}")
+            val_loss, val_bacc = evaluate(model, valid, device)
+            progress.end_line()
+            samples_total += seen
+            train_seconds += seconds
+            history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "validation_loss": round(val_loss, 6),
+                            "validation_balanced_accuracy": round(val_bacc, 6), "seconds": round(seconds, 3),
+                            "samples_per_second": round(seen / seconds, 1)})
+            log.info("%s epoch %d/%d: train loss %.4f, validation loss %.4f, balanced accuracy %.4f, %.0f samples/s, %.1fs",
+                     run.name, epoch, cfg.epochs, train_loss, val_loss, val_bacc, seen / seconds, seconds)
+            if val_loss < best["validation_loss"]:
+                best = {"epoch": epoch, "validation_loss": val_loss}
+                save_torch(model_uri, {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "spec": run.spec, "epoch": epoch,
+                                       "model": model.state_dict(), "vocab_size": prepared.vocab_size,
+                                       "embed_dim": int(vectors.shape[1]), "classes": prepared.classes,
+                                       "label_names": prepared.label_names, "prepared": args.prepared})
+            # model.pt first, then the checkpoint that points past it: a kill in between replays one epoch.
+            save_torch(ckpt_uri, {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "spec": run.spec, "epoch": epoch,
+                                  "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                  "rng": {"torch": torch.get_rng_state()}, "history": history, "best": best,
+                                  "train_seconds": train_seconds, "prepared": args.prepared})
+            write_history(out, history)
+            pusher.epoch_end(epoch, train_loss, val_loss, val_bacc, samples_total)
+    except TrainingFailed as e:
+        failed_summary(out, run, str(e), history)
+        pusher.finish(None, ok=False)
+        raise
+    except torch.OutOfMemoryError:
+        reason = f"out of memory at epoch {len(history) + 1} (batch_size={cfg.batch_size}); try a smaller batch_size"
+        failed_summary(out, run, reason, history)
+        pusher.finish(None, ok=False)
+        raise TrainingFailed(reason) from None
+
+    # Cleanup: test the best epoch's weights, then write the summary last.
+    best_state = load_torch(model_uri)
+    model.load_state_dict(best_state["model"])
+    test_loss, test_bacc = evaluate(model, test, device)
+    summary = {
+        "config": run.name, "spec": run.spec, "status": "ok", "family": cfg.family,
+        "epochs": len(history), "best_epoch": best["epoch"],
+        "validation_balanced_accuracy": next(h["validation_balanced_accuracy"] for h in history if h["epoch"] == best["epoch"]),
+        "test_loss": round(test_loss, 6), "test_balanced_accuracy": round(test_bacc, 6),
+        "train_seconds": round(train_seconds, 2), "samples_per_second": round(samples_total / max(train_seconds, 1e-9), 1),
+        "stopped_early": len(history) < cfg.epochs, "device": str(device), "parameters": n_params,
+        "prepared": args.prepared, "config_values": cfg.to_dict(),
+    }
+    storage.write_json(summary_uri, summary)
+    pusher.finish(test_bacc, ok=True)
+    log.info("%s done: test loss %.4f, test balanced accuracy %.4f (best epoch %d)", run.name, test_loss, test_bacc, best["epoch"])
+    _emit(args.result_file, test_bacc)
+
+
+def _emit(result_file: str | None, value: float) -> None:
+    if result_file:
+        Path(result_file).write_text(f"{value:.6f}")
