@@ -1,0 +1,287 @@
+"""Training metrics against a real Prometheus and Pushgateway (Debian's, on loopback; see promservers.py).
+
+- A short real training pushes; after a scrape, every PromQL query of the Grafana dashboard, with its
+  variables filled in, returns series of that sweep and config. The Argo panels query the
+  workflow-controller, which does not run here: their metric names are checked against Argo's docs.
+- An unreachable Pushgateway: training completes and logs one warning, without the URL's password.
+- After aggregate, the sweep's groups are gone from the Pushgateway; Prometheus keeps the history.
+- Pushes are throttled, and a gateway that hangs never holds up the training loop.
+
+    make test PYTEST_ARGS="-m prometheus"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from promservers import label_values, prom, pushgateway_groups, pushgateway_pushes, query, wait_for  # noqa: F401
+
+from job import metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "helm" / "meli-sweep" / "dashboards" / "meli-sweep.json"
+SPEC = "hidden50:epochs=2"  # a real LSTM, two epochs: about 5 s on 2 CPU cores
+CONFIG = "hidden50_epochs=2"  # the run name train derives from SPEC: the `config` label
+
+# Argo's controller metrics, as named in "Default Controller Metrics" of
+# https://argo-workflows.readthedocs.io/en/latest/metrics/ (v3.6 and later, hence v4):
+# each is emitted with the prefix `argo_workflows_`; counters keep the names below.
+ARGO_CONTROLLER_METRICS = {
+    "cronworkflows_concurrencypolicy_triggered", "cronworkflows_triggered_total", "deprecated_feature",
+    "error_count", "gauge", "is_leader", "k8s_request_duration", "k8s_request_total", "log_messages",
+    "operation_duration_seconds", "pod_missing", "pod_pending_count", "pods_gauge", "pods_total_count",
+    "queue_adds_count", "queue_depth_gauge", "queue_duration", "queue_latency", "queue_longest_running",
+    "queue_retries", "queue_unfinished_work", "total_count", "version", "workers_busy_count",
+    "workflow_condition", "workflowtemplate_runtime", "workflowtemplate_triggered_total",
+}
+# Labels those panels group by, from the same page: `phase` on gauge, pods_gauge and total_count.
+ARGO_LABELS = {"phase", "namespace", "cause", "queue_name", "status", "type", "worker_type", "le"}
+PROMQL_WORDS = {"sum", "by", "rate", "increase", "max", "min", "avg", "without", "on", "histogram_quantile"}
+
+
+def _job(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "job", *args], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> str:
+    """Synthetic data, prepared once for every training here (about 2 s)."""
+    work = tmp_path_factory.mktemp("metrics-data")
+    r = _job("synth", "--rows", "3000", "--categories", "8", "--out", str(work / "titles.csv"))
+    assert r.returncode == 0, r.stderr
+    r = _job("prepare", "--data", str(work / "titles.csv"), "--embeddings", "none", "--out", str(work))
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip().splitlines()[-1]
+
+
+def _train(prepared: str, out: Path, sweep: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {"PUSHGATEWAY_URL": "", **env}  # a developer's own PUSHGATEWAY_URL must not leak in
+    return _job("train", "--config", SPEC, "--prepared", prepared, "--out", str(out / "sweeps" / sweep / CONFIG),
+                "--device", "cpu", env=env)
+
+
+def _fill(expr: str, sweep: str, config_regex: str) -> str:
+    """Grafana's variables, as Grafana would fill them for one sweep and a config selection."""
+    for name, value in (("${sweep}", sweep), ("$sweep", sweep), ("${config}", config_regex), ("$config", config_regex),
+                        ("$__rate_interval", "1m"), ("$__interval", "15s"), ("$__range", "1h")):
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"unfilled variable in {expr!r}"
+    return expr
+
+
+def _dashboard_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    found = []
+    for panel in dashboard["panels"]:
+        for inner in [panel, *panel.get("panels", [])]:
+            for target in inner.get("targets", []):
+                found.append((inner["title"], target["expr"]))
+    return found
+
+
+def _is_argo(expr: str) -> bool:
+    return "argo_workflows_" in expr
+
+
+def test_dashboard_shape():
+    """The panels the issue asks for, the two variables, and a Prometheus data source variable."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    titles = {p["title"] for p in dashboard["panels"]}
+    assert {"Train loss", "Validation balanced accuracy", "Validation loss", "Samples per second", "Epoch progress",
+            "GPU memory", "Final balanced accuracy per config"} <= titles
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    assert variables["config"]["multi"] and variables["config"]["includeAll"]
+    assert next(p for p in dashboard["panels"] if p["title"] == "Final balanced accuracy per config")["type"] == "table"
+    assert sum(_is_argo(e) for _, e in _dashboard_queries()) >= 3
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+
+
+def test_argo_panels_use_documented_controller_metrics():
+    for title, expr in _dashboard_queries():
+        if not _is_argo(expr):
+            continue
+        names = set(re.findall(r"argo_workflows_(\w+)", expr))
+        assert names and names <= ARGO_CONTROLLER_METRICS, f"{title}: {names - ARGO_CONTROLLER_METRICS} not in Argo's docs"
+        grouped = {label for group in re.findall(r"by \(([^)]*)\)", expr) for label in re.split(r"\s*,\s*", group)}
+        assert grouped <= ARGO_LABELS, f"{title}: groups by {grouped - ARGO_LABELS}, not an Argo metric label"
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_dashboard_queries_return_the_runs_series(prom, prepared, tmp_path):
+    sweep = "observed"
+    r = _train(prepared, tmp_path, sweep, {"PUSHGATEWAY_URL": prom.pushgateway_url, "PUSHGATEWAY_INTERVAL": "0.5"})
+    assert r.returncode == 0, r.stderr
+    assert "WARNING" not in r.stderr, r.stderr
+    summary = json.loads((tmp_path / "sweeps" / sweep / CONFIG / "summary.json").read_text())
+    # The final push carries the success time; once Prometheus has scraped it, every series is there.
+    assert wait_for(prom.prometheus_url, f'meli_train_last_success_timestamp_seconds{{sweep="{sweep}"}}')
+
+    # The variables' queries, as Grafana runs label_values(): the sweep and the config are offered.
+    dashboard = json.loads(DASHBOARD.read_text())
+    for var in dashboard["templating"]["list"]:
+        if var["type"] != "query":
+            continue
+        m = re.fullmatch(r"label_values\((.*), (\w+)\)", var["definition"])
+        assert m, var["definition"]
+        offered = label_values(prom.prometheus_url, m.group(2), _fill(m.group(1), sweep, ".*"))
+        assert {"sweep": sweep, "config": CONFIG}[var["name"]] in offered
+
+    # Every training query, for this config alone and for "All" configs, returns this run's series.
+    checked = 0
+    for title, expr in _dashboard_queries():
+        for config_regex in (re.escape(CONFIG), ".*"):
+            result = query(prom.prometheus_url, _fill(expr, sweep, config_regex))
+            if _is_argo(expr):
+                continue  # valid PromQL (query() checks that); no controller here to give it series
+            assert result, f"{title}: no series for {expr!r}"
+            for series in result:
+                assert series["metric"].get("sweep") == sweep and series["metric"].get("config") == CONFIG, (title, series)
+            checked += 1
+    assert checked >= 2 * 10
+
+    # The values are this run's: two epochs over the 2,400 training rows, the summary's test score.
+    def value(name: str) -> float:
+        [series] = query(prom.prometheus_url, f'{name}{{sweep="{sweep}", config="{CONFIG}"}}')
+        return float(series["value"][1])
+
+    assert value("meli_train_epochs_planned") == 2
+    assert value("meli_train_epoch") == 2
+    assert value("meli_train_samples_per_epoch") == 2400
+    assert value("meli_train_samples_total") == 4800
+    assert value("meli_train_samples_per_second") > 0
+    assert value("meli_train_gpu_memory_bytes") == 0  # trained on CPU
+    assert value("meli_train_test_balanced_accuracy") == pytest.approx(summary["test_balanced_accuracy"], abs=1e-6)
+    assert 0 <= value("meli_train_validation_balanced_accuracy") <= 1
+    assert value("meli_train_loss") > 0 and value("meli_train_validation_loss") > 0
+    assert time.time() - 120 < value("meli_train_last_success_timestamp_seconds") <= time.time()
+    # Only this run's metrics are pushed: no process or Python metrics of the default registry.
+    pushed = {s["metric"]["__name__"] for s in query(prom.prometheus_url, f'{{job="meli_train", sweep="{sweep}"}}')}
+    assert pushed == set(metrics.METRICS) | {"push_time_seconds", "push_failure_time_seconds"}
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_unreachable_pushgateway_warns_once_and_training_completes(prepared, tmp_path):
+    with socket.socket() as s:  # a loopback port with nobody listening: every push is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sweep = "unreachable"
+    r = _train(prepared, tmp_path, sweep, {"PUSHGATEWAY_URL": f"http://meli:s3cret@127.0.0.1:{port}",
+                                           "PUSHGATEWAY_INTERVAL": "0"})
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "sweeps" / sweep / CONFIG / "summary.json").read_text())["status"] == "ok"
+    warnings = [line for line in r.stderr.splitlines() if "WARNING" in line]
+    assert len(warnings) == 1, r.stderr
+    assert "job.metrics" in warnings[0] and f"127.0.0.1:{port}" in warnings[0]
+    assert "s3cret" not in r.stderr  # the URL's password is never logged
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_aggregate_deletes_the_sweeps_groups(prom, prepared, tmp_path):
+    sweep, other = "cleaned", "other-sweep"
+    env = {"PUSHGATEWAY_URL": prom.pushgateway_url}
+    r = _train(prepared, tmp_path, sweep, env)
+    assert r.returncode == 0, r.stderr
+    # A second group of the same sweep that aggregate is not told about, and a group of another sweep.
+    for s, c in ((sweep, "crashed_config"), (other, CONFIG)):
+        m = metrics.TrainingMetrics(s, c, prom.pushgateway_url)
+        m.start(epochs_total=1, samples_per_epoch=10)
+        m.finish(None, ok=False)
+    groups = pushgateway_groups(prom.pushgateway_url)
+    assert {"sweep": sweep, "config": CONFIG} in [{k: g.get(k) for k in ("sweep", "config")} for g in groups]
+    assert wait_for(prom.prometheus_url, f'meli_train_test_balanced_accuracy{{sweep="{sweep}"}}')
+
+    r = _job("aggregate", "--sweep", str(tmp_path / "sweeps" / sweep), "--configs", SPEC, env=env)
+    assert r.returncode == 0, r.stderr
+
+    left = [(g.get("sweep"), g.get("config")) for g in pushgateway_groups(prom.pushgateway_url)]
+    assert [g for g in left if g[0] == sweep] == []
+    assert (other, CONFIG) in left  # other sweeps keep their groups
+    # The history stays in Prometheus.
+    history = query(prom.prometheus_url, f'meli_train_test_balanced_accuracy{{sweep="{sweep}", config="{CONFIG}"}}[10m]')
+    assert history and history[0]["values"]
+
+
+@pytest.mark.prometheus
+def test_pushes_are_throttled(prom):
+    clock = [1000.0]
+    m = metrics.TrainingMetrics("throttle", CONFIG, prom.pushgateway_url, interval_s=5.0, clock=lambda: clock[0])
+    base = pushgateway_pushes(prom.pushgateway_url)
+
+    def pushes_settle_at(expected: int) -> None:
+        deadline = time.monotonic() + 5
+        while pushgateway_pushes(prom.pushgateway_url) - base < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.2)  # room for a push that should not happen
+        assert pushgateway_pushes(prom.pushgateway_url) - base == expected
+
+    m.start(epochs_total=2, samples_per_epoch=1000)  # the first push, at once
+    pushes_settle_at(1)
+    for step in range(1, 50):  # 4.9 s of progress calls every 0.1 s: within the interval, no push
+        clock[0] += 0.1
+        m.progress(1, step * 10, 2.0, 100.0)
+    pushes_settle_at(1)
+    clock[0] += 0.1  # 5 s after the last push
+    m.progress(1, 500, 1.9, 100.0)
+    pushes_settle_at(2)
+    m.progress(1, 510, 1.9, 100.0)
+    clock[0] += 1
+    m.epoch_end(1, 1.8, 1.7, 0.5, 1000)  # epoch ends always push
+    pushes_settle_at(3)
+    m.finish(0.5, ok=True)  # and so does the end
+    pushes_settle_at(4)
+
+
+def test_hung_pushgateway_never_holds_up_training(caplog):
+    """A gateway that accepts connections but never answers: the loop goes on at full speed."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        caplog.set_level(logging.WARNING, logger="job.metrics")
+        m = metrics.TrainingMetrics("hung", CONFIG, url, interval_s=0.0, timeout_s=0.5)
+        started = time.monotonic()
+        m.start(epochs_total=1, samples_per_epoch=1000)
+        for step in range(1000):
+            m.progress(1, step, 2.0, 100.0)
+        m.epoch_end(1, 1.8, 1.7, 0.5, 1000)
+        loop_s = time.monotonic() - started
+        m.finish(0.5, ok=True)
+        finish_s = time.monotonic() - started - loop_s
+        time.sleep(1.2)  # let the pushes still in flight time out
+    assert loop_s < 0.5, loop_s  # not one push timeout of waiting inside the loop
+    assert finish_s < 0.5 + 0.3, finish_s  # the end waits for its push at most the timeout
+    warnings = [r for r in caplog.records if r.name == "job.metrics" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+
+
+def test_disabled_without_pushgateway_url(monkeypatch):
+    monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
+    m = metrics.TrainingMetrics.from_env("s", "c")
+    assert not m.enabled
+    m.start(1, 1)
+    m.progress(1, 1, 1.0, 1.0)
+    m.epoch_end(1, 1.0, 1.0, 0.5, 1)
+    m.finish(0.5, ok=True)
+    metrics.delete_sweep("s", ["c"])  # nothing to reach, nothing raised
+
+
+def test_url_credentials_are_split_off():
+    assert metrics._split_url("http://user:p%40ss@gw.example:9091/") == ("http://gw.example:9091", "user", "p@ss")
+    assert metrics._split_url("gw:9091") == ("http://gw:9091", None, None)
+    assert metrics._split_url("https://[::1]:9091") == ("https://[::1]:9091", None, None)
