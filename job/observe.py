@@ -60,6 +60,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _check_free(port: int) -> int:
+    """Fail early on a taken port: another server there could answer our readiness checks."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise RuntimeError(f"port 127.0.0.1:{port} is in use; pick another one") from None
+    return port
+
+
 def prometheus_config(pushgateway_port: int, scrape_interval_s: float) -> str:
     """prometheus.yml: one job that scrapes the Pushgateway and keeps the pushed labels."""
     interval = f"{scrape_interval_s:g}s"
@@ -136,8 +146,8 @@ def serve(workdir: str | Path, prometheus_port: int = 0, pushgateway_port: int =
     prometheus, pushgateway = binaries()
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    pg_port = pushgateway_port or free_port()
-    prom_port = prometheus_port or free_port()
+    pg_port = _check_free(pushgateway_port) if pushgateway_port else free_port()
+    prom_port = _check_free(prometheus_port) if prometheus_port else free_port()
     config = work / "prometheus.yml"
     config.write_text(prometheus_config(pg_port, scrape_interval_s))
 
@@ -196,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except RuntimeError as e:  # a server that would not start, e.g. its port is taken
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
