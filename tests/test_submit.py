@@ -1,0 +1,176 @@
+"""Contract test of `make submit`: a loopback HTTP server stands in for the Argo server.
+
+    make test PYTEST_ARGS="-k submit"       # or: .venv/bin/python -m pytest tests/test_submit.py
+
+The real submit command runs in a subprocess, as `make submit` runs it. The server
+records each request (path, headers, JSON body) and answers 200 with the created
+Workflow, or 401; a closed port stands in for an unreachable server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import argo_schema  # tests/argo_schema.py: Argo's schema made strict
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "s3cr3t-t0ken-never-printed"
+CREATED = "meli-sweep-7xk2p"
+
+
+class FakeArgo:
+    """Records requests; answers `status` with Argo's JSON shapes."""
+
+    def __init__(self, status: int = 200):
+        self.status = status
+        self.requests: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+                if fake.status == 200:
+                    workflow = fake.requests[-1]["body"]["workflow"]
+                    namespace = self.path.rstrip("/").rsplit("/", 1)[1]
+                    answer = dict(workflow, metadata={**workflow["metadata"], "name": CREATED, "namespace": namespace})
+                else:
+                    answer = {"code": 16, "message": "token not valid"}
+                data = json.dumps(answer).encode()
+                self.send_response(fake.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def argo_env(server: str | None, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ARGO_")}
+    if server is not None:
+        env["ARGO_SERVER"] = server
+    env.update({"ARGO_TOKEN": TOKEN, "ARGO_NAMESPACE": "ml", **extra})
+    return env
+
+
+def submit(env: dict, *args: str, configs: str = "hidden50,hidden100") -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "workflows.cli", "submit", "--configs", configs, "--out", "s3://bkt/meli", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def assert_one_error_line(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode != 0 and r.stdout == ""
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    for word in words:
+        assert word in r.stderr, r.stderr
+    assert TOKEN not in r.stderr
+
+
+def test_make_submit_posts_the_workflow_with_the_bearer_token():
+    with FakeArgo() as argo:
+        env = argo_env(f"127.0.0.1:{argo.port}", ARGO_SECURE="false")
+        r = subprocess.run(
+            ["make", "-s", "submit", "CONFIGS=hidden50,hidden100:lr=1e-3|3e-4", "OUT=s3://bkt/meli", "PARALLELISM=2"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["submitted", CREATED, f"http://127.0.0.1:{argo.port}/workflows/ml/{CREATED}"]
+    assert TOKEN not in r.stdout + r.stderr
+    [request] = argo.requests
+    assert request["path"] == "/api/v1/workflows/ml"
+    assert request["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert request["headers"]["Content-Type"] == "application/json"
+    workflow = request["body"]["workflow"]
+    assert workflow["kind"] == "Workflow" and workflow["metadata"]["namespace"] == "ml"
+    assert workflow["metadata"]["generateName"] == "meli-sweep-"
+    params = {p["name"]: p.get("value") for p in workflow["spec"]["arguments"]["parameters"]}
+    assert params["configs"] == "hidden50,hidden100:lr=1e-3|3e-4" and params["out"] == "s3://bkt/meli"
+    assert workflow["spec"]["parallelism"] == 2
+    tasks = {t["name"]: t for t in next(t for t in workflow["spec"]["templates"] if t["name"] == "sweep")["dag"]["tasks"]}
+    assert tasks["train"]["withParam"] == "{{tasks.plan.outputs.parameters.runs}}"
+    assert "train" in tasks["aggregate"]["depends"]
+
+
+def test_body_is_the_rendered_workflow_and_strictly_valid():
+    with FakeArgo() as argo:
+        r = submit(argo_env(f"http://127.0.0.1:{argo.port}"))
+    assert r.returncode == 0, r.stderr
+    workflow = argo.requests[0]["body"]["workflow"]
+    rendered = subprocess.run(
+        [sys.executable, "-m", "workflows.cli", "render", "--configs", "hidden50,hidden100", "--out", "s3://bkt/meli", "--namespace", "ml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert workflow == yaml.safe_load(rendered.stdout)
+    validator = argo_schema.validator("Workflow")  # skips, saying so, when ARGO_SCHEMA is unset
+    assert argo_schema.errors(validator, workflow) == []
+
+
+def test_base_href_and_a_token_that_already_says_bearer():
+    with FakeArgo() as argo:
+        env = argo_env(f"http://127.0.0.1:{argo.port}", ARGO_BASE_HREF="/argo/", ARGO_TOKEN=f"Bearer {TOKEN}")
+        r = submit(env, "--namespace", "team-a")
+    assert r.returncode == 0, r.stderr
+    assert argo.requests[0]["path"] == "/argo/api/v1/workflows/team-a"
+    assert argo.requests[0]["headers"]["Authorization"] == f"Bearer {TOKEN}"
+    assert r.stdout.strip().endswith(f"/argo/workflows/team-a/{CREATED}")
+
+
+def test_rejected_token_is_one_line():
+    with FakeArgo(status=401) as argo:
+        r = submit(argo_env(f"http://127.0.0.1:{argo.port}"))
+    assert len(argo.requests) == 1
+    assert_one_error_line(r, "rejected the token", "401", "ARGO_TOKEN")
+
+
+def test_connection_refused_is_one_line():
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = submit(argo_env(f"http://127.0.0.1:{port}"))
+    assert_one_error_line(r, "cannot reach", f"127.0.0.1:{port}", "connection refused")
+
+
+def test_unset_argo_server_is_one_line():
+    r = submit(argo_env(None))
+    assert_one_error_line(r, "ARGO_SERVER is not set")
+
+
+@pytest.mark.parametrize(
+    "configs, message",
+    [("hidden50,hiden100", "unknown config 'hiden100'"), ("hidden50:lr=-1", "lr=-1.0"), ("hidden50:dropot=0.1", "unknown key")],
+)
+def test_bad_config_is_refused_before_anything_is_sent(configs, message):
+    with FakeArgo() as argo:
+        r = submit(argo_env(f"http://127.0.0.1:{argo.port}"), configs=configs)
+    assert argo.requests == []
+    assert_one_error_line(r, message)

@@ -1,0 +1,342 @@
+"""The Argo sweep as rendered by workflows/sweep.py: models, strict schema, golden files, DAG shape.
+
+    make test PYTEST_ARGS="-k workflow"       # or: .venv/bin/python -m pytest tests/test_workflow.py
+
+The strict schema check (tests/argo_schema.py) reads Argo's JSON schema from
+$ARGO_SCHEMA (.ci/run sets it) and skips, saying so, where it is unset. Golden files are compared, never rewritten,
+unless MELI_UPDATE_GOLDEN=1 is set (or `make golden` / `make chart-template` run).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import argo_schema  # tests/argo_schema.py: Argo's schema made strict
+import pytest
+import yaml
+
+from job import steps
+from workflows.sweep import RETRY_WHEN, Options, build
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = ROOT / "workflows" / "sweep.yaml"
+CHART_TEMPLATE = ROOT / "helm" / "meli-sweep" / "files" / "workflowtemplate.yaml"
+GRID = "hidden50,hidden100:lr=1e-3|3e-4,epochs=2|3"
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workflows.cli", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def render(configs: str = "hidden50,hidden100", *extra: str) -> dict:
+    r = cli("render", "--configs", configs, *extra)
+    assert r.returncode == 0, r.stderr
+    return yaml.safe_load(r.stdout)
+
+
+def template(doc: dict, name: str) -> dict:
+    return next(t for t in doc["spec"]["templates"] if t["name"] == name)
+
+
+def task(doc: dict, name: str) -> dict:
+    return next(t for t in template(doc, "sweep")["dag"]["tasks"] if t["name"] == name)
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict:
+    return render()
+
+
+# --- validity -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
+def test_rendered_yaml_round_trips_through_hera_models(kind):
+    from hera.workflows import models as m
+
+    text = build(GRID, kind=kind).to_yaml()
+    data = yaml.safe_load(text)
+    model = (m.Workflow if kind == "Workflow" else m.WorkflowTemplate).model_validate(data)
+    assert model.model_dump(by_alias=True, exclude_none=True) == data
+    assert data["kind"] == kind
+
+
+@pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
+def test_strictly_valid_against_argo_schema(kind):
+    validator = argo_schema.validator(kind)  # skips, saying so, when ARGO_SCHEMA is unset
+    doc = render(GRID, "--kind", kind, "--node-selector", "gpu=h100", "--toleration", "dedicated=ml:NoExecute")
+    assert argo_schema.errors(validator, doc) == []
+
+
+def test_strict_schema_rejects_an_unknown_key(doc):
+    validator = argo_schema.validator("Workflow")
+    bad = copy.deepcopy(doc)
+    template(bad, "train")["retryStrategy"]["limt"] = 3
+    errors = argo_schema.errors(validator, bad)
+    assert len(errors) == 1 and "limt" in errors[0]
+
+
+# --- golden files ----------------------------------------------------------------
+
+
+def _compare_golden(path: Path, text: str, target: str) -> None:
+    if os.environ.get("MELI_UPDATE_GOLDEN") == "1":
+        path.write_text(text)
+    assert path.exists(), f"{path.relative_to(ROOT)} is missing: run `make {target}`"
+    assert path.read_text() == text, f"{path.relative_to(ROOT)} is out of date: run `make {target}` and review the diff"
+
+
+def test_golden_workflow_matches_render():
+    r = cli("render", "--configs", "hidden50,hidden100")
+    assert r.returncode == 0, r.stderr
+    _compare_golden(GOLDEN, r.stdout, "golden")
+
+
+def test_chart_workflowtemplate_matches_render():
+    r = cli("render", "--kind", "WorkflowTemplate", "--configs", "hidden50,hidden100")
+    assert r.returncode == 0, r.stderr
+    _compare_golden(CHART_TEMPLATE, r.stdout, "chart-template")
+    doc = yaml.safe_load(r.stdout)
+    assert doc["metadata"] == {**doc["metadata"], "name": "meli-sweep"} and "namespace" not in doc["metadata"]
+    assert "nodeSelector" not in template(doc, "train")  # the chart sets cluster specifics from its values
+
+
+def test_make_render_prints_only_the_workflow():
+    r = subprocess.run(["make", "render", "CONFIGS=hidden50,hidden100"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == GOLDEN.read_text()
+
+
+# --- the DAG ---------------------------------------------------------------------
+
+
+def test_dag_plan_and_prepare_then_train_then_aggregate(doc):
+    dag = template(doc, "sweep")["dag"]
+    assert doc["spec"]["entrypoint"] == "sweep"
+    assert [t["name"] for t in dag["tasks"]] == ["plan", "prepare", "train", "aggregate"]
+    assert "depends" not in task(doc, "plan") and "depends" not in task(doc, "prepare")
+    assert task(doc, "train")["depends"] == "plan && prepare"
+    assert task(doc, "train")["withParam"] == "{{tasks.plan.outputs.parameters.runs}}"
+    # aggregate runs on any outcome of the fan-out, and the workflow still fails when a run failed
+    assert task(doc, "aggregate")["depends"] == "train.Succeeded || train.Failed || train.Errored"
+    assert dag["failFast"] is False
+    assert sorted(dag["target"].split()) == ["aggregate", "train"]
+
+
+def _substitute(value, params: dict):
+    if isinstance(value, str):
+        for k, v in params.items():
+            value = value.replace("{{" + k + "}}", v)
+        return value
+    return [_substitute(v, params) for v in value]
+
+
+def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
+    doc = render(GRID)
+    params = {f"workflow.parameters.{p['name']}": p["value"] for p in doc["spec"]["arguments"]["parameters"]}
+    assert params["workflow.parameters.configs"] == GRID
+    # Run the plan container's own command, as the pod would, with Argo's substitutions done by hand.
+    command = _substitute(template(doc, "plan")["container"]["command"], params)
+    result = template(doc, "plan")["outputs"]["parameters"][0]["valueFrom"]["path"]
+    command = [str(tmp_path / "runs.json") if c == result else c for c in command]
+    assert command[:3] == ["python", "-m", "job"]
+    r = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    items = json.loads((tmp_path / "runs.json").read_text())
+    assert [i["name"] for i in items] == [
+        "hidden50",
+        "hidden100_lr=1e-3_epochs=2",
+        "hidden100_lr=1e-3_epochs=3",
+        "hidden100_lr=3e-4_epochs=2",
+        "hidden100_lr=3e-4_epochs=3",
+    ]
+    # Each item becomes one train pod whose command is steps.train for that run.
+    train_task = task(doc, "train")
+    for item in items:
+        args = {
+            a["name"]: _substitute(a["value"], {"item.name": item["name"], "item.spec": item["spec"]})
+            for a in train_task["arguments"]["parameters"]
+        }
+        pod = _substitute(
+            template(doc, "train")["container"]["command"],
+            {**params, **{f"inputs.parameters.{k}": v for k, v in args.items()}, "workflow.name": "meli-sweep-x"},
+        )
+        prepared = "{{tasks.prepare.outputs.parameters.prepared}}"
+        assert pod == steps.train(item["spec"], prepared, params["workflow.parameters.out"], "meli-sweep-x", item["name"], "/tmp/result")
+
+
+def test_step_commands_come_from_job_steps(doc):
+    def command(name):
+        return template(doc, name)["container"]["command"]
+
+    assert command("plan") == steps.plan("{{workflow.parameters.configs}}", result_file="/tmp/runs.json")
+    assert command("prepare") == steps.prepare(
+        "{{workflow.parameters.data}}", "{{workflow.parameters.embeddings}}", "{{workflow.parameters.out}}", result_file="/tmp/prepared"
+    )
+    assert command("train") == steps.train(
+        "{{inputs.parameters.spec}}",
+        "{{inputs.parameters.prepared}}",
+        "{{workflow.parameters.out}}",
+        "{{workflow.name}}",
+        "{{inputs.parameters.name}}",
+        result_file="/tmp/result",
+    )
+    assert command("aggregate") == steps.aggregate(
+        "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir="/tmp/report"
+    )
+
+
+def test_every_step_command_parses_with_the_job_cli(doc):
+    from job.__main__ import _parser
+
+    for name in ("plan", "prepare", "train", "aggregate"):
+        command = template(doc, name)["container"]["command"]
+        assert command[:3] == ["python", "-m", "job"]
+        args = _parser().parse_args(command[3:])  # exits (fails the test) on an argument the job does not know
+        assert args.step == name
+
+
+def test_train_pod_gpu_resources_scheduling_and_shm(doc):
+    train = template(doc, "train")
+    resources = train["container"]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == "1" and resources["limits"]["nvidia.com/gpu"] == "1"
+    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train["tolerations"]
+    assert train["container"]["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert train["volumes"][0]["emptyDir"]["medium"] == "Memory"
+    assert isinstance(train["activeDeadlineSeconds"], int) and train["activeDeadlineSeconds"] > 0
+    for cpu_step in ("plan", "prepare", "aggregate"):
+        assert "nvidia.com/gpu" not in json.dumps(template(doc, cpu_step))
+        assert template(doc, cpu_step)["container"]["image"] == "{{workflow.parameters.cpu-image}}"
+
+
+def test_node_selector_and_tolerations_are_configurable():
+    doc = render("hidden50", "--node-selector", "gpu=h100,pool=spot", "--toleration", "dedicated=ml:NoExecute")
+    train = template(doc, "train")
+    assert train["nodeSelector"] == {"gpu": "h100", "pool": "spot"}
+    assert train["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}]
+
+
+def test_retry_strategy_catches_preemption_with_backoff(doc):
+    retry = template(doc, "train")["retryStrategy"]
+    assert retry["expression"] == RETRY_WHEN
+    assert "imminent node shutdown" in retry["expression"] and "pod deleted" in retry["expression"]
+    assert "lastRetry.status == 'Error'" in retry["expression"]
+    assert retry["retryPolicy"] == "Always" and retry["limit"] >= 1
+    assert retry["backoff"]["duration"] and retry["backoff"]["factor"] >= 2
+    for other in ("plan", "prepare", "aggregate"):
+        assert "retryStrategy" not in template(doc, other)
+
+
+def test_parameters_service_account_gc_ttl_and_parallelism():
+    doc = render("hidden50", "--parallelism", "2", "--image", "reg.example/ml/meli:1", "--out", "s3://bkt/meli")
+    spec = doc["spec"]
+    params = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
+    assert set(params) == {"configs", "data", "embeddings", "out", "image", "cpu-image", "pushgateway-url"}
+    assert params["image"] == "reg.example/ml/meli:1" and params["cpu-image"] == "reg.example/ml/meli:1-cpu"
+    assert params["out"] == "s3://bkt/meli"
+    assert spec["parallelism"] == 2
+    assert spec["serviceAccountName"] == "meli-sweep"
+    assert spec["podGC"]["strategy"] and spec["ttlStrategy"]["secondsAfterSuccess"] > 0
+    assert doc["metadata"]["generateName"] == "meli-sweep-"
+    # the sweep id is the workflow name: it names the S3 folders
+    assert "{{workflow.parameters.out}}/sweeps/{{workflow.name}}/" in " ".join(template(doc, "train")["container"]["command"])
+
+
+def test_s3_credentials_come_from_a_secret_and_no_secret_value_is_in_the_manifest():
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIAEXAMPLEKEY123", AWS_SECRET_ACCESS_KEY="very-secret-value-42", ARGO_TOKEN="tok-abc-987")
+    r = cli("render", "--configs", "hidden50,hidden100", env=env)
+    assert r.returncode == 0, r.stderr
+    for secret in ("AKIAEXAMPLEKEY123", "very-secret-value-42", "tok-abc-987"):
+        assert secret not in r.stdout
+    doc = yaml.safe_load(r.stdout)
+    for name in ("plan", "prepare", "train", "aggregate"):
+        container = template(doc, name)["container"]
+        assert container["envFrom"] == [{"secretRef": {"name": "meli-sweep-s3", "optional": True}}]
+        assert not any(e["name"].startswith("AWS_") for e in container.get("env", []))
+    assert not any(p["name"].lower().startswith(("aws", "secret", "token")) for p in doc["spec"]["arguments"]["parameters"])
+
+
+def test_argo_ui_annotations_display_name_output_and_metrics():
+    doc = render("hidden50,hidden100", "--data", "s3://bkt/meli/spanish.train.csv.gz")
+    notes = doc["metadata"]["annotations"]
+    assert "hidden50,hidden100" in notes["workflows.argoproj.io/title"]
+    assert "s3://bkt/meli/spanish.train.csv.gz" in notes["workflows.argoproj.io/description"]
+    train = template(doc, "train")
+    assert train["annotations"]["workflows.argoproj.io/display-name"] == "train {{inputs.parameters.name}}"
+    out = train["outputs"]["parameters"][0]
+    assert out == {"name": "balanced-accuracy", "valueFrom": {"path": "/tmp/result", "default": "nan"}}
+    metrics = {m["name"]: m for m in train["metrics"]["prometheus"]}
+    accuracy = metrics["meli_sweep_test_balanced_accuracy"]
+    assert accuracy["gauge"] == {"realtime": False, "value": "{{outputs.parameters.balanced-accuracy}}"}
+    assert accuracy["when"] == "{{status}} == Succeeded"
+    assert {"key": "config", "value": "{{inputs.parameters.name}}"} in accuracy["labels"]
+    duration = metrics["meli_sweep_train_duration_seconds"]
+    assert duration["gauge"]["value"] == "{{duration}}" and duration["help"]
+    assert {"key": "config", "value": "{{inputs.parameters.name}}"} in duration["labels"]
+
+
+def test_aggregate_declares_its_report_files_as_s3_artifacts(doc):
+    artifacts = {a["path"].rsplit("/", 1)[1]: a for a in template(doc, "aggregate")["outputs"]["artifacts"]}
+    assert {"summary.md", "comparison.png", "train_loss.png", "validation_loss.png", "balanced_accuracy.png"} <= set(artifacts)
+    for name, a in artifacts.items():
+        assert a["s3"]["key"] == f"meli-sweep/{{{{workflow.name}}}}/report/{name}"
+        assert a["archive"] == {"none": {}} and a["optional"] is True
+
+
+# --- inputs are checked before anything is rendered --------------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--configs", "hidden5"], "unknown config 'hidden5'"),
+        (["--configs", "hidden50:lr=fast"], "lr='fast'"),
+        (["--configs", "hidden50", "--data", "/local/train.csv"], "S3 only"),
+        (["--configs", "hidden50", "--toleration", "gpu:Sometimes"], "toleration"),
+        (["--configs", "hidden50", "--node-selector", "gpu"], "node selector"),
+    ],
+)
+def test_bad_input_is_one_line_and_no_yaml(args, message):
+    r = cli("render", *args)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr
+
+
+def test_workflows_never_import_torch():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "import workflows.sweep, workflows.cli\n"
+        "sys.exit(workflows.cli.main(['render', '--configs', 'hidden50,hidden100']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["kind"] == "Workflow"
+
+
+@pytest.mark.parametrize("module", ["job.prepare", "job.aggregate"])
+def test_cpu_image_steps_import_no_torch(module):
+    """The CPU image (images/Dockerfile.cpu) has no torch: its steps must not need it."""
+    if not (ROOT / (module.replace(".", "/") + ".py")).exists():
+        pytest.skip(f"{module} is not written yet")
+    code = f"import sys; sys.modules['torch'] = None\nimport {module}\n"
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"{module} imports torch at module level:\n{r.stderr[-2000:]}"
+
+
+def test_shell_quoting_of_make_variables_is_not_needed_for_grids():
+    # `make render CONFIGS=a:lr=1|2` passes the spec through quotes: `|` must reach the CLI unchanged.
+    r = subprocess.run(
+        ["make", "-s", "render", "CONFIGS=hidden100:lr=1e-3|3e-4"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    params = {p["name"]: p["value"] for p in yaml.safe_load(r.stdout)["spec"]["arguments"]["parameters"]}
+    assert params["configs"] == "hidden100:lr=1e-3|3e-4", shlex.quote(r.stdout[:200])
