@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("aggregate", help="plots and summary of a sweep, under <sweep>/report/")
     s.add_argument("--sweep", required=True, help="the sweep's folder, <out>/sweeps/<sweep>")
     s.add_argument("--configs", default="", help="the sweep's config specs; those with no output are reported missing")
+    s.add_argument("--report-dir", help="also leave the report files in this local folder (Argo output artifacts)")
 
     s = sub.add_parser("sweep", help="prepare, train every config and aggregate, on this machine")
     s.add_argument("--configs", required=True, help="comma-separated config specs, e.g. hidden50,hidden100")

@@ -1,0 +1,101 @@
+"""Shared test fixtures: a real S3 API server (moto's server mode) on loopback, and small datasets.
+
+The S3 server is a separate process on a free 127.0.0.1 port; the code under test reaches it
+through boto3 with AWS_ENDPOINT_URL, exactly as it would reach MinIO.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except Exception:
+            if time.time() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout}s")
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1; yields its endpoint URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/moto-api/")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Environment for a process talking to the moto server, plus a fresh bucket; yields (env, bucket)."""
+    import boto3
+
+    env = {
+        "AWS_ENDPOINT_URL": s3_server,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "S3_MAX_ATTEMPTS": "2",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from job import storage
+
+    storage.s3_client.cache_clear()
+    bucket = f"test-{os.urandom(4).hex()}"
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                 aws_access_key_id="testing", aws_secret_access_key="testing").create_bucket(Bucket=bucket)
+    yield {**os.environ, **env}, bucket
+    storage.s3_client.cache_clear()
+
+
+def run_job(*args: str, env: dict | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m job ...` as a user would, capturing its output."""
+    proc = subprocess.run([sys.executable, "-m", "job", *args], capture_output=True, text=True, env=env or os.environ.copy(),
+                          cwd=ROOT, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"python -m job {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    """A small synthetic dataset (3,000 rows, 8 categories), made once per session."""
+    path = tmp_path_factory.mktemp("data") / "tiny.csv.gz"
+    run_job("synth", "--rows", "3000", "--categories", "8", "--seed", "1", "--out", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tiny_csv, tmp_path_factory) -> str:
+    """The tiny dataset prepared once (trained 32-d vectors); yields the prepared folder."""
+    out = tmp_path_factory.mktemp("prepared")
+    proc = run_job("prepare", "--data", str(tiny_csv), "--embeddings", "none", "--embedding-dim", "32", "--out", str(out))
+    return proc.stdout.strip().splitlines()[-1]
