@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from job.errors import UserError
 
@@ -61,7 +61,7 @@ def free_port() -> int:
 
 
 def _check_free(port: int) -> int:
-    """Fail early on a taken port: another server there could answer our readiness checks."""
+    """Fail early on a taken port, with a message that names it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -85,17 +85,30 @@ def prometheus_config(pushgateway_port: int, scrape_interval_s: float) -> str:
     )
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float) -> None:
+class _PortTaken(RuntimeError):
+    """Another process holds the port: a parallel test session can take a free port between pick and bind."""
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout_s: float,
+                status_path: str, flag: str, expected: str) -> None:
+    """Wait for /-/ready, then make sure the server answering is ours: its flag `flag` is `expected`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            if "address already in use" in tail:
+                raise _PortTaken(url)
             raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before it was ready:\n{tail}")
         try:
             with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
-                if r.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
+                ready = r.status == 200
+            if ready:
+                with urllib.request.urlopen(f"{url}{status_path}", timeout=1) as r:
+                    data = json.load(r)["data"]
+                if data.get("flags", data).get(flag) != expected:
+                    raise _PortTaken(url)
+                return
+        except (urllib.error.URLError, OSError, KeyError, ValueError):
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{url} not ready after {timeout_s:g} s; see {log}")
@@ -120,9 +133,26 @@ def _wait_scraping(prom_url: str, proc: subprocess.Popen, log: Path, timeout_s: 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
-        # Own process group: a Ctrl-C in the terminal reaches our handler, which stops them in order.
+        # A session of their own: a Ctrl-C in the terminal reaches only us, and we stop them in order.
         return subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
+
+
+def _launch(args_for: Callable[[int], list[str]], port: int, log: Path,
+            status_path: str, flag: str, expected: str) -> tuple[subprocess.Popen, int]:
+    """Start a server on `port` (0: a free one, with up to 3 tries if another process grabs it first)."""
+    for _ in range(1 if port else 3):
+        chosen = _check_free(port) if port else free_port()
+        proc = _start(args_for(chosen), log)
+        try:
+            _wait_ready(f"http://127.0.0.1:{chosen}", proc, log, READY_TIMEOUT_S, status_path, flag, expected)
+            return proc, chosen
+        except BaseException as e:
+            _stop(proc)
+            if not isinstance(e, _PortTaken):
+                raise
+    raise RuntimeError(f"{args_for(0)[0]}: {'port ' + str(port) if port else 'every free port tried'} "
+                       "was taken by another process; pick another one")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -141,34 +171,30 @@ def serve(workdir: str | Path, prometheus_port: int = 0, pushgateway_port: int =
     """Start the Pushgateway and Prometheus on 127.0.0.1, wait until both are ready, stop them on exit.
 
     Port 0 picks a free port. Prometheus keeps its data under workdir/prometheus, so a later
-    run on the same folder still shows earlier sweeps; logs go to workdir/*.log.
+    run on the same folder still shows earlier sweeps; logs go to workdir/*.log. Each server is
+    checked to be ours (its data path), not another one that took the port first.
     """
     prometheus, pushgateway = binaries()
-    work = Path(workdir)
+    work = Path(workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    pg_port = _check_free(pushgateway_port) if pushgateway_port else free_port()
-    prom_port = _check_free(prometheus_port) if prometheus_port else free_port()
-    config = work / "prometheus.yml"
-    config.write_text(prometheus_config(pg_port, scrape_interval_s))
+    state, tsdb, config = work / "pushgateway.state", work / "prometheus", work / "prometheus.yml"
 
     procs: list[subprocess.Popen] = []
     try:
-        pg_url = f"http://127.0.0.1:{pg_port}"
-        pg_log = work / "pushgateway.log"
-        procs.append(_start([pushgateway, f"--web.listen-address=127.0.0.1:{pg_port}"], pg_log))
-        _wait_ready(pg_url, procs[-1], pg_log, READY_TIMEOUT_S)
-
+        proc, pg_port = _launch(
+            lambda port: [pushgateway, f"--web.listen-address=127.0.0.1:{port}", f"--persistence.file={state}"],
+            pushgateway_port, work / "pushgateway.log", "/api/v1/status", "persistence.file", str(state))
+        procs.append(proc)
+        config.write_text(prometheus_config(pg_port, scrape_interval_s))
+        proc, prom_port = _launch(
+            lambda port: [prometheus, f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
+                          f"--web.listen-address=127.0.0.1:{port}"],
+            prometheus_port, work / "prometheus.log", "/api/v1/status/flags", "storage.tsdb.path", str(tsdb))
+        procs.append(proc)
         prom_url = f"http://127.0.0.1:{prom_port}"
-        prom_log = work / "prometheus.log"
-        procs.append(_start([
-            prometheus,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={work / 'prometheus'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ], prom_log))
-        _wait_ready(prom_url, procs[-1], prom_log, READY_TIMEOUT_S)
-        _wait_scraping(prom_url, procs[-1], prom_log, READY_TIMEOUT_S)
-        yield Servers(prometheus_url=prom_url, pushgateway_url=pg_url, scrape_interval_s=scrape_interval_s)
+        _wait_scraping(prom_url, proc, work / "prometheus.log", READY_TIMEOUT_S)
+        yield Servers(prometheus_url=prom_url, pushgateway_url=f"http://127.0.0.1:{pg_port}",
+                      scrape_interval_s=scrape_interval_s)
     finally:
         for proc in reversed(procs):
             _stop(proc)
