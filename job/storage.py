@@ -7,7 +7,8 @@ after that the error becomes one `UserError` line that names the URI.
 
 Writes never leave a half-written object where a reader would take it as
 complete: local files go to a temp name and are renamed, and an S3 PUT is
-only visible once the whole object has arrived.
+only visible once the whole object has arrived. `write_bytes` carries the test-only kill points
+of job/faults.py (inert unless MELI_FAULT is set).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from job import faults
 from job.errors import UserError
 
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_.=+-][A-Za-z0-9_.=+-]*$")
@@ -142,12 +144,18 @@ def read_bytes(uri: str) -> bytes:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
+    faults.at("before-write", uri)
     if not is_s3(uri):
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
+                if faults.armed("mid-write", uri):
+                    f.write(data[:len(data) // 2])
+                    f.flush()
+                    os.fsync(f.fileno())
+                    faults.fire()
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -156,10 +164,16 @@ def write_bytes(uri: str, data: bytes) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
+        faults.at("after-write", uri)
         return
     bucket, key = split_s3(uri)
     with s3_errors(uri):
+        if faults.armed("mid-write", uri):  # an unfinished multipart upload: never visible as an object
+            upload = s3_client().create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+            s3_client().upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=data[:len(data) // 2])
+            faults.fire()
         s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+    faults.at("after-write", uri)
 
 
 def read_text(uri: str) -> str:

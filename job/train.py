@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from job import configs, metrics, storage
+from job import configs, faults, metrics, storage
 from job.data import Split, epoch_order, make_split
 from job.errors import TrainingFailed, UserError
 from job.models import build_model, builder_kwargs
@@ -194,6 +194,8 @@ def main(args) -> None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])  # dropout on the GPU draws from this one
         history, best, train_seconds = ckpt["history"], ckpt["best"], ckpt["train_seconds"]
         write_history(out, history)
         log.info("%s resumed from %s after epoch %d", run.name, ckpt_uri, ckpt["epoch"])
@@ -215,6 +217,7 @@ def main(args) -> None:
                 break
             rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch order: a resumed run sees the same batches
             order, batches = epoch_order(train.lengths_host, cfg.batch_size, rng)
+            batches = faults.epoch_batches(batches, out, epoch)  # test-only kill/oom point; a no-op otherwise
             order_t = torch.from_numpy(order).to(device, non_blocking=True)
             loss_sum = torch.zeros((), device=device)
             seen = 0
@@ -263,7 +266,9 @@ def main(args) -> None:
             # model.pt first, then the checkpoint that points past it: a kill in between replays one epoch.
             save_torch(ckpt_uri, {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "spec": run.spec, "epoch": epoch,
                                   "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "rng": {"torch": torch.get_rng_state()}, "history": history, "best": best,
+                                  "rng": {"torch": torch.get_rng_state(),
+                                          "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
+                                  "history": history, "best": best,
                                   "train_seconds": train_seconds, "prepared": args.prepared})
             write_history(out, history)
             pusher.epoch_end(epoch, train_loss, val_loss, val_bacc, samples_total)
