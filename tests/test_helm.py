@@ -107,13 +107,6 @@ def params(wft: dict) -> dict[str, str]:
     return {p["name"]: p.get("value") for p in wft["spec"]["arguments"]["parameters"]}
 
 
-def merged(base: dict | None, over: dict | None) -> dict:
-    out = copy.deepcopy(base or {})
-    for k, v in (over or {}).items():
-        out[k] = merged(out.get(k), v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
-
-
 VALUES_CASES = [pytest.param((), id="default")] + [pytest.param((p,), id=p.stem) for p in CI_VALUES]
 
 
@@ -132,7 +125,7 @@ def test_lint_strict(helm, values):
 
 def test_ci_values_cover_every_optional_part():
     names = {p.stem for p in CI_VALUES}
-    assert {"minio-values", "monitoring-values", "credentials-values", "hera-exact-values"} <= names
+    assert {"minio-values", "monitoring-values", "credentials-values"} <= names
 
 
 @pytest.mark.parametrize("values", VALUES_CASES)
@@ -186,25 +179,9 @@ def test_strict_schema_catches_a_typo(helm):
 # --- the WorkflowTemplate is the Hera rendering -------------------------------------------
 
 
-def test_hardening_off_yields_exactly_the_hera_rendering(helm):
-    wft = only(render(helm, CHART / "ci" / "hera-exact-values.yaml"), "WorkflowTemplate")
-    assert wft == hera()
-
-
-def test_default_values_yield_the_hera_rendering_plus_pod_security(helm):
-    """Default values change nothing but the pod security the chart adds (and that Hera may already carry)."""
-    values = chart_values()
-    expected = hera()
-    spec = expected["spec"]
-    spec["securityContext"] = merged(spec.get("securityContext"), values["podSecurityContext"])
-    tmp = values["tmpVolume"]
-    if not any(v["name"] == tmp["name"] for v in spec.get("volumes", [])):
-        spec.setdefault("volumes", []).append({"name": tmp["name"], "emptyDir": tmp["emptyDir"]})
-    for c in containers(expected):
-        c["securityContext"] = merged(c.get("securityContext"), values["securityContext"])
-        if not any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])):
-            c.setdefault("volumeMounts", []).append({"name": tmp["name"], "mountPath": "/tmp"})
-    assert only(render(helm), "WorkflowTemplate") == expected
+def test_default_values_yield_exactly_the_hera_rendering(helm):
+    """`helm template` with default values is the Hera rendering with the same defaults, pod security included."""
+    assert only(render(helm), "WorkflowTemplate") == hera()
 
 
 def test_default_values_mirror_the_hera_defaults():
@@ -296,16 +273,37 @@ def test_bucket_and_endpoint_reach_the_pods(helm):
     }
 
 
-def test_pod_security_defaults(helm):
+def test_pod_security_is_the_hera_definitions_by_default(helm):
     wft = only(render(helm), "WorkflowTemplate")
     assert wft["spec"]["securityContext"]["runAsNonRoot"] is True
-    tmp = [v for v in wft["spec"]["volumes"] if v["name"] == "tmp"]
-    assert tmp == [{"name": "tmp", "emptyDir": {}}]
-    for c in containers(wft):
-        sc = c["securityContext"]
-        assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
-        assert sc["capabilities"]["drop"] == ["ALL"]
-        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    for t in wft["spec"]["templates"]:
+        if "container" not in t:
+            continue
+        sc = t["container"]["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+        assert {"name": "tmp", "mountPath": "/tmp"} in t["container"]["volumeMounts"]
+        assert {"name": "tmp", "emptyDir": {}} in t["volumes"]
+
+
+def test_values_override_pod_security_and_the_tmp_volume(helm):
+    wft = only(render(helm, sets=(
+        "podSecurityContext.runAsUser=2000", "podSecurityContext.fsGroup=2000",
+        "securityContext.runAsUser=2000", "securityContext.readOnlyRootFilesystem=false",
+        "tmpVolume.emptyDir.sizeLimit=20Gi",
+    )), "WorkflowTemplate")
+    h = hera()
+    assert wft["spec"]["securityContext"] == {**h["spec"]["securityContext"], "runAsUser": 2000, "fsGroup": 2000}
+    for name in ("plan", "prepare", "train", "aggregate"):
+        t, ht = template(wft, name), template(h, name)
+        expected = {**ht["container"]["securityContext"], "runAsUser": 2000, "readOnlyRootFilesystem": False}
+        assert t["container"]["securityContext"] == expected, name
+        volumes = {v["name"]: v for v in t["volumes"]}
+        assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}, name
+    # only /tmp's emptyDir changes: the train pod's /dev/shm keeps its own
+    hera_shm = next(v for v in template(h, "train")["volumes"] if v["name"] == "dshm")
+    assert next(v for v in template(wft, "train")["volumes"] if v["name"] == "dshm") == hera_shm
+    assert argo_schema.errors(argo_schema.validator("WorkflowTemplate"), wft) == []
 
 
 # --- RBAC and secrets ---------------------------------------------------------------------

@@ -109,8 +109,16 @@ def test_chart_workflowtemplate_matches_render():
     assert "nodeSelector" not in template(doc, "train")  # the chart sets cluster specifics from its values
 
 
+def _shell_env() -> dict:
+    # As a user's shell runs make: under `make test` the inherited MAKELEVEL turns on make's
+    # "Entering directory" line, which would land on stdout before the YAML.
+    return {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+
+
 def test_make_render_prints_only_the_workflow():
-    r = subprocess.run(["make", "render", "CONFIGS=hidden50,hidden100"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        ["make", "render", "CONFIGS=hidden50,hidden100"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=_shell_env()
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout == GOLDEN.read_text()
 
@@ -210,12 +218,55 @@ def test_train_pod_gpu_resources_scheduling_and_shm(doc):
     assert resources["requests"]["nvidia.com/gpu"] == "1" and resources["limits"]["nvidia.com/gpu"] == "1"
     assert resources["requests"]["cpu"] and resources["requests"]["memory"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train["tolerations"]
-    assert train["container"]["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
-    assert train["volumes"][0]["emptyDir"]["medium"] == "Memory"
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in train["container"]["volumeMounts"]
+    assert next(v for v in train["volumes"] if v["name"] == "dshm")["emptyDir"]["medium"] == "Memory"
     assert isinstance(train["activeDeadlineSeconds"], int) and train["activeDeadlineSeconds"] > 0
     for cpu_step in ("plan", "prepare", "aggregate"):
         assert "nvidia.com/gpu" not in json.dumps(template(doc, cpu_step))
         assert template(doc, cpu_step)["container"]["image"] == "{{workflow.parameters.cpu-image}}"
+
+
+IMAGE_UID = 1000  # uid and gid of the non-root user of images/Dockerfile and images/Dockerfile.cpu
+
+
+@pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
+def test_every_pod_is_hardened(kind):
+    """Non-root as the images' uid, no privilege gains, read-only root; each step writes only to a /tmp emptyDir."""
+    doc = render(GRID, "--kind", kind)
+    pod = doc["spec"]["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == IMAGE_UID and pod["runAsGroup"] == IMAGE_UID
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    containers = [t for t in doc["spec"]["templates"] if "dag" not in t]
+    assert sorted(t["name"] for t in containers) == ["aggregate", "plan", "prepare", "train"]
+    for t in containers:
+        c = t["container"]
+        assert c["securityContext"] == {
+            "runAsNonRoot": True,
+            "runAsUser": IMAGE_UID,
+            "runAsGroup": IMAGE_UID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }, t["name"]
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        volumes = {v["name"]: v for v in t["volumes"]}
+        assert volumes[mounts["/tmp"]] == {"name": mounts["/tmp"], "emptyDir": {}}, t["name"]
+        # only /tmp (and the train pods' /dev/shm) is writable: every file a step names lies under /tmp
+        assert set(mounts) == ({"/tmp", "/dev/shm"} if t["name"] == "train" else {"/tmp"}), t["name"]
+        paths = [p["valueFrom"]["path"] for p in t.get("outputs", {}).get("parameters", [])]
+        paths += [a["path"] for a in t.get("outputs", {}).get("artifacts", [])]
+        paths += [a for a in c["command"] if a.startswith("/")]
+        assert paths and all(x.startswith("/tmp/") for x in paths), (t["name"], paths)
+        # HOME and the caches of matplotlib, torch and boto3 are under /tmp, not on the read-only root
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        for name in ("HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR"):
+            assert env[name] == "/tmp" or env[name].startswith("/tmp/"), (t["name"], name)
+
+
+def test_images_run_as_the_uid_the_pods_require():
+    for dockerfile in ("Dockerfile", "Dockerfile.cpu"):
+        text = (ROOT / "images" / dockerfile).read_text()
+        assert f"USER {IMAGE_UID}:{IMAGE_UID}" in text.splitlines(), dockerfile
 
 
 def test_node_selector_and_tolerations_are_configurable():

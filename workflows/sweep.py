@@ -17,6 +17,12 @@ The DAG:
 `aggregate` runs once every train pod is done, whatever their outcome, and the
 report lists the runs that failed. The workflow still ends Failed when a run
 failed (see `_sweep_dag`).
+
+Every pod is hardened (`_security_context`, `_tmp_volume`): it runs as the
+images' non-root user (uid 1000), without privilege escalation or capabilities,
+on a read-only root filesystem. Each step writes only to an emptyDir at /tmp
+(results, reports, the prepared-data cache, and HOME with the caches of
+matplotlib, torch and boto3); the train pods also to /dev/shm.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ REPORT_FILES = (
 )
 REPORT_DIR = "/tmp/report"  # where the aggregate container also leaves its report, for the artifacts
 RESULT = "/tmp/result"  # train writes the test balanced accuracy here (a plain number)
+TMP = "/tmp"  # the one writable path of every step (an emptyDir): the root filesystem is read-only
 
 # Preemption: a reclaimed spot/preemptible GPU node fails the pod ("imminent node shutdown") or deletes it
 # ("pod deleted"), and a lost node shows as Error. A config that is simply broken (bad spec, NaN loss) fails
@@ -95,6 +102,9 @@ class Options:
     retries: int = 3  # train retries after preemption (each resumes from its last checkpoint in S3)
     ttl_success_s: int = 3 * 24 * 3600  # the Workflow object is deleted this long after it succeeds (seconds)
     ttl_failure_s: int = 7 * 24 * 3600  # ... or after it fails, kept longer to look into
+    uid: int = 1000  # runAsUser of every container: the images' non-root user `meli` (images/Dockerfile*)
+    gid: int = 1000  # runAsGroup of every container: that user's group
+    tmp_size: str | None = None  # sizeLimit of the /tmp emptyDir (prepared-data cache, downloads); None = no limit
     labels: dict = field(default_factory=dict, compare=False)  # extra labels on the Workflow object
 
     def image_cpu(self) -> str:
@@ -146,8 +156,30 @@ def _env(o: Options) -> dict:
         env=[
             Env(name="PUSHGATEWAY_URL", value="{{workflow.parameters.pushgateway-url}}"),
             Env(name="PYTHONUNBUFFERED", value="1"),
+            # The root filesystem is read-only: whatever a library writes under HOME or its cache dir
+            # (matplotlib's font cache, torch hub and kernel caches, botocore's) goes to /tmp.
+            Env(name="HOME", value=TMP),
+            Env(name="XDG_CACHE_HOME", value=f"{TMP}/.cache"),
+            Env(name="MPLCONFIGDIR", value=f"{TMP}/matplotlib"),
         ],
     )
+
+
+def _security_context(o: Options) -> m.SecurityContext:
+    """Every step's container: the images' non-root user, no privilege gains or capabilities, read-only root."""
+    return m.SecurityContext(
+        run_as_non_root=True,
+        run_as_user=o.uid,
+        run_as_group=o.gid,
+        allow_privilege_escalation=False,
+        read_only_root_filesystem=True,
+        capabilities=m.Capabilities(drop=["ALL"]),
+    )
+
+
+def _tmp_volume(o: Options) -> EmptyDirVolume:
+    """The writable /tmp of every step, on the node's disk (results, reports, the prepared-data cache)."""
+    return EmptyDirVolume(name="tmp", mount_path=TMP, size_limit=o.tmp_size)
 
 
 def _report_artifacts() -> list[Artifact]:
@@ -172,7 +204,7 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
         raise UserError(f"kind {kind!r}: expected Workflow or WorkflowTemplate")
     template = kind == "WorkflowTemplate"
     cls = WorkflowTemplate if template else Workflow
-    env = _env(o)
+    env = {**_env(o), "security_context": _security_context(o)}
     cpu_image = "{{workflow.parameters.cpu-image}}"
     annotations = {
         TITLE: f"meli-sweep: {configs}" if not template else "meli-sweep: hyperparameter sweep",
@@ -194,7 +226,13 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
         parallelism=o.parallelism,
         pod_gc=m.PodGC(strategy="OnPodSuccess"),  # failed pods stay for `kubectl logs` until the TTL
         ttl_strategy=m.TTLStrategy(seconds_after_success=o.ttl_success_s, seconds_after_failure=o.ttl_failure_s),
-        security_context=m.PodSecurityContext(run_as_non_root=True),
+        # Pod level too, so Argo's init and wait containers run as non-root under the runtime's seccomp profile.
+        security_context=m.PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=o.uid,
+            run_as_group=o.gid,
+            seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
+        ),
     ) as w:
         plan = Container(
             name="plan",
@@ -202,6 +240,7 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
             command=steps.plan("{{workflow.parameters.configs}}", result_file="/tmp/runs.json"),
             outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json"))],
             resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
+            volumes=[_tmp_volume(o)],
             **env,
         )
         prepare = Container(
@@ -215,6 +254,7 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
             ),
             outputs=[Parameter(name="prepared", value_from=m.ValueFrom(path="/tmp/prepared"))],
             resources=Resources(cpu_request=o.prepare_cpu, memory_request=o.prepare_memory, memory_limit=o.prepare_memory),
+            volumes=[_tmp_volume(o)],
             **env,
         )
         train = Container(
@@ -234,7 +274,10 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
             resources=Resources(
                 gpus=o.gpus, cpu_request=o.train_cpu, memory_request=o.train_memory, memory_limit=o.train_memory
             ),
-            volumes=[EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=o.shm_size)],
+            volumes=[
+                _tmp_volume(o),
+                EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=o.shm_size),
+            ],
             node_selector=parse_node_selector(o.node_selector) or None,
             tolerations=[parse_toleration(t) for t in o.tolerations] or None,
             active_deadline_seconds=o.train_deadline_s,
@@ -274,6 +317,7 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
             ),
             outputs=_report_artifacts(),
             resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi"),
+            volumes=[_tmp_volume(o)],
             **env,
         )
         _sweep_dag(plan, prepare, train, aggregate)
