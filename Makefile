@@ -175,3 +175,7 @@ chart: $(STAMP) ## print the chart rendered with its default values (helm templa
 .PHONY: check-chart
 check-chart: check-chart-template helm-lint ## fail when the chart's WorkflowTemplate drifts from the Hera definition or a chart test fails
 	$(VPY) -m pytest -m helm $(PYTEST_ARGS)
+
+# check-chart's lint and chart tests are part of `test` (tests/test_helm.py lints and renders every values file).
+.PHONY: ci
+ci: check-golden check-chart-template test ## what CI runs: generated files up to date, then every test
