@@ -36,8 +36,9 @@ from job.errors import UserError
 
 log = logging.getLogger("job.prepare")
 
-PREPARE_VERSION = 1  # bump when the output format or the preprocessing changes: it enters the hash
+PREPARE_VERSION = 2  # bump when the output format or the preprocessing changes: it enters the hash
 MAX_TOKENS = 64  # tokens stored per title; configs cut further with max_len
+MAX_TITLE_CHARS = 2000  # longer "titles" are pasted descriptions or garbage: dropped and counted (real ones are < 200)
 SPLITS = ("train", "validation", "test")
 SPLIT_SHARES = (0.8, 0.1, 0.1)  # used when the input has no splits of its own
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
@@ -193,9 +194,11 @@ def main(args) -> str:
 
     titles = frame["title"].astype(str).str.strip()
     cats = frame["category"].astype(str).str.strip()
-    keep = (titles != "") & (cats != "")
+    too_long = titles.str.len() > MAX_TITLE_CHARS
+    keep = (titles != "") & (cats != "") & ~too_long
     dropped["empty title"] = int((titles == "").sum())
     dropped["empty category"] = int(((titles != "") & (cats == "")).sum())
+    dropped[f"title over {MAX_TITLE_CHARS} characters"] = int((too_long & (cats != "")).sum())
     splits_given = "split" in frame.columns
     split_col = frame["split"].astype(str).str.strip().str.lower() if splits_given else None
 
@@ -275,8 +278,7 @@ def main(args) -> str:
         "embedding_dim": int(vectors.matrix.shape[1]),
         "embedding_coverage": round(vectors.found / max(1, len(vocab) - 2), 4),
         "embedding_file": vectors.stats,
-        "seconds": round(time.time() - started, 1),
-    }
+    }  # no timings: the prepared folder is a pure function of its hash, so concurrent prepares write identical bytes
     files["report.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode()
     for fname, blob in files.items():
         storage.write_bytes(storage.join(out, fname), blob)
@@ -290,8 +292,9 @@ def main(args) -> str:
         "splits": split_rows,
     }
     storage.write_json(storage.join(out, "manifest.json"), manifest)  # last: marks the folder complete
-    log.info("prepared %s: %s rows, %d classes, vocab %d, OOV %s, coverage %.1f%%, dropped: %s",
-             out, split_rows, len(label_names), len(vocab), oov, 100 * report["embedding_coverage"], _reasons(dropped))
+    log.info("prepared %s in %.1fs: %s rows, %d classes, vocab %d, OOV %s, coverage %.1f%%, dropped: %s", out,
+             time.time() - started, split_rows, len(label_names), len(vocab), oov, 100 * report["embedding_coverage"],
+             _reasons(dropped))
     _emit(out, args.result_file)
     return out
 

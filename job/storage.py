@@ -2,8 +2,9 @@
 
 S3 goes through boto3 with the default credential chain; `AWS_ENDPOINT_URL`
 points it at MinIO or another S3-compatible store. botocore retries slow,
-throttled and 5xx responses with backoff (`S3_MAX_ATTEMPTS`, standard mode);
-after that the error becomes one `UserError` line that names the URI.
+throttled and 5xx responses and dropped connections with backoff (standard
+mode, `S3_MAX_ATTEMPTS` tries in all); after that the error becomes one
+`UserError` line that names the URI and the number of tries.
 
 Writes never leave a half-written object where a reader would take it as
 complete: local files go to a temp name and are renamed, and an S3 PUT is
@@ -75,34 +76,52 @@ def s3_client():
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": "standard", "max_attempts": int(os.environ.get("S3_MAX_ATTEMPTS", "5"))},
+        # total_max_attempts counts the first try too; botocore's `max_attempts` would count retries only
+        retries={"mode": "standard", "total_max_attempts": max_attempts()},
         connect_timeout=float(os.environ.get("S3_CONNECT_TIMEOUT", "10")),  # seconds
         read_timeout=float(os.environ.get("S3_READ_TIMEOUT", "60")),  # seconds
     )
     return boto3.session.Session().client("s3", config=config)
 
 
+def max_attempts() -> int:
+    """Tries per S3 request, the first one included (`S3_MAX_ATTEMPTS`, default 5)."""
+    text = os.environ.get("S3_MAX_ATTEMPTS", "5")
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"S3_MAX_ATTEMPTS={text!r}: must be a whole number >= 1")
+    return int(text)
+
+
 @contextlib.contextmanager
 def s3_errors(uri: str):
     """Turn boto errors into one line that names the URI and what to check."""
+    from boto3.exceptions import S3UploadFailedError
     from botocore import exceptions as bx
+    from s3transfer.exceptions import RetriesExceededError
 
     try:
         yield
     except bx.ClientError as e:
         code = str(e.response.get("Error", {}).get("Code", ""))
         status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        tries = e.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
         if code in ("NoSuchBucket",):
             raise UserError(f"{uri}: S3 bucket does not exist") from None
         if code in ("NoSuchKey", "404", "NotFound"):
             raise UserError(f"{uri}: no such S3 object") from None
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
             raise UserError(f"{uri}: S3 refused the credentials ({code}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
-        raise UserError(f"{uri}: S3 error {code or status}: {e.response.get('Error', {}).get('Message', '')}".rstrip(": ")) from None
+        message = str(e.response.get("Error", {}).get("Message", "")).splitlines()[0:1]
+        raise UserError(f"{uri}: S3 error {code or status} (HTTP {status}) after {tries} attempt(s)"
+                        + (f": {message[0][:200]}" if message and message[0] else "")) from None
     except bx.NoCredentialsError:
         raise UserError(f"{uri}: no AWS credentials found (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)") from None
     except (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.ReadTimeoutError, bx.ConnectTimeoutError) as e:
-        raise UserError(f"{uri}: cannot reach S3 after retries ({type(e).__name__})") from None
+        raise UserError(f"{uri}: cannot reach S3 after {max_attempts()} attempt(s) ({type(e).__name__})") from None
+    except S3UploadFailedError as e:  # upload_file wraps the last error in one message
+        raise UserError(f"{uri}: S3 upload failed ({str(e).splitlines()[0].split(': ', 1)[-1][:300]})") from None
+    except RetriesExceededError as e:  # download_file: the object stream broke on every try
+        raise UserError(f"{uri}: S3 download failed after retries ({type(e.last_exception).__name__})") from None
 
 
 def _s3_missing(e) -> bool:
