@@ -20,8 +20,8 @@ of every series below (Prometheus keeps them with `honor_labels: true`).
 Turned on by PUSHGATEWAY_URL (`http://host:9091`, may carry `user:password@`); PUSHGATEWAY_INTERVAL
 sets the seconds between throttled pushes. Pushes run on a background thread with a short timeout,
 so a slow or unreachable Pushgateway never fails or slows training: one warning, then training goes on.
-When the sweep is done, aggregate calls `delete_sweep`; the history stays in Prometheus and the
-final numbers live in the sweep's report.
+When the sweep is done, aggregate calls `delete_sweep` (after the last pushes had time to be
+scraped); the history stays in Prometheus and the final numbers live in the sweep's report.
 
 Only this run's values are pushed: a dedicated registry, no process or default-registry metrics.
 """
@@ -50,6 +50,7 @@ log = logging.getLogger("job.metrics")
 JOB = "meli_train"  # the Pushgateway `job` label of every training group
 PUSH_TIMEOUT_S = 2.0  # one push gives up after this; only the final flush ever waits for it
 DEFAULT_INTERVAL_S = 5.0  # at most one progress push per this many seconds (epoch ends and the end always push)
+DEFAULT_DELETE_AFTER_S = 60.0  # delete a group only once its last push is this old: 2 scrapes at the common 30 s
 
 # name: (type, help). The help strings never change: the Pushgateway rejects a name whose metadata differs between groups.
 METRICS: dict[str, tuple[str, str]] = {
@@ -298,31 +299,50 @@ class TrainingMetrics:
             self._pusher.request()
 
 
-def _groups_of(gateway: str, user: str | None, password: str | None, sweep: str, timeout_s: float) -> set[str]:
-    """The configs of `sweep` that have a group on the gateway (its JSON API, Pushgateway >= 1.0)."""
+def _groups_of(gateway: str, user: str | None, password: str | None, sweep: str, timeout_s: float) -> dict[str, float]:
+    """{config: Unix time of its last push} of the sweep's groups on the gateway (its JSON API, Pushgateway >= 1.0)."""
     request = urllib.request.Request(f"{gateway}/api/v1/metrics")
     if user is not None:
         token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         groups = json.load(response).get("data", [])
-    return {g["labels"]["config"] for g in groups
-            if g.get("labels", {}).get("job") == JOB and g["labels"].get("sweep") == sweep and "config" in g["labels"]}
+    found = {}
+    for group in groups:
+        labels = group.get("labels", {})
+        if labels.get("job") == JOB and labels.get("sweep") == sweep and "config" in labels:
+            pushed = group.get("push_time_seconds", {}).get("metrics", [{}])[0].get("value", "0")
+            found[labels["config"]] = float(pushed)
+    return found
 
 
 def delete_sweep(sweep: str, configs: list[str]) -> None:
     """Delete the sweep's groups from the Pushgateway named by PUSHGATEWAY_URL (no-op when unset).
 
     Deletes the given configs and any other group of the sweep the gateway holds. The gateway never
-    forgets a group by itself; Prometheus keeps the history. Warns once and returns if unreachable.
+    forgets a group by itself; Prometheus keeps the history. A push younger than PUSHGATEWAY_DELETE_AFTER
+    seconds (default 60) may not be scraped yet, so this first waits until the newest is that old:
+    the final values reach Prometheus. Warns once and returns if the gateway is unreachable.
     """
     url = os.environ.get("PUSHGATEWAY_URL", "").strip()
     if not url:
         return
+    raw = os.environ.get("PUSHGATEWAY_DELETE_AFTER", "").strip()
+    try:
+        delete_after_s = max(0.0, float(raw)) if raw else DEFAULT_DELETE_AFTER_S
+    except ValueError:
+        raise UserError(f"PUSHGATEWAY_DELETE_AFTER={raw!r}: expected seconds, e.g. 60") from None
     gateway, user, password = _split_url(url)
     handler = _handler(user, password)
     try:
-        names = set(configs) | _groups_of(gateway, user, password, sweep, PUSH_TIMEOUT_S)
+        pushed = _groups_of(gateway, user, password, sweep, PUSH_TIMEOUT_S)
+        # The gateway's clock against ours: a skew of a few seconds only shifts the wait, never beyond delete_after_s.
+        wait_s = min(delete_after_s, delete_after_s - (time.time() - max(pushed.values(), default=0.0)))
+        if wait_s > 0:
+            log.info("Pushgateway %s: waiting %.0f s so Prometheus scrapes the last pushes of sweep %s before they are deleted",
+                     gateway, wait_s, sweep)
+            time.sleep(wait_s)
+        names = set(configs) | set(pushed)
         for config in sorted(names):
             delete_from_gateway(gateway, job=JOB, grouping_key={"sweep": sweep, "config": config},
                                 timeout=PUSH_TIMEOUT_S, handler=handler)

@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             rc = 0
             if command:
                 env = dict(os.environ, PUSHGATEWAY_URL=s.pushgateway_url)
+                # aggregate deletes the sweep's groups once Prometheus had two scrapes to read their last values
+                env.setdefault("PUSHGATEWAY_DELETE_AFTER", f"{2 * s.scrape_interval_s:g}")
                 rc = subprocess.call(command, env=env)
             if args.hold:
                 print("Servers up; Ctrl-C stops them.", flush=True)

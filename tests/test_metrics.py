@@ -153,15 +153,16 @@ def test_dashboard_queries_return_the_runs_series(prom, prepared, tmp_path):
             checked += 1
     assert checked >= 2 * 10
 
-    # The values are this run's: two epochs over the 2,400 training rows, the summary's test score.
+    # The values are this run's: two epochs over the training split, the summary's test score.
+    train_rows = json.loads((Path(prepared) / "manifest.json").read_text())["splits"]["train"]
     def value(name: str) -> float:
         [series] = query(prom.prometheus_url, f'{name}{{sweep="{sweep}", config="{CONFIG}"}}')
         return float(series["value"][1])
 
     assert value("meli_train_epochs_planned") == 2
     assert value("meli_train_epoch") == 2
-    assert value("meli_train_samples_per_epoch") == 2400
-    assert value("meli_train_samples_total") == 4800
+    assert value("meli_train_samples_per_epoch") == train_rows
+    assert value("meli_train_samples_total") == 2 * train_rows
     assert value("meli_train_samples_per_second") > 0
     assert value("meli_train_gpu_memory_bytes") == 0  # trained on CPU
     assert value("meli_train_test_balanced_accuracy") == pytest.approx(summary["test_balanced_accuracy"], abs=1e-6)
@@ -204,17 +205,39 @@ def test_aggregate_deletes_the_sweeps_groups(prom, prepared, tmp_path):
         m.finish(None, ok=False)
     groups = pushgateway_groups(prom.pushgateway_url)
     assert {"sweep": sweep, "config": CONFIG} in [{k: g.get(k) for k in ("sweep", "config")} for g in groups]
-    assert wait_for(prom.prometheus_url, f'meli_train_test_balanced_accuracy{{sweep="{sweep}"}}')
 
-    r = _job("aggregate", "--sweep", str(tmp_path / "sweeps" / sweep), "--configs", SPEC, env=env)
+    # Right after the final push: aggregate waits until the pushes are 3 scrape intervals old, then deletes.
+    r = _job("aggregate", "--sweep", str(tmp_path / "sweeps" / sweep), "--configs", SPEC,
+             env={**env, "PUSHGATEWAY_DELETE_AFTER": "3"})
     assert r.returncode == 0, r.stderr
+    assert "WARNING job.metrics" not in r.stderr, r.stderr
 
     left = [(g.get("sweep"), g.get("config")) for g in pushgateway_groups(prom.pushgateway_url)]
     assert [g for g in left if g[0] == sweep] == []
     assert (other, CONFIG) in left  # other sweeps keep their groups
-    # The history stays in Prometheus.
-    history = query(prom.prometheus_url, f'meli_train_test_balanced_accuracy{{sweep="{sweep}", config="{CONFIG}"}}[10m]')
-    assert history and history[0]["values"]
+    # The history stays in Prometheus, final values included: they were scraped before the delete.
+    for name in ("meli_train_test_balanced_accuracy", "meli_train_last_success_timestamp_seconds"):
+        history = query(prom.prometheus_url, f'{name}{{sweep="{sweep}", config="{CONFIG}"}}[10m]')
+        assert history and history[0]["values"], name
+    deadline = time.monotonic() + 10  # and is no longer current once a scrape has seen the groups gone
+    while query(prom.prometheus_url, f'meli_train_epoch{{sweep="{sweep}"}}') and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not query(prom.prometheus_url, f'meli_train_epoch{{sweep="{sweep}"}}')
+
+
+@pytest.mark.prometheus
+def test_delete_waits_until_the_last_push_is_scraped(prom, monkeypatch):
+    monkeypatch.setenv("PUSHGATEWAY_URL", prom.pushgateway_url)
+    monkeypatch.setenv("PUSHGATEWAY_DELETE_AFTER", "2.5")  # 2.5 scrape intervals
+    m = metrics.TrainingMetrics("late", CONFIG, prom.pushgateway_url)
+    m.start(epochs_total=1, samples_per_epoch=10)
+    m.finish(0.75, ok=True)
+    started = time.monotonic()
+    metrics.delete_sweep("late", [CONFIG])
+    assert 2.0 < time.monotonic() - started < 2.5 + 1.0
+    assert not [g for g in pushgateway_groups(prom.pushgateway_url) if g.get("sweep") == "late"]
+    [series] = query(prom.prometheus_url, 'meli_train_test_balanced_accuracy{sweep="late"}[1m]')
+    assert float(series["values"][-1][1]) == 0.75
 
 
 @pytest.mark.prometheus

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from promservers import prom  # noqa: F401
-
 from job import observe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,16 +38,21 @@ def test_observe_runs_the_command_against_both_servers_and_stops_them(tmp_path):
 
 
 @pytest.mark.prometheus
-def test_a_server_already_on_the_port_is_not_taken_for_ours(prom, tmp_path):
+def test_a_server_already_on_the_port_is_not_taken_for_ours(tmp_path):
     """Parallel test sessions can race for a free port; the one answering must prove it is ours."""
-    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    port = observe.free_port()
+    theirs = subprocess.Popen([observe.binaries()[1], f"--web.listen-address=127.0.0.1:{port}",
+                               f"--persistence.file={tmp_path / 'theirs.state'}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # stands for ours, still starting
     try:
         with pytest.raises(observe._PortTaken):
-            observe._wait_ready(prom.pushgateway_url, ours, tmp_path / "log", 5.0,
-                                "/api/v1/status", "persistence.file", str(tmp_path / "pushgateway.state"))
+            observe._wait_ready(f"http://127.0.0.1:{port}", ours, tmp_path / "log", 10.0,
+                                "/api/v1/status", "persistence.file", str(tmp_path / "ours.state"))
     finally:
-        ours.kill()
-        ours.wait()
+        for proc in (ours, theirs):
+            proc.kill()
+            proc.wait()
 
 
 def test_taken_port_is_a_clear_error(tmp_path):
