@@ -108,6 +108,9 @@ def s3_errors(uri: str):
         if code in ("NoSuchBucket",):
             raise UserError(f"{uri}: S3 bucket does not exist") from None
         if code in ("NoSuchKey", "404", "NotFound"):
+            # A HEAD answers a bare 404 for a missing bucket too: ask the bucket to tell them apart.
+            if code != "NoSuchKey" and not _bucket_exists(split_s3(uri)[0]):
+                raise UserError(f"{uri}: S3 bucket does not exist") from None
             raise UserError(f"{uri}: no such S3 object") from None
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "ExpiredToken"):
             raise UserError(f"{uri}: S3 refused the credentials ({code}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
@@ -122,6 +125,18 @@ def s3_errors(uri: str):
         raise UserError(f"{uri}: S3 upload failed ({str(e).splitlines()[0].split(': ', 1)[-1][:300]})") from None
     except RetriesExceededError as e:  # download_file: the object stream broke on every try
         raise UserError(f"{uri}: S3 download failed after retries ({type(e.last_exception).__name__})") from None
+
+
+def _bucket_exists(bucket: str) -> bool:
+    from botocore import exceptions as bx
+
+    try:
+        s3_client().head_bucket(Bucket=bucket)
+        return True
+    except bx.ClientError as e:
+        return str(e.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound")
+    except bx.BotoCoreError:
+        return True
 
 
 def _s3_missing(e) -> bool:

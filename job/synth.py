@@ -10,7 +10,7 @@ How the data is made, and why it is learnable but not trivially:
 - A title takes 2-4 of its category's words (Zipf-weighted, so a few words carry most rows),
   0-1 department words, a brand or generic word, stopwords, numbers and units, and
   sometimes HTML, capitals and punctuation that preprocessing has to strip.
-- A quarter of a category's words are borrowed from a sibling, so single words mislead.
+- One in ten of a title's category words is borrowed from a sibling, so single words mislead.
 - Class sizes follow a Zipf law (the rarest classes have a few dozen rows at the defaults).
 - 70% of rows are `unreliable` (seller-chosen), and 12% of those carry the label of a sibling.
 
@@ -42,7 +42,7 @@ _HTML = ["<b>", "</b>", "<br>", "&amp;", "<p>", "</p>"]
 DEPARTMENT_SIZE = 4  # sibling categories share department words
 CATEGORY_WORDS = 24  # own words per category
 DEPARTMENT_WORDS = 40  # shared words per department
-BORROWED_SHARE = 0.25  # share of a category's title words taken from a sibling
+BORROWED_SHARE = 0.10  # share of a category's title words taken from a sibling
 UNRELIABLE_SHARE = 0.70  # rows whose label the seller chose
 NOISE_SHARE = 0.12  # unreliable rows labelled as a sibling
 

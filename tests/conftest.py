@@ -37,19 +37,35 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
             time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """moto's S3 server on 127.0.0.1; yields its endpoint URL."""
+def start_moto(**env):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/moto-api/")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    except Exception:
+        proc.kill()
+        raise
+    return proc, url
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1; yields its endpoint URL."""
+    proc, url = start_moto()
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server_with_auth():
+    """A moto S3 server that checks credentials, as a real store does: unknown keys get 403."""
+    proc, url = start_moto(INITIAL_NO_AUTH_ACTION_COUNT="0")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @pytest.fixture
