@@ -308,3 +308,30 @@ def test_url_credentials_are_split_off():
     assert metrics._split_url("http://user:p%40ss@gw.example:9091/") == ("http://gw.example:9091", "user", "p@ss")
     assert metrics._split_url("gw:9091") == ("http://gw:9091", None, None)
     assert metrics._split_url("https://[::1]:9091") == ("https://[::1]:9091", None, None)
+
+
+def test_gpu_memory_reads_cuda_only_when_torch_already_uses_it(monkeypatch):
+    class Cuda:
+        initialized = True
+
+        @staticmethod
+        def is_available():
+            return True
+
+        @classmethod
+        def is_initialized(cls):
+            return cls.initialized
+
+        @staticmethod
+        def memory_allocated():
+            return 123456789
+
+    class Torch:
+        cuda = Cuda
+
+    monkeypatch.setitem(sys.modules, "torch", Torch)
+    assert metrics._gpu_memory_bytes() == 123456789
+    Cuda.initialized = False  # CPU training in a CUDA build: no context is created for a metric
+    assert metrics._gpu_memory_bytes() == 0
+    monkeypatch.delitem(sys.modules, "torch")
+    assert metrics._gpu_memory_bytes() == 0 and "torch" not in sys.modules
