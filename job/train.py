@@ -8,7 +8,9 @@ Writes into --out (local or s3://):
   model.pt        the best-validation weights with everything needed to use them
   summary.json    written last: status, test loss and balanced accuracy of the best epoch, timings
 A rerun with the same --out resumes from checkpoint.pt; a finished run is left as it is.
-Uses CUDA with bf16 autocast when present, the CPU otherwise.
+Uses CUDA with bf16 autocast when present, the CPU otherwise (bf16 autocast too where the CPU has
+native bf16 matrix units, AMX or AVX512-BF16; fp32 elsewhere). `python -m job bench` measures this
+training path against a seed-style loop.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -87,10 +90,54 @@ def balanced_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
         return float(balanced_accuracy_score(labels, preds))
 
 
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix units (AMX, AVX512-BF16): bf16 there halves an LSTM step; emulated, it is slower."""
+    cpu = getattr(torch, "cpu", None)
+    return any(getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def uses_bf16(device: torch.device) -> bool:
+    return device.type == "cuda" or cpu_has_bf16()
+
+
 def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device))
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam over the trained parameters; fused on CUDA (one kernel for all of them, no host sync)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+
+
+def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split, order: np.ndarray,
+                batches: Iterable[tuple[int, int, int]], device: torch.device,
+                report: Callable[[int, float, float], None] | None = None, every: float = LOG_EVERY) -> tuple[float, int]:
+    """One pass over a split in the batches of `epoch_order`: (mean training loss, samples seen).
+
+    Nothing in the loop waits on the device: the loss is summed there and read once at the end, and
+    every `every` seconds for `report(samples seen, running loss, seconds so far)` when one is given.
+    """
+    order_t = torch.from_numpy(order).to(device, non_blocking=True)
+    loss_sum = torch.zeros((), device=device)
+    seen = 0
+    started = last = time.time()
+    model.train()
+    for start, end, width in batches:
+        idx = order_t[start:end]
+        with autocast(device):
+            logits = model(split.tokens[idx, :width], split.lengths[idx])
+        loss = F.cross_entropy(logits.float(), split.labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # accumulate on the device: reading the loss every step would stall the GPU
+        loss_sum += loss.detach() * (end - start)
+        seen += end - start
+        if report is not None and time.time() - last >= every:
+            last = time.time()
+            report(seen, loss_sum.item() / seen, last - started)
+    return loss_sum.item() / max(1, seen), seen  # this .item() waits for the last step: the epoch is done
 
 
 @torch.no_grad()
@@ -119,9 +166,6 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.every = BAR_EVERY if self.tty else LOG_EVERY
         self.last = time.time()
-
-    def due(self) -> bool:
-        return time.time() - self.last >= self.every
 
     def show(self, epoch: int, done: int, loss: float, rate: float, eta: float) -> None:
         self.last = time.time()
@@ -180,8 +224,7 @@ def main(args) -> None:
     vectors = torch.from_numpy(np.array(a["embeddings"]))  # a writable copy: the model owns (and may tune) it
     model = build_model(cfg.family, prepared.vocab_size, vectors.shape[1], prepared.classes, vectors=vectors,
                         **builder_kwargs(cfg)).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
 
     ckpt_uri, model_uri = storage.join(out, "checkpoint.pt"), storage.join(out, "model.pt")
     history: list[dict] = []
@@ -202,8 +245,8 @@ def main(args) -> None:
 
     n_params = sum(p.numel() for p in model.parameters())
     log.info("%s: %s on %s, %d parameters (%d trained), %d/%d/%d rows, %d epochs of batch %d",
-             run.name, cfg.family, device, n_params, sum(p.numel() for p in params), len(train), len(valid), len(test),
-             cfg.epochs, cfg.batch_size)
+             run.name, cfg.family, device, n_params, sum(p.numel() for p in model.parameters() if p.requires_grad),
+             len(train), len(valid), len(test), cfg.epochs, cfg.batch_size)
     pusher = metrics.TrainingMetrics.from_env(sweep_id, run.name)
     pusher.start(cfg.epochs, len(train))
     progress = Progress(run.name, cfg.epochs, len(train))
@@ -218,34 +261,18 @@ def main(args) -> None:
             rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch order: a resumed run sees the same batches
             order, batches = epoch_order(train.lengths_host, cfg.batch_size, rng)
             batches = faults.epoch_batches(batches, out, epoch)  # test-only kill/oom point; a no-op otherwise
-            order_t = torch.from_numpy(order).to(device, non_blocking=True)
-            loss_sum = torch.zeros((), device=device)
-            seen = 0
+
+            def report(seen: int, running: float, seconds: float) -> None:
+                if not math.isfinite(running):
+                    raise TrainingFailed(f"loss is {running} at epoch {epoch} after {seen} samples")
+                rate = seen / seconds
+                eta = (len(train) - seen + (cfg.epochs - epoch) * len(train)) / rate
+                progress.show(epoch, seen, running, rate, eta)
+                pusher.progress(epoch, samples_total + seen, running, rate)
+
             started = time.time()
-            model.train()
-            for start, end, width in batches:
-                idx = order_t[start:end]
-                with autocast(device):
-                    logits = model(train.tokens[idx, :width], train.lengths[idx])
-                loss = F.cross_entropy(logits.float(), train.labels[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                # accumulate on the device: reading the loss every step would stall the GPU
-                loss_sum += loss.detach() * (end - start)
-                seen += end - start
-                if progress.due():
-                    running = loss_sum.item() / seen
-                    if not math.isfinite(running):
-                        raise TrainingFailed(f"loss is {running} at epoch {epoch} after {seen} samples")
-                    rate = seen / (time.time() - started)
-                    eta = (len(train) - seen + (cfg.epochs - epoch) * len(train)) / rate
-                    progress.show(epoch, seen, running, rate, eta)
-                    pusher.progress(epoch, samples_total + seen, running, rate)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            train_loss, seen = train_epoch(model, optimizer, train, order, batches, device, report, progress.every)
             seconds = time.time() - started
-            train_loss = loss_sum.item() / max(1, seen)
             if not math.isfinite(train_loss):
                 raise TrainingFailed(f"loss is {train_loss} at epoch {epoch}")
             val_loss, val_bacc = evaluate(model, valid, device)
