@@ -1,0 +1,318 @@
+"""Faults survived: runs killed at named points resume to the same result, S3 faults are retried
+then fail in one line, and a failing config (NaN loss, out of memory) never hides the others.
+
+Kill points (job/faults.py, MELI_FAULT) are hit in a real forked process with SIGKILL, locally and
+on S3 behind a fault-injecting proxy (tests/faultproxy.py) in front of the moto server; one S3
+upload is cut off halfway by killing the process from outside while the proxy holds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+import forked
+from conftest import ROOT, run_job
+from faultproxy import Fault, FaultProxy
+
+# 8 batches of 50 rows per epoch, so mid-epoch is after 4 of them; the MLP's dropout draws from the RNG.
+CONFIG = "mlp256:epochs=4,max_train_rows=400,batch_size=50"
+RUN = "mlp256_epochs=4_max_train_rows=400_batch_size=50"
+EPOCHS = 4
+TIMING = ("seconds", "samples_per_second")  # the only fields a resumed run may change
+SUMMARY_KEYS = ("status", "epochs", "best_epoch", "validation_balanced_accuracy", "test_loss", "test_balanced_accuracy")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def warm_imports():
+    """Import torch and the job package once; every forked run then starts at once."""
+    import sklearn.metrics  # noqa: F401  (balanced accuracy)
+    import torch._dynamo  # noqa: F401  (the optimizers import it on first use: seconds)
+
+    import job.train  # noqa: F401
+
+
+def train_args(prepared: str, out: str, config: str = CONFIG) -> list[str]:
+    return ["train", "--config", config, "--prepared", prepared, "--out", out, "--device", "cpu"]
+
+
+def epochs_of(metrics_text: str) -> list[int]:
+    return [json.loads(line)["epoch"] for line in metrics_text.splitlines() if line.strip()]
+
+
+def without_timing(history_text: str) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in history_text.splitlines() if line.strip()]
+
+
+def weights_digest(blob: bytes) -> str:
+    """sha256 over the model's tensors, by their bytes (no torch arithmetic in the test process)."""
+    import torch
+
+    state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)["model"]
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_epoch(blob: bytes) -> int:
+    import torch
+
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)["epoch"]
+
+
+@pytest.fixture(scope="module")
+def baseline(tiny_prepared, tmp_path_factory):
+    """One uninterrupted run: its metrics without timings, summary numbers and best weights."""
+    out = tmp_path_factory.mktemp("baseline") / "sweeps" / "base" / RUN
+    log = out.parent / "train.log"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    assert forked.run(train_args(tiny_prepared, str(out)), log=log) == 0, log.read_text()[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    return {"history": without_timing((out / "metrics.jsonl").read_text()),
+            "summary": {k: summary[k] for k in SUMMARY_KEYS},
+            "weights": weights_digest((out / "model.pt").read_bytes())}
+
+
+def assert_same_as_baseline(baseline: dict, metrics: str, summary: dict, model: bytes) -> None:
+    assert epochs_of(metrics) == list(range(1, EPOCHS + 1))  # each epoch exactly once
+    assert without_timing(metrics) == baseline["history"]
+    assert {k: summary[k] for k in SUMMARY_KEYS} == baseline["summary"]
+    assert weights_digest(model) == baseline["weights"]
+
+
+# --- 1. preemption and crashes -------------------------------------------------------------
+
+# (MELI_FAULT, epochs in the checkpoint after the kill): each line kills the rerun of the line before.
+LOCAL_KILLS = [
+    ("kill:mid-epoch:epoch-2", 1),  # half of epoch 2's batches done
+    ("kill:mid-write:checkpoint.pt", 1),  # the resumed run's first checkpoint (epoch 2) half written
+    ("kill:before-write:checkpoint.pt", 1),  # epoch 2's model.pt written, its checkpoint not
+    ("kill:after-write:checkpoint.pt", 2),  # epoch 2 checkpointed, metrics.jsonl not yet rewritten
+    ("kill:before-write:summary.json", 4),  # every epoch done, the summary not written
+]
+
+
+def test_local_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tiny_prepared, tmp_path, baseline):
+    out = tmp_path / "sweeps" / "killed" / RUN
+    log = tmp_path / "train.log"
+    for fault, epochs in LOCAL_KILLS:
+        code = forked.run(train_args(tiny_prepared, str(out)), env={"MELI_FAULT": fault}, log=log)
+        assert code == -signal.SIGKILL, f"{fault}: exit {code}\n{log.read_text()[-3000:]}"
+        assert not (out / "summary.json").exists()
+        assert checkpoint_epoch((out / "checkpoint.pt").read_bytes()) == epochs, fault
+        shown = epochs_of((out / "metrics.jsonl").read_text()) if (out / "metrics.jsonl").exists() else []
+        assert shown == list(range(1, len(shown) + 1)) and len(shown) in (epochs - 1, epochs), (fault, shown)
+        if fault.startswith("kill:mid-write"):
+            torn = list(out.glob(".checkpoint.pt.*.tmp"))  # the half-written temp file, never renamed
+            assert torn and torn[0].stat().st_size < (out / "checkpoint.pt").stat().st_size * 0.75
+    assert forked.run(train_args(tiny_prepared, str(out)), log=log) == 0, log.read_text()[-3000:]
+    assert_same_as_baseline(baseline, (out / "metrics.jsonl").read_text(), json.loads((out / "summary.json").read_text()),
+                            (out / "model.pt").read_bytes())
+    assert log.read_text().count("resumed from") == len(LOCAL_KILLS)  # every rerun found a checkpoint
+
+
+@pytest.fixture
+def s3(s3_server):
+    return boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def upload_prepared(s3, bucket: str, prepared: str, key: str) -> str:
+    for f in Path(prepared).iterdir():
+        if f.name != "manifest.json":
+            s3.upload_file(str(f), bucket, f"{key}/{f.name}")
+    s3.upload_file(str(Path(prepared) / "manifest.json"), bucket, f"{key}/manifest.json")  # last, as prepare does
+    return f"s3://{bucket}/{key}"
+
+
+def keys(s3, bucket: str, prefix: str) -> set[str]:
+    return {o["Key"].rsplit("/", 1)[-1] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])}
+
+
+@pytest.mark.s3
+def test_s3_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tiny_prepared, s3_env, s3, s3_server, tmp_path, baseline):
+    env, bucket = s3_env
+    prepared = upload_prepared(s3, bucket, tiny_prepared, "meli/prepared/tiny")
+    prefix = f"meli/sweeps/killed/{RUN}"
+    out = f"s3://{bucket}/{prefix}"
+    log = tmp_path / "train.log"
+
+    def get(name: str) -> bytes:
+        return s3.get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read()
+
+    with FaultProxy(s3_server) as proxy:
+        child_env = {"AWS_ENDPOINT_URL": proxy.url, "MELI_CACHE": str(tmp_path / "cache"), "S3_MAX_ATTEMPTS": "4"}
+
+        # 1. mid-epoch, before anything was saved: the run leaves nothing behind.
+        code = forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": "kill:mid-epoch:epoch-1"}, log=log)
+        assert code == -signal.SIGKILL and keys(s3, bucket, prefix) == set()
+
+        # 2. the first model.pt upload cut off halfway: the proxy holds half of it, the process is killed.
+        stall = proxy.add(Fault("stall", method="PUT", path="/model.pt"))
+        pid = forked.start(train_args(prepared, out), env={**child_env, "MELI_FAULT": None}, log=log)
+        try:
+            assert proxy.stalled.wait(60), log.read_text()[-3000:]
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        assert forked.wait(pid) == -signal.SIGKILL and stall.times == 0
+        assert keys(s3, bucket, prefix) == set()  # no partial object, no checkpoint
+
+        # 3. after the first checkpoint, before metrics.jsonl.
+        code = forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": "kill:after-write:checkpoint.pt"}, log=log)
+        assert code == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == 1
+        assert "metrics.jsonl" not in keys(s3, bucket, prefix) and "summary.json" not in keys(s3, bucket, prefix)
+
+        # 4. halfway through epoch 2's metrics.jsonl (its second write: the first is the resume's rewrite).
+        code = forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": "kill:mid-write:metrics.jsonl@2"}, log=log)
+        assert code == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == 2
+        assert epochs_of(get("metrics.jsonl").decode()) == [1]
+        uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+        assert [u["Key"].rsplit("/", 1)[-1] for u in uploads] == ["metrics.jsonl"]  # started, never completed
+
+        # 5. every epoch done, before the summary.
+        code = forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": "kill:before-write:summary.json"}, log=log)
+        assert code == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == EPOCHS
+        assert "summary.json" not in keys(s3, bucket, prefix)
+
+        # The last rerun also meets two 503s and a dropped connection, and rides them out.
+        proxy.clear()
+        proxy.add(Fault("status", status=503, times=2))
+        proxy.add(Fault("drop", method="PUT", times=1))
+        assert forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": None}, log=log) == 0, log.read_text()[-3000:]
+        assert proxy.count("status 503") == 2 and proxy.count("drop") == 1
+    assert_same_as_baseline(baseline, get("metrics.jsonl").decode(), json.loads(get("summary.json")), get("model.pt"))
+
+
+# --- 2. S3 faults: retried with backoff, then one clear line, nothing partial marked complete --------
+
+@pytest.mark.s3
+@pytest.mark.parametrize("fault", [dict(kind="status", status=503, times=2), dict(kind="status", status=500, times=2),
+                                   dict(kind="drop", times=2), dict(kind="delay", seconds=3, times=1)],
+                         ids=["503", "500", "dropped", "slow"])
+def test_transient_s3_faults_are_retried(s3_env, s3_server, fault, monkeypatch):
+    env, bucket = s3_env
+    from job import storage
+
+    with FaultProxy(s3_server) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        monkeypatch.setenv("S3_MAX_ATTEMPTS", "4")
+        monkeypatch.setenv("S3_READ_TIMEOUT", "1")  # seconds: the slow answer takes 3
+        storage.s3_client.cache_clear()
+        proxy.add(Fault(**fault))
+        uri = f"s3://{bucket}/x/manifest.json"
+        storage.write_json(uri, {"ok": True})
+        assert storage.read_json(uri) == {"ok": True}
+        puts = proxy.count(method="PUT", path="/manifest.json")
+        assert puts == 1 + fault["times"]  # each fault cost one try, then the write went through
+    storage.s3_client.cache_clear()
+
+
+@pytest.mark.s3
+def test_permanent_s3_faults_fail_in_one_line_and_mark_nothing_complete(tiny_csv, tiny_prepared, s3_env, s3_server, s3, tmp_path):
+    env, bucket = s3_env
+    s3.upload_file(str(tiny_csv), bucket, "in/tiny.csv.gz")
+    prepared = upload_prepared(s3, bucket, tiny_prepared, "meli/prepared/tiny")
+    log = tmp_path / "job.log"
+    with FaultProxy(s3_server) as proxy:
+        child = {"AWS_ENDPOINT_URL": proxy.url, "S3_MAX_ATTEMPTS": "3", "MELI_CACHE": str(tmp_path / "cache"), "MELI_FAULT": None}
+
+        # prepare: every PUT of the manifest answers 503; the data files land, the manifest never does.
+        proxy.add(Fault("status", status=503, method="PUT", path="/manifest.json", times=None))
+        log.write_text("")
+        code = forked.run(["prepare", "--data", f"s3://{bucket}/in/tiny.csv.gz", "--out", f"s3://{bucket}/p",
+                           "--embedding-dim", "16"], env=child, log=log)
+        errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and "Traceback" not in log.read_text()
+        assert "manifest.json: S3 error SlowDown (HTTP 503) after 3 attempt(s)" in errors[0]
+        assert proxy.count("status 503") == 3  # S3_MAX_ATTEMPTS tries in all
+        written = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="p/").get("Contents", [])}
+        assert any(k.endswith("/tokens_train.npy") for k in written) and not any(k.endswith("manifest.json") for k in written)
+
+        # train: every connection carrying a checkpoint is dropped; no summary says the run is done.
+        proxy.clear()
+        proxy.add(Fault("drop", method="PUT", path="/checkpoint.pt", times=None))
+        log.write_text("")
+        out = f"s3://{bucket}/meli/sweeps/faulty/{RUN}"
+        code = forked.run(train_args(prepared, out), env=child, log=log)
+        errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and "Traceback" not in log.read_text(), log.read_text()[-2000:]
+        assert "checkpoint.pt: cannot reach S3 after 3 attempt(s) (ConnectionClosedError)" in errors[0]
+        assert proxy.count("drop") == 3
+        assert keys(s3, bucket, f"meli/sweeps/faulty/{RUN}") == {"model.pt"}  # no checkpoint, metrics or summary
+
+        # everything down (the proxy closes every connection): one line too.
+        proxy.clear()
+        proxy.add(Fault("drop", times=None))
+        log.write_text("")
+        code = forked.run(["aggregate", "--sweep", f"s3://{bucket}/meli/sweeps/faulty"], env=child, log=log)
+        errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+        assert code == 2 and len(errors) == 1 and "cannot reach S3" in errors[0] and "Traceback" not in log.read_text()
+
+
+# --- 3. one failing config never hides the others ---------------------------------------------
+
+def test_nan_loss_stops_the_config_at_once_with_its_reason(tiny_prepared, tmp_path):
+    out = tmp_path / "sweeps" / "nan" / "run"
+    log = tmp_path / "train.log"
+    code = forked.run(train_args(tiny_prepared, str(out), "mlp256:lr=1e30,epochs=5,max_train_rows=600,batch_size=100"), log=log)
+    summary = json.loads((out / "summary.json").read_text())
+    errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    assert code == 3 and len(errors) == 1 and "Traceback" not in log.read_text()
+    assert summary["status"] == "failed" and "loss is" in summary["reason"] and "at epoch 1" in summary["reason"]
+    assert summary["epochs"] == 0 and not (out / "checkpoint.pt").exists()  # no epoch with a NaN loss is kept
+
+
+def test_out_of_memory_stops_the_config_and_keeps_its_finished_epochs(tiny_prepared, tmp_path):
+    out = tmp_path / "sweeps" / "oom" / RUN
+    log = tmp_path / "train.log"
+    code = forked.run(train_args(tiny_prepared, str(out)), env={"MELI_FAULT": "oom:mid-epoch:epoch-2"}, log=log)
+    summary = json.loads((out / "summary.json").read_text())
+    errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
+    assert code == 3 and len(errors) == 1 and "Traceback" not in log.read_text()
+    assert summary["status"] == "failed" and summary["reason"].startswith("out of memory at epoch 2")
+    assert "batch_size" in summary["reason"]  # says what to change
+    assert epochs_of((out / "metrics.jsonl").read_text()) == [1] and checkpoint_epoch((out / "checkpoint.pt").read_bytes()) == 1
+
+
+def test_sweep_with_failing_configs_finishes_the_others_and_reports_every_reason(tiny_csv, tmp_path):
+    ok = "mlp256_epochs=2_max_train_rows=600_seed=0"
+    oom = "mlp256_epochs=2_max_train_rows=600_seed=1"
+    nan = "mlp512_lr=1e30_epochs=2_max_train_rows=600"
+    configs = "mlp256:epochs=2,max_train_rows=600,seed=0|1,mlp512:lr=1e30,epochs=2,max_train_rows=600"
+    env = {**os.environ, "MELI_FAULT": f"oom:mid-epoch:{oom}/epoch-2"}  # only that run's path matches
+    proc = run_job("sweep", "--configs", configs, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", "failing",
+                   "--parallel", "2", env=env, check=False, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"failed: {', '.join(sorted([nan, oom]))}" in proc.stdout and "Traceback" not in proc.stderr
+    report = tmp_path / "sweeps" / "failing" / "report"
+    rows = {r["config"]: r for r in json.loads((report / "summary.json").read_text())["rows"]}
+    assert rows[ok]["status"] == "ok" and rows[ok]["epochs"] == 2 and rows[ok]["best"] is True
+    assert rows[oom]["status"] == "failed" and rows[oom]["reason"].startswith("out of memory at epoch 2")
+    assert rows[nan]["status"] == "failed" and "loss is" in rows[nan]["reason"]
+    md = (report / "summary.md").read_text()
+    assert "out of memory at epoch 2" in md and "loss is" in md
+    assert all((report / f).exists() for f in ("comparison.png", "summary.csv", "train_loss.png"))
+
+
+def test_workflow_runs_the_report_after_failures_and_ends_failed():
+    """The README's rule: aggregate runs whatever the train outcome; train is a target, so a failure fails the workflow."""
+    doc = yaml.safe_load((ROOT / "workflows" / "sweep.yaml").read_text())
+    dag = next(t["dag"] for t in doc["spec"]["templates"] if t["name"] == doc["spec"]["entrypoint"])
+    tasks = {t["name"]: t for t in dag["tasks"]}
+    assert set(dag["target"].split()) == {"train", "aggregate"}
+    assert {"train.Failed", "train.Succeeded"} <= set(tasks["aggregate"]["depends"].replace("(", " ").replace(")", " ").split())
+    readme = (ROOT / "README.md").read_text()
+    assert "ends **Failed** if any run failed" in readme and "exit code" in readme.lower()
