@@ -298,7 +298,7 @@ def main(args) -> None:
                                   "history": history, "best": best,
                                   "train_seconds": train_seconds, "prepared": args.prepared})
             write_history(out, history)
-            pusher.epoch_end(epoch, train_loss, val_loss, val_bacc, samples_total)
+            pusher.epoch_end(epoch, train_loss, val_loss, val_bacc, samples_total, samples_per_second=seen / seconds)
     except TrainingFailed as e:
         failed_summary(out, run, str(e), history)
         pusher.finish(None, ok=False)
