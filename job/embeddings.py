@@ -5,7 +5,7 @@ without a `count dim` header line (SBW-vectors-300-min5.txt.gz has one, glove.6B
 does not); or word2vec binary (`.bin`, optionally `.gz`). The file is streamed once and only
 the vocabulary's words are kept, so a 1 M-word file never sits in memory whole.
 
-Bad lines (wrong number of floats, unparsable numbers) are counted and reported; a file
+Bad lines (wrong number of floats, unparsable or non-finite numbers) are counted and reported; a file
 whose dimension disagrees with its header, or with most of its lines, is refused.
 """
 
@@ -84,10 +84,14 @@ def load_text(path: Path, name: str, vocab: dict[str, int], seed: int = 0) -> Ve
                     duplicates += 1  # keep the first vector of a word, as gensim does
                     continue
                 try:
-                    matrix[idx] = np.asarray(parts[1:], dtype=np.float32)
+                    row = np.asarray(parts[1:], dtype=np.float32)
                 except ValueError:
                     bad += 1
                     continue
+                if not np.isfinite(row).all():  # nan/inf (or an overflow) would make every loss NaN
+                    bad += 1
+                    continue
+                matrix[idx] = row
                 found_mask[idx] = True
     except UnicodeDecodeError as e:
         raise UserError(f"{name}: not UTF-8 text (byte {e.start} of a line); a binary word2vec file must end in .bin") from None
