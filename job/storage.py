@@ -28,6 +28,12 @@ from job import faults
 from job.errors import UserError
 
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_.=+-][A-Za-z0-9_.=+-]*$")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/]*@")  # scheme://user:secret@...
+
+
+def redact(uri: str) -> str:
+    """The URI with any user:secret@ part masked, for messages."""
+    return _USERINFO.sub(r"\1***@", str(uri))
 
 
 def is_s3(uri: str) -> bool:
@@ -40,6 +46,8 @@ def split_s3(uri: str) -> tuple[str, str]:
     bucket, _, key = rest.partition("/")
     if not bucket:
         raise UserError(f"{uri}: S3 URI has no bucket (expected s3://bucket/key)")
+    if "@" in bucket:
+        raise UserError(f"{redact(uri)}: an S3 URI must not hold credentials; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
     if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
         raise UserError(f"{uri}: '{bucket}' is not a valid S3 bucket name")
     return bucket, key.strip("/")
@@ -52,7 +60,7 @@ def check_uri(uri: str, what: str = "URI") -> str:
     if is_s3(uri):
         split_s3(uri)
     elif "://" in uri:
-        raise UserError(f"{uri}: unsupported {what} scheme (use a local path or s3://bucket/key)")
+        raise UserError(f"{redact(uri)}: unsupported {what} scheme (use a local path or s3://bucket/key)")
     return uri
 
 
