@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     s.add_argument("--family", default="lstm", choices=("lstm", "cnn", "mlp", "all"), help="model family (default: lstm)")
     s.add_argument("--epochs", type=int, default=None, help="epochs for both loops (default: sized for the device)")
+    s.add_argument("--classes", type=int, default=None, help="classes (default: 632 on cuda; fewer on cpu, to learn in minutes)")
     return p
 
 

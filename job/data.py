@@ -1,10 +1,16 @@
 """Prepared splits as padded tensors on the training device, and length-bucketed batches.
 
 Why it is fast: titles are tokenized once by prepare, so an epoch is index arithmetic on one
-[rows, max_len] tensor that lives on the GPU. Batches are bucketed by length (sort within large
-random chunks, then shuffle the batches), so a batch is cut to its own longest title and the
+[rows, max_len] tensor that lives on the GPU. A batch is cut to its own longest title and the
 LSTM runs without packing. Batch indices are built on the host once per epoch and copied in
 one transfer; the loop itself never waits on the host.
+
+Batches are random, as a shuffling DataLoader makes them. Within a batch the rows are sorted by
+length and may be cut into a few pieces, each padded only to its own longest title; the pieces'
+gradients add up to the whole batch's, so the optimizer takes the same step with less padding
+(what a CPU pays for). Length bucketing (sorting within chunks of many batches) cuts padding too,
+but makes batches of one length: on the bench's data it trained measurably worse for the same
+steps (balanced accuracy 0.763 against 0.780 after 200 steps), so it is not used.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-BUCKET_CHUNK = 64  # batches per sorted chunk: large enough to bucket well, small enough to stay random
 
 
 @dataclass
@@ -62,24 +67,22 @@ def make_split(ids: np.ndarray, offsets: np.ndarray, labels: np.ndarray, max_len
     )
 
 
-def epoch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
-    """A row order and its batches (start, end, width).
+def epoch_order(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                pieces: int = 1) -> tuple[np.ndarray, list[list[tuple[int, int, int]]]]:
+    """A row order and its batches; a batch is a list of pieces (start, end, width) of that order.
 
-    Training (rng given): shuffle, sort by length within chunks of BUCKET_CHUNK batches, then
-    shuffle the batches. Evaluation (rng None): sort everything by length.
+    Training (rng given): a random permutation cut into batches, each sorted by length and cut into
+    `pieces` runs of rows of similar length. Evaluation (rng None): everything sorted by length.
     """
     n = len(lengths)
     if rng is None:
         order = np.argsort(lengths, kind="stable")
     else:
         order = rng.permutation(n)
-        chunk = batch_size * BUCKET_CHUNK
-        for start in range(0, n, chunk):
-            part = order[start:start + chunk]
-            order[start:start + chunk] = part[np.argsort(lengths[part], kind="stable")]
-    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    if rng is not None:
-        bounds = [bounds[i] for i in rng.permutation(len(bounds))]
+        order = order[np.lexsort((lengths[order], np.arange(n) // batch_size))]  # by length within each batch
     sorted_lengths = lengths[order]
-    batches = [(s, e, int(sorted_lengths[s:e].max())) for s, e in bounds]
+    batches = []
+    for start in range(0, n, batch_size):
+        cuts = np.linspace(start, min(start + batch_size, n), max(1, pieces) + 1).round().astype(np.int64)
+        batches.append([(int(a), int(b), int(sorted_lengths[b - 1])) for a, b in zip(cuts[:-1], cuts[1:]) if b > a])
     return order, batches

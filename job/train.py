@@ -41,6 +41,9 @@ CHECKPOINT_FORMAT = 1  # bump when the checkpoint dict changes shape
 EVAL_BATCH = 8192  # titles per evaluation batch: no gradients, so large batches are cheap
 LOG_EVERY = 10.0  # seconds between progress lines when not on a terminal (kubectl logs)
 BAR_EVERY = 0.5  # seconds between progress bar redraws on a terminal
+CPU_PIECE_ROWS = 128  # on a CPU a batch is cut by length into pieces of at least this many rows, at most
+CPU_MAX_PIECES = 8  # this many: each is padded only to its own longest title, which at batch 1024 halves
+# an LSTM step; a GPU at these batch sizes pays per kernel launch, not per padded token: one piece
 
 
 # --- small named helpers ------------------------------------------------------------
@@ -110,30 +113,39 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, devi
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
 
 
+def batch_pieces(device: torch.device, batch_size: int) -> int:
+    """How many length pieces `epoch_order` cuts a training batch into on this device."""
+    return 1 if device.type == "cuda" else max(1, min(CPU_MAX_PIECES, batch_size // CPU_PIECE_ROWS))
+
+
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split, order: np.ndarray,
-                batches: Iterable[tuple[int, int, int]], device: torch.device,
+                batches: Iterable[list[tuple[int, int, int]]], device: torch.device,
                 report: Callable[[int, float, float], None] | None = None, every: float = LOG_EVERY) -> tuple[float, int]:
     """One pass over a split in the batches of `epoch_order`: (mean training loss, samples seen).
 
-    Nothing in the loop waits on the device: the loss is summed there and read once at the end, and
-    every `every` seconds for `report(samples seen, running loss, seconds so far)` when one is given.
+    A batch's pieces add their gradients (each loss is its sum over the batch's rows), then the
+    optimizer takes one step: the step of the whole batch. Nothing in the loop waits on the device:
+    the loss is summed there and read once at the end, and every `every` seconds for
+    `report(samples seen, running loss, seconds so far)` when one is given.
     """
     order_t = torch.from_numpy(order).to(device, non_blocking=True)
     loss_sum = torch.zeros((), device=device)
     seen = 0
     started = last = time.time()
     model.train()
-    for start, end, width in batches:
-        idx = order_t[start:end]
-        with autocast(device):
-            logits = model(split.tokens[idx, :width], split.lengths[idx])
-        loss = F.cross_entropy(logits.float(), split.labels[idx])
+    for batch in batches:
+        rows = batch[-1][1] - batch[0][0]
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        for start, end, width in batch:
+            idx = order_t[start:end]
+            with autocast(device):
+                logits = model(split.tokens[idx, :width], split.lengths[idx])
+            loss = F.cross_entropy(logits.float(), split.labels[idx], reduction="sum")
+            (loss / rows).backward()
+            # accumulate on the device: reading the loss every step would stall the GPU
+            loss_sum += loss.detach()
         optimizer.step()
-        # accumulate on the device: reading the loss every step would stall the GPU
-        loss_sum += loss.detach() * (end - start)
-        seen += end - start
+        seen += rows
         if report is not None and time.time() - last >= every:
             last = time.time()
             report(seen, loss_sum.item() / seen, last - started)
@@ -148,7 +160,7 @@ def evaluate(model: torch.nn.Module, split: Split, device: torch.device) -> tupl
     order_t = torch.from_numpy(order).to(device)
     loss_sum = torch.zeros((), device=device)
     preds = torch.empty(len(split), dtype=torch.int64, device=device)
-    for start, end, width in batches:
+    for (start, end, width), in batches:
         idx = order_t[start:end]
         with autocast(device):
             logits = model(split.tokens[idx, :width], split.lengths[idx])
@@ -259,7 +271,7 @@ def main(args) -> None:
                 log.info("%s: early stop, no better validation loss for %d epochs", run.name, cfg.patience)
                 break
             rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch order: a resumed run sees the same batches
-            order, batches = epoch_order(train.lengths_host, cfg.batch_size, rng)
+            order, batches = epoch_order(train.lengths_host, cfg.batch_size, rng, batch_pieces(device, cfg.batch_size))
             batches = faults.epoch_batches(batches, out, epoch)  # test-only kill/oom point; a no-op otherwise
 
             def report(seen: int, running: float, seconds: float) -> None:
