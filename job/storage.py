@@ -185,12 +185,25 @@ def read_bytes(uri: str) -> bytes:
         return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A temp file in the target's folder (so the rename is atomic), with the mode a plain open() gives."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared like any other file
+    return fd, tmp
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     faults.at("before-write", uri)
     if not is_s3(uri):
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = _temp_beside(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 if faults.armed("mid-write", uri):
@@ -244,7 +257,7 @@ def upload_file(local: str | Path, uri: str) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if Path(local).resolve() == dest.resolve():
             return
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+        fd, tmp = _temp_beside(dest)
         os.close(fd)
         try:
             shutil.copyfile(local, tmp)
@@ -269,7 +282,7 @@ def download_file(uri: str, local: str | Path) -> Path:
         upload_file(uri, str(local))
         return local
     bucket, key = split_s3(uri)
-    fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
+    fd, tmp = _temp_beside(local)
     os.close(fd)
     try:
         with s3_errors(uri):
