@@ -314,7 +314,7 @@ def _mb(n: int) -> str:
 
 
 def _clock(seconds: float) -> str:
-    return f"{seconds:,.0f} s" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+    return f"{seconds:,.0f} s"
 
 
 def table(results: list[Result]) -> str:
@@ -382,6 +382,8 @@ def main(args) -> None:
             "validation": (ids[offsets[rows]:], offsets[rows:] - offsets[rows], labels[rows:])}
     vectors = word_vectors()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} threads"
+    if hasattr(os, "getloadavg"):  # other work on the machine slows the many small ops of the seed-style loop most
+        where += f", load average {os.getloadavg()[0]:.1f}"
     print(f"bench: {rows:,} training and {valid_rows:,} validation rows (vocab {VOCAB:,}, dim {EMBED_DIM}, {classes} classes, "
           f"Poisson({MEAN_LENGTH})+1 tokens capped at {MAX_LENGTH}, {np.diff(offsets).mean():.2f} on average), "
           f"{epochs} epoch(s), {device.type} ({where}), torch {torch.__version__}; data made in {time.time() - started:.1f} s",
@@ -393,4 +395,6 @@ def main(args) -> None:
         print(table(results))
         for line in verdicts(results, device):
             print(line)
-    print(f"\nprocess peak RSS {_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}; total {time.time() - started:.0f} s")
+    if hasattr(os, "getloadavg"):
+        print(f"\nload average at the end {os.getloadavg()[0]:.1f}", end="; ")
+    print(f"process peak RSS {_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}; total {time.time() - started:.0f} s")
