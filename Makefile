@@ -71,9 +71,16 @@ observe: $(STAMP) prom-deps ## the demo with Prometheus and a Pushgateway on 127
 		--pushgateway-port $(OBSERVE_PUSHGATEWAY_PORT) $(if $(filter 1,$(OBSERVE_HOLD)),--hold) \
 		-- $(MAKE) --no-print-directory demo
 
+# extra arguments of `make bench`, e.g. --family all --rows 200000
+BENCH_ARGS ?=
+
 .PHONY: bench
-bench: $(STAMP) ## seed-style training loop vs ours, side by side (DEVICE=cpu|cuda)
-	$(VPY) -m job bench --device $(or $(DEVICE),auto)
+bench: $(STAMP) ## seed-style training loop vs ours, side by side (DEVICE=cpu|cuda, BENCH_ARGS=)
+	$(VPY) -m job bench --device $(or $(DEVICE),auto) $(BENCH_ARGS)
+
+.PHONY: bench-gpu
+bench-gpu: ## every GPU throughput figure in one run (LSTM, CNN, MLP), with the machine's python and CUDA torch
+	images/bench-gpu.sh
 
 .PHONY: clean
 clean: ## remove local runs and caches (keeps the venv)
