@@ -302,7 +302,7 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
     started = time.time()
     _, bacc = train.evaluate(model, splits["validation"], device)
     eval_seconds = time.time() - started
-    precision = "bf16" if train.uses_bf16(device) else "fp32"
+    precision = "bf16" if train.uses_bf16(device, model) else "fp32"
     return Result(label, cfg.batch_size, cfg.lr, precision, samples, seconds, eval_seconds, memory.peak, bacc, loss)
 
 

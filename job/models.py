@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence
 
 
@@ -89,6 +90,8 @@ class CNNClassifier(nn.Module):
 class MLPClassifier(nn.Module):
     """Mean of the title's word vectors -> hidden -> hidden/2 -> logits, ReLU and dropout between."""
 
+    cpu_bf16 = False  # its matmuls are too small for bf16 to pay for its casts on a CPU
+
     def __init__(self, embedding: nn.Embedding, hidden: int, dropout: float, num_classes: int):
         super().__init__()
         self.embedding = embedding
@@ -99,8 +102,8 @@ class MLPClassifier(nn.Module):
         )
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = (tokens != 0).unsqueeze(2).to(self.embedding.weight.dtype)
-        summed = (self.embedding(tokens) * mask).sum(dim=1)
+        # one fused gather-and-sum that skips padding: no [batch, length, dim] tensor, no mask
+        summed = F.embedding_bag(tokens, self.embedding.weight, mode="sum", padding_idx=0)
         return self.net(summed / lengths.clamp(min=1).unsqueeze(1).to(summed.dtype))
 
 

@@ -99,12 +99,13 @@ def cpu_has_bf16() -> bool:
     return any(getattr(cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
 
 
-def uses_bf16(device: torch.device) -> bool:
-    return device.type == "cuda" or cpu_has_bf16()
+def uses_bf16(device: torch.device, model: torch.nn.Module | None = None) -> bool:
+    """bf16 autocast: always on CUDA; on a CPU with native bf16 unless the model says it does not pay."""
+    return device.type == "cuda" or (cpu_has_bf16() and getattr(model, "cpu_bf16", True))
 
 
-def autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device))
+def autocast(device: torch.device, model: torch.nn.Module | None = None):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, model))
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
@@ -138,7 +139,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, split:
         optimizer.zero_grad(set_to_none=True)
         for start, end, width in batch:
             idx = order_t[start:end]
-            with autocast(device):
+            with autocast(device, model):
                 logits = model(split.tokens[idx, :width], split.lengths[idx])
             loss = F.cross_entropy(logits.float(), split.labels[idx], reduction="sum")
             (loss / rows).backward()
@@ -162,7 +163,7 @@ def evaluate(model: torch.nn.Module, split: Split, device: torch.device) -> tupl
     preds = torch.empty(len(split), dtype=torch.int64, device=device)
     for (start, end, width), in batches:
         idx = order_t[start:end]
-        with autocast(device):
+        with autocast(device, model):
             logits = model(split.tokens[idx, :width], split.lengths[idx])
         loss_sum += F.cross_entropy(logits.float(), split.labels[idx], reduction="sum")
         preds[idx] = logits.argmax(dim=1)
