@@ -328,7 +328,8 @@ def table(results: list[Result]) -> str:
                      _mb(r.peak_bytes), f"{r.eval_seconds:.1f} s", f"{r.balanced_accuracy:.4f}",
                      "" if r is seed else f"{r.balanced_accuracy - seed.balanced_accuracy:+.4f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+             for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
