@@ -7,7 +7,7 @@
 #   ROWS=6100000 EPOCHS=10 images/bench-gpu.sh    # the full 10 epochs at the course's size
 #   FAMILIES=lstm images/bench-gpu.sh      # the LSTM only (about 2 minutes on an H200)
 #
-# Needs only torch, numpy and scikit-learn: the bench imports no gensim, boto3 or hera.
+# Needs only torch, numpy and scikit-learn: the bench imports no gensim, boto3, hera or prometheus-client.
 # It prints the machine, then one table per family; keep the whole output with the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."

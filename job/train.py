@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from job import configs, faults, metrics, storage
+from job import configs, faults, storage
 from job.data import Split, epoch_order, make_split
 from job.errors import TrainingFailed, UserError
 from job.models import build_model, builder_kwargs
@@ -260,6 +260,8 @@ def main(args) -> None:
     log.info("%s: %s on %s, %d parameters (%d trained), %d/%d/%d rows, %d epochs of batch %d",
              run.name, cfg.family, device, n_params, sum(p.numel() for p in model.parameters() if p.requires_grad),
              len(train), len(valid), len(test), cfg.epochs, cfg.batch_size)
+    from job import metrics  # here, not at the top: `bench` imports this module without the Pushgateway client
+
     pusher = metrics.TrainingMetrics.from_env(sweep_id, run.name)
     pusher.start(cfg.epochs, len(train))
     progress = Progress(run.name, cfg.epochs, len(train))

@@ -140,9 +140,9 @@ def test_seed_collate_pads_to_the_batch_and_the_widest_filter():
 
 
 @pytest.mark.slow
-def test_bench_smoke_prints_the_table_without_gensim_boto3_or_hera():
+def test_bench_smoke_prints_the_table_without_gensim_boto3_hera_or_prometheus_client():
     code = ("import sys; from job.__main__ import main; rc = main(sys.argv[1:]); "
-            "bad = [m for m in ('gensim', 'boto3', 'hera') if m in sys.modules]; "
+            "bad = [m for m in ('gensim', 'boto3', 'hera', 'prometheus_client') if m in sys.modules]; "
             "print('heavy imports:', bad); sys.exit(rc or bool(bad))")
     run = subprocess.run([sys.executable, "-c", code, "bench", "--rows", "2000", "--epochs", "1", "--device", "cpu",
                           "--family", "all", "--classes", "20"],
