@@ -34,12 +34,12 @@ def _command(args: list[str]) -> list[str]:
     return [sys.executable] + args[1:] if args[0] == "python" else args
 
 
-def run_step(args: list[str], label: str, prefix_output: bool) -> int:
+def run_step(args: list[str], label: str, prefix_output: bool, env: dict | None = None) -> int:
     """Run one step; with prefix_output, its lines are tagged with the run name (parallel runs)."""
     cmd = _command(args)
     if not prefix_output:
-        return subprocess.call(cmd)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        return subprocess.call(cmd, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
     for line in proc.stdout:
         sys.stderr.write(f"[{label}] {line}")
     return proc.wait()
@@ -67,9 +67,13 @@ def main(args) -> int:
 
     codes: dict[str, int] = {}
     lock = threading.Lock()
+    train_env = None
+    if args.parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # N trainings each using every core fight over them; share the cores out instead.
+        train_env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
 
     def train(run: configs.Run) -> None:
-        code = run_step(steps.train(run.spec, prepared, args.out, sweep, run.name), run.name, args.parallel > 1)
+        code = run_step(steps.train(run.spec, prepared, args.out, sweep, run.name), run.name, args.parallel > 1, train_env)
         with lock:
             codes[run.name] = code
         if code != 0:

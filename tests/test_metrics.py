@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -232,6 +233,12 @@ def test_delete_waits_until_the_last_push_is_scraped(prom, monkeypatch):
     m = metrics.TrainingMetrics("late", CONFIG, prom.pushgateway_url)
     m.start(epochs_total=1, samples_per_epoch=10)
     m.finish(0.75, ok=True)
+    # finish() waits for its push only so long; on a loaded machine let it land before timing the delete
+    deadline = time.monotonic() + 20
+    while not any(line.startswith("meli_train_test_balanced_accuracy{") and 'sweep="late"' in line
+                  for line in urllib.request.urlopen(prom.pushgateway_url + "/metrics", timeout=5).read().decode().splitlines()):
+        assert time.monotonic() < deadline, "the final push never reached the Pushgateway"
+        time.sleep(0.05)
     started = time.monotonic()
     metrics.delete_sweep("late", [CONFIG])
     assert 2.0 < time.monotonic() - started < 2.5 + 1.0
