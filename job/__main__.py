@@ -11,7 +11,7 @@ import argparse
 import logging
 import sys
 
-from job.errors import TrainingFailed, UserError
+from job.errors import run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,43 +71,38 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("gensim", "botocore", "boto3", "s3transfer", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        if args.step == "synth":
-            from job import synth
+    return run_cli(lambda: _step(args))
 
-            synth.main(args)
-        elif args.step == "plan":
-            from job import configs
 
-            configs.plan_main(args)
-        elif args.step == "prepare":
-            from job import prepare
+def _step(args) -> int | None:
+    if args.step == "synth":
+        from job import synth
 
-            prepare.main(args)
-        elif args.step == "train":
-            from job import train
+        return synth.main(args)
+    if args.step == "plan":
+        from job import configs
 
-            train.main(args)
-        elif args.step == "aggregate":
-            from job import aggregate
+        return configs.plan_main(args)
+    if args.step == "prepare":
+        from job import prepare
 
-            aggregate.main(args)
-        elif args.step == "sweep":
-            from job import sweep
+        prepare.main(args)  # returns the prepared URI, already printed
+        return 0
+    if args.step == "train":
+        from job import train
 
-            return sweep.main(args)
-        elif args.step == "bench":
-            from job import bench
+        return train.main(args)
+    if args.step == "aggregate":
+        from job import aggregate
 
-            bench.main(args)
-    except (UserError, TrainingFailed) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        return aggregate.main(args)
+    if args.step == "sweep":
+        from job import sweep
 
+        return sweep.main(args)
+    from job import bench
+
+    return bench.main(args)
 
 if __name__ == "__main__":
     sys.exit(main())

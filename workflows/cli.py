@@ -23,7 +23,7 @@ from pathlib import Path
 
 from job import configs as job_configs
 from job import steps, storage
-from job.errors import UserError
+from job.errors import UserError, run_cli
 from workflows.sweep import Options, build, parse_node_selector, parse_toleration
 
 DEFAULTS = Options()
@@ -239,15 +239,8 @@ def results(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        {"render": render, "submit": submit, "results": results}[args.command](args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    return 0
+    command = {"render": render, "submit": submit, "results": results}[args.command]
+    return run_cli(lambda: command(args))
 
 
 if __name__ == "__main__":
