@@ -1,4 +1,4 @@
-"""Prepared splits as padded tensors on the training device, and length-bucketed batches.
+"""Prepared splits as padded tensors on the training device, and the batches of an epoch.
 
 Why it is fast: titles are tokenized once by prepare, so an epoch is index arithmetic on one
 [rows, max_len] tensor that lives on the GPU. A batch is cut to its own longest title and the
