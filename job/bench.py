@@ -152,6 +152,45 @@ class SeedRNN(nn.Module):
         return self.out(h[-1])
 
 
+class SeedCNN(nn.Module):
+    """The course's CNN: convolutions of widths 2, 3, 4 -> ReLU -> max over every position, padding included.
+
+    Its parameter names match job.models' CNN, so both loops start from the same weights.
+    """
+
+    def __init__(self, vectors: torch.Tensor, filters: int, widths: tuple[int, ...], fc: int, dropout: float, num_classes: int,
+                 freeze: bool = True):
+        super().__init__()
+        self.embedding = nn.Embedding.from_pretrained(vectors, freeze=freeze, padding_idx=0)
+        self.convs = nn.ModuleList(nn.Conv1d(vectors.shape[1], filters, w) for w in widths)
+        self.fc = nn.Sequential(nn.Linear(filters * len(widths), fc), nn.ReLU(), nn.Dropout(dropout), nn.Linear(fc, num_classes))
+
+    def forward(self, data: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(data).transpose(1, 2)  # seed_collate pads to at least the widest filter
+        return self.fc(torch.cat([torch.relu(conv(x)).amax(dim=2) for conv in self.convs], dim=1))
+
+
+class SeedMLP(nn.Module):
+    """The course's MLP: mean of the title's word vectors -> 256 -> 128 -> logits, ReLU and nn.Dropout between.
+
+    Logits, not the seed's sigmoid (which capped it at 0.44), so its accuracy compares with ours.
+    Its parameter names match job.models' MLP, so both loops start from the same weights.
+    """
+
+    def __init__(self, vectors: torch.Tensor, hidden: int, dropout: float, num_classes: int, freeze: bool = True):
+        super().__init__()
+        self.embedding = nn.Embedding.from_pretrained(vectors, freeze=freeze, padding_idx=0)
+        self.net = nn.Sequential(
+            nn.Linear(vectors.shape[1], hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden // 2), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden // 2, num_classes),
+        )
+
+    def forward(self, data: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # [PAD]'s vector is zero, so a padded row's sum over its length is the mean of the title's words
+        return self.net(self.embedding(data).sum(dim=1) / lengths.unsqueeze(1))
+
+
 def seed_train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader, device: torch.device) -> tuple[float, int]:
     model.train()
     losses, seen = [], 0
@@ -256,8 +295,10 @@ def run_seed(family: str, cfg: configs.TrainConfig, init: dict, data: dict, vect
     torch.manual_seed(SEED)
     if family == "lstm":
         model = SeedRNN(vectors, cfg.hidden, classes, cfg.dropout, cfg.freeze_embeddings)
-    else:  # the seed's CNN and MLP are this project's models: only the loop around them differs
-        model = build_model(family, VOCAB, EMBED_DIM, classes, vectors=vectors, **builder_kwargs(cfg))
+    elif family == "cnn":
+        model = SeedCNN(vectors, cfg.filters, (2, 3, 4), cfg.fc, cfg.dropout, classes, cfg.freeze_embeddings)
+    else:
+        model = SeedMLP(vectors, cfg.mlp_hidden, cfg.dropout, classes, cfg.freeze_embeddings)
     model.load_state_dict(init)
     model.to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -109,9 +109,10 @@ def autocast(device: torch.device, model: torch.nn.Module | None = None):
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    """Adam over the trained parameters; fused on CUDA (one kernel for all of them, no host sync)."""
+    """Adam over the trained parameters, fused: one kernel for all of them (no host sync on CUDA; on a
+    CPU it replaces about ten small ops per parameter, a quarter of an MLP step at batch 128)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=device.type == "cuda")
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
 def batch_pieces(device: torch.device, batch_size: int) -> int:

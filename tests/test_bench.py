@@ -39,14 +39,34 @@ def test_unpacked_lstm_gives_the_packed_lstm_logits_and_loss():
     torch.testing.assert_close(F.cross_entropy(a, labels), F.cross_entropy(b, labels), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("family", ["lstm", "mlp"])
-def test_extra_padding_changes_nothing(family):
-    """A batch cut to its longest title or padded wider gives the same logits (LSTM reads length-1; MLP masks)."""
+@pytest.mark.parametrize("family", ["lstm", "mlp", "cnn"])
+@pytest.mark.parametrize("width", [9, 3])  # 3: the whole batch is narrower than the CNN's widest filter
+def test_extra_padding_changes_nothing(family, width):
+    """A batch cut to its longest title or padded wider gives the same logits (LSTM reads length-1; MLP skips
+    padding; the CNN pools only windows that start inside the title)."""
     torch.manual_seed(0)
     model = build_model(family, 50, 12, 5).eval()
-    tokens, lengths, _ = _batch()
-    wide = F.pad(tokens, (0, 6))
-    torch.testing.assert_close(model(tokens, lengths), model(wide, lengths), rtol=1e-5, atol=1e-5)
+    tokens, lengths, _ = _batch(width=width)
+    expected = model(tokens, lengths)
+    for extra in (1, 6):
+        torch.testing.assert_close(model(F.pad(tokens, (0, extra)), lengths), expected, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the mask holds in bf16 too
+        torch.testing.assert_close(model(F.pad(tokens, (0, 6)), lengths), model(tokens, lengths), rtol=1e-2, atol=1e-2)
+
+
+def test_cnn_pools_the_title_and_the_seed_cnn_its_padding_too():
+    """Titles that fill the batch give the seed's CNN logits; a short title keeps its window at 0 only."""
+    torch.manual_seed(0)
+    ours = build_model("cnn", 50, 12, 5, filters=7, fc=9).eval()
+    seed = bench.SeedCNN(torch.randn(50, 12), 7, (2, 3, 4), 9, 0.3, 5)
+    seed.load_state_dict(ours.state_dict())  # same names, so both loops start from the same weights
+    seed.eval()
+    full = torch.randint(2, 50, (6, 8))
+    torch.testing.assert_close(ours(full, torch.full((6,), 8)), seed(full, torch.full((6,), 8)), rtol=1e-5, atol=1e-5)
+    short = torch.tensor([[5, 6, 0, 0]])  # two words padded to the widest filter, as seed_collate does
+    x = ours.embedding(short).transpose(1, 2)
+    pooled = torch.cat([torch.relu(conv(x))[:, :, 0] for conv in ours.convs], dim=1)  # each width's window at 0
+    torch.testing.assert_close(ours(short[:, :2], torch.tensor([2])), ours.fc(pooled), rtol=1e-5, atol=1e-5)
 
 
 def test_epoch_order_random_batches_cut_into_length_pieces():
@@ -73,7 +93,7 @@ def test_same_rng_same_order():
     assert np.array_equal(a[0], b[0]) and a[1] == b[1]
 
 
-@pytest.mark.parametrize("family", ["lstm", "mlp"])
+@pytest.mark.parametrize("family", ["lstm", "mlp", "cnn"])
 def test_pieces_take_the_step_of_the_whole_batch(family, monkeypatch):
     """train_epoch with a batch cut into pieces gives the weights and loss of the same batch taken whole."""
     monkeypatch.setattr(train, "uses_bf16", lambda device, model=None: False)  # fp32, so the comparison is tight
