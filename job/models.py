@@ -72,13 +72,17 @@ class LSTMClassifier(nn.Module):
 class CNNClassifier(nn.Module):
     """Convolutions of widths 2, 3, 4 over the word vectors, max-pooled over the title's windows, then fc -> logits.
 
-    Only windows that start inside the title enter the max (a title shorter than the widest filter
-    is padded to it, as the course did, and keeps its window at 0), so the logits do not depend on
-    how wide the batch is padded. The three widths run as one matrix product: each window of the
-    widest filter (its word vectors side by side) times every filter, the narrower ones zero-padded
-    to the widest width. On a CPU that is one bf16 GEMM instead of three oneDNN convolutions whose
-    weight gradients cost three times their forward. The Conv1d modules only hold the weights, so
-    checkpoints keep the usual names.
+    Only windows that start inside the title enter the max. Past a title's end there is only [PAD],
+    so a window that starts inside it (the last ones run into the padding, as the course's did; a
+    title shorter than a filter keeps its window at 0) holds the same words however wide the batch
+    is padded, and the logits do not depend on the padding. Windows that start in the padding are
+    left out: they hold no word. Masking the windows that run past the end as well (a width-4
+    filter sees a 5-word title twice, not five times) cost 0.018 balanced accuracy on the bench.
+
+    The three widths run as one matrix product: each window of the widest filter (its word vectors
+    side by side) times every filter, the narrower ones zero-padded to the widest width. On a CPU
+    that is one bf16 GEMM instead of three oneDNN convolutions whose weight gradients cost three
+    times their forward. The Conv1d modules only hold the weights, so checkpoints keep their names.
     """
 
     def __init__(self, embedding: nn.Embedding, filters: int, widths: tuple[int, ...], fc: int, dropout: float, num_classes: int):
@@ -87,24 +91,21 @@ class CNNClassifier(nn.Module):
         self.widths = widths
         self.convs = nn.ModuleList(nn.Conv1d(embedding.embedding_dim, filters, w) for w in widths)
         self.fc = nn.Sequential(nn.Linear(filters * len(widths), fc), nn.ReLU(), FastDropout(dropout), nn.Linear(fc, num_classes))
-        # the filter width of each output channel, to mask windows that run past a title
-        self.register_buffer("channel_width", torch.tensor(widths).repeat_interleave(filters), persistent=False)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        widest = max(self.widths)
-        starts = max(tokens.shape[1], widest) - min(self.widths) + 1  # window starts computed (late ones masked)
-        tokens = F.pad(tokens, (0, starts + widest - 1 - tokens.shape[1]))  # so every start has a full window
+        widest, starts = max(self.widths), tokens.shape[1]  # a window may start at any position of the batch
+        tokens = F.pad(tokens, (0, widest - 1))  # [PAD]s, so the last starts have full windows
         x = self.embedding(tokens)  # [batch, starts + widest - 1, dim]
         if torch.is_autocast_enabled(x.device.type):  # cast the vectors once, not the windows (widest x larger)
             x = x.to(torch.get_autocast_dtype(x.device.type))
         batch, _, dim = x.shape
-        windows = x.unfold(1, widest, 1).transpose(2, 3).reshape(batch, starts, widest * dim)
+        # one row per window: its word vectors side by side (a copy; 2-D, so matmul never falls back to bmm)
+        windows = x.unfold(1, widest, 1).transpose(2, 3).reshape(batch * starts, widest * dim)
         weight = torch.cat([F.pad(conv.weight, (0, widest - conv.kernel_size[0])) for conv in self.convs])
-        y = windows @ weight.transpose(1, 2).reshape(len(weight), widest * dim).t().to(x.dtype)  # [batch, starts, channels]
-        # a window of width w counts if it starts at or before length - w; at 0 for a title shorter than w
-        last_start = (lengths.unsqueeze(1) - self.channel_width).clamp(min=0)  # [batch, channels]
-        outside = torch.arange(starts, device=x.device).view(1, -1, 1) > last_start.unsqueeze(1)
-        pooled = y.masked_fill_(outside, float("-inf")).max(dim=1).values  # max before bias and ReLU: both monotone
+        weight = weight.transpose(1, 2).reshape(len(weight), widest * dim)  # [channels, widest * dim], as the windows
+        y = (windows @ weight.t().to(x.dtype)).view(batch, starts, -1)  # [batch, starts, channels]
+        in_padding = torch.arange(starts, device=y.device).view(1, -1, 1) >= lengths.clamp(min=1).view(-1, 1, 1)
+        pooled = y.masked_fill_(in_padding, float("-inf")).max(dim=1).values  # max before bias and ReLU: both monotone
         bias = torch.cat([conv.bias for conv in self.convs])
         return self.fc(torch.relu(pooled + bias))
 

@@ -54,19 +54,19 @@ def test_extra_padding_changes_nothing(family, width):
         torch.testing.assert_close(model(F.pad(tokens, (0, 6)), lengths), model(tokens, lengths), rtol=1e-2, atol=1e-2)
 
 
-def test_cnn_pools_the_title_and_the_seed_cnn_its_padding_too():
-    """Titles that fill the batch give the seed's CNN logits; a short title keeps its window at 0 only."""
+def test_cnn_is_its_three_convolutions_pooled_over_the_windows_that_start_in_the_title():
+    """One GEMM over the widest filter's windows gives each width's convolution; windows in the padding are left out."""
     torch.manual_seed(0)
-    ours = build_model("cnn", 50, 12, 5, filters=7, fc=9).eval()
-    seed = bench.SeedCNN(torch.randn(50, 12), 7, (2, 3, 4), 9, 0.3, 5)
-    seed.load_state_dict(ours.state_dict())  # same names, so both loops start from the same weights
-    seed.eval()
-    full = torch.randint(2, 50, (6, 8))
-    torch.testing.assert_close(ours(full, torch.full((6,), 8)), seed(full, torch.full((6,), 8)), rtol=1e-5, atol=1e-5)
-    short = torch.tensor([[5, 6, 0, 0]])  # two words padded to the widest filter, as seed_collate does
-    x = ours.embedding(short).transpose(1, 2)
-    pooled = torch.cat([torch.relu(conv(x))[:, :, 0] for conv in ours.convs], dim=1)  # each width's window at 0
-    torch.testing.assert_close(ours(short[:, :2], torch.tensor([2])), ours.fc(pooled), rtol=1e-5, atol=1e-5)
+    model = build_model("cnn", 50, 12, 5, filters=7, fc=9).eval()
+    tokens, lengths, _ = _batch(width=6)
+    lengths[1] = 1  # shorter than every filter: its windows at 0 run into the padding
+    tokens[1, 1:] = 0
+    x = model.embedding(F.pad(tokens, (0, 3))).transpose(1, 2)  # [PAD]s after the batch, so each start has a window
+    starts = torch.arange(tokens.shape[1]).view(1, 1, -1)
+    pooled = [torch.relu(conv(x)[:, :, :tokens.shape[1]].masked_fill(starts >= lengths.view(-1, 1, 1), float("-inf")).amax(2))
+              for conv in model.convs]
+    torch.testing.assert_close(model(tokens, lengths), model.fc(torch.cat(pooled, dim=1)), rtol=1e-5, atol=1e-5)
+    bench.SeedCNN(torch.randn(50, 12), 7, (2, 3, 4), 9, 0.3, 5).load_state_dict(model.state_dict())  # the same names
 
 
 def test_epoch_order_random_batches_cut_into_length_pieces():
