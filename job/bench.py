@@ -6,11 +6,14 @@
 In one process, on the same synthetic data, from the same initial weights, for the same epochs:
 
   seed-style   as the seed and the course trained: a python list of token ids per title, a
-               DataLoader with a padding collate, packed sequences (LSTM), fp32, `.item()` after
-               every step, evaluation at the training batch size with a host copy per batch.
-  ours         job.train's own path (`train_epoch`, `evaluate`): padded int32 tensors on the device,
-               length-bucketed batches, an unpacked LSTM, bf16 autocast (CUDA; CPUs with native
-               bf16), fused Adam (CUDA), the loss summed on the device, large evaluation batches.
+               DataLoader with a padding collate, the course's models (packed LSTM; CNN max-pooled
+               over every position, padding included; MLP mean of a [batch, length, dim] tensor,
+               nn.Dropout), fp32, `.item()` after every step, evaluation at the training batch size
+               with a host copy per batch.
+  ours         job.train's own path (`train_epoch`, `evaluate`) and job.models: padded int32 tensors
+               on the device, batches cut into length pieces on a CPU, an unpacked LSTM, the CNN as
+               one GEMM, bf16 autocast (CUDA; CPUs with native bf16), fused Adam, the loss summed on
+               the device, large evaluation batches.
   ours, batch  the same path at 4x the batch with the learning rate x2 (square-root scaling for Adam):
                a larger batch is a fair lever only if the accuracy holds, so it is shown beside.
 
