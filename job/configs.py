@@ -60,24 +60,20 @@ class TrainConfig:
 KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def _named(**overrides) -> TrainConfig:
-    return TrainConfig(**overrides)
-
-
 # The named configs: reviewed here, listed in the README. The first six follow the seed and the course.
 NAMED: dict[str, TrainConfig] = {
     # The seed's LSTM (MeLiRNNClassifier) with 50 and 100 hidden units, frozen word vectors.
-    "hidden50": _named(family="lstm", hidden=50),
-    "hidden100": _named(family="lstm", hidden=100),
+    "hidden50": TrainConfig(family="lstm", hidden=50),
+    "hidden100": TrainConfig(family="lstm", hidden=100),
     # The course MLP baseline (mean of word vectors -> 256 -> 128), logits instead of the seed's sigmoid.
-    "mlp256": _named(family="mlp", mlp_hidden=256, batch_size=128, weight_decay=1e-5),
-    "mlp512": _named(family="mlp", mlp_hidden=512, batch_size=128, weight_decay=1e-5),
+    "mlp256": TrainConfig(family="mlp", mlp_hidden=256, batch_size=128, weight_decay=1e-5),
+    "mlp512": TrainConfig(family="mlp", mlp_hidden=512, batch_size=128, weight_decay=1e-5),
     # The course CNN: widths 2, 3, 4 x 100 filters, max-pool, fc 128; and a wider one.
-    "cnn100": _named(family="cnn", filters=100, fc=128),
-    "cnn200": _named(family="cnn", filters=200, fc=256),
+    "cnn100": TrainConfig(family="cnn", filters=100, fc=128),
+    "cnn200": TrainConfig(family="cnn", filters=200, fc=256),
     # Aimed at the best known result (0.946, an LSTM on fine-tuned embeddings): wider, two-way,
     # unfrozen vectors, stops when validation loss stalls.
-    "finetune256": _named(family="lstm", hidden=256, bidirectional=True, freeze_embeddings=False, patience=2),
+    "finetune256": TrainConfig(family="lstm", hidden=256, bidirectional=True, freeze_embeddings=False, patience=2),
 }
 
 

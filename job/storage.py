@@ -352,13 +352,3 @@ def list_dirs(uri: str) -> list[str]:
         for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
             names += [p["Prefix"][len(prefix):].rstrip("/") for p in page.get("CommonPrefixes", [])]
     return sorted(names)
-
-
-def delete(uri: str) -> None:
-    if not is_s3(uri):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(uri)
-        return
-    bucket, key = split_s3(uri)
-    with s3_errors(uri):
-        s3_client().delete_object(Bucket=bucket, Key=key)
