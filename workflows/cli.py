@@ -24,7 +24,7 @@ from pathlib import Path
 from job import configs as job_configs
 from job import steps, storage
 from job.errors import UserError, run_cli
-from workflows.sweep import Options, build, parse_node_selector, parse_toleration
+from workflows.sweep import CHART_ARTIFACT_REPOSITORY, Options, build, parse_artifact_repository, parse_node_selector, parse_toleration
 
 DEFAULTS = Options()
 TIMEOUT_S = 30.0  # seconds to wait for the Argo server to connect and answer
@@ -43,6 +43,11 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-account", default=d.service_account, help=f"pods' service account (default: {d.service_account})")
     p.add_argument("--s3-secret", default=d.s3_secret, help=f"Secret holding the S3 credentials (default: {d.s3_secret})")
     p.add_argument("--pushgateway-url", default=d.pushgateway_url, help="Pushgateway URL for live metrics (default: none)")
+    p.add_argument(
+        "--artifact-repository",
+        default=d.artifact_repository,
+        help="Argo artifact repository the sweep names: configmap or configmap#key (default: the namespace's default)",
+    )
     p.add_argument("--node-selector", default="", help="train pods: comma-separated key=value node labels")
     p.add_argument(
         "--toleration",
@@ -81,6 +86,12 @@ def _uri(value: str, what: str, allow_none: bool = False) -> str:
     return value
 
 
+def _pushgateway(url: str) -> None:
+    """The train pods push to this URL from inside the cluster: a typo there shows only as an empty dashboard."""
+    if url and not url.startswith(("http://", "https://")):
+        raise UserError(f"pushgateway-url {url!r}: expected http://host:port or https://host:port")
+
+
 def options_from(args) -> Options:
     """Check every input locally, so a typo fails here and not in a pod."""
     job_configs.expand(args.configs)
@@ -91,6 +102,8 @@ def options_from(args) -> Options:
     tolerations = tuple(args.toleration) if args.toleration is not None else DEFAULTS.tolerations
     for t in tolerations:
         parse_toleration(t)
+    parse_artifact_repository(args.artifact_repository.strip())
+    _pushgateway(args.pushgateway_url.strip())
     if not args.image.strip():
         raise UserError("image: empty (set IMAGE=registry/meli-sweep:tag)")
     return Options(
@@ -99,21 +112,24 @@ def options_from(args) -> Options:
         out=_uri(args.out, "out").rstrip("/"),
         image=args.image.strip(),
         cpu_image=args.cpu_image.strip(),
-        pushgateway_url=args.pushgateway_url,
+        pushgateway_url=args.pushgateway_url.strip(),
         parallelism=args.parallelism,
         namespace=args.namespace,
         service_account=args.service_account,
         s3_secret=args.s3_secret,
         node_selector=node_selector,
         tolerations=tolerations,
+        artifact_repository=args.artifact_repository.strip(),
     )
 
 
 def render(args) -> None:
     options = options_from(args)
     if args.kind == "WorkflowTemplate":
-        # The chart file stays free of any one cluster's namespace.
-        options = dataclasses.replace(options, namespace=None)
+        # The chart file stays free of any one cluster's namespace, and names the chart's artifact repository.
+        options = dataclasses.replace(
+            options, namespace=None, artifact_repository=options.artifact_repository or CHART_ARTIFACT_REPOSITORY
+        )
     text = build(args.configs, options, kind=args.kind).to_yaml()
     if args.output == "-":
         sys.stdout.write(text)
