@@ -50,13 +50,6 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        unknown = sorted(set(values) - set(KEYS))
-        if unknown:
-            raise UserError(f"config: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(KEYS)}")
-        return validate(cls(**values))
-
 
 KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -237,11 +230,12 @@ def plan(text: str) -> list[dict]:
     return [{"name": run.name, "spec": run.spec, "label": label} for run, label in zip(runs, labels)]
 
 
-def plan_main(args) -> None:
+def plan_main(args) -> int:
     import json
-    from pathlib import Path
+
+    from job.steps import write_result
 
     text = json.dumps(plan(args.configs))
-    if args.result_file:
-        Path(args.result_file).write_text(text)
+    write_result(args.result_file, text)
     print(text)
+    return 0

@@ -67,7 +67,7 @@ def prepared(tmp_path_factory) -> str:
 
 def _train(prepared: str, out: Path, sweep: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     env = {"PUSHGATEWAY_URL": "", **env}  # a developer's own PUSHGATEWAY_URL must not leak in
-    return _job("train", "--config", SPEC, "--prepared", prepared, "--out", str(out / "sweeps" / sweep / CONFIG),
+    return _job("train", "--config", SPEC, "--prepared", prepared, "--out", str(out / "sweeps" / sweep / CONFIG), "--sweep", sweep,
                 "--device", "cpu", env=env)
 
 
@@ -240,7 +240,7 @@ def test_aggregate_deletes_the_sweeps_groups(prom, prepared, tmp_path):
     assert {"sweep": sweep, "config": CONFIG} in [{k: g.get(k) for k in ("sweep", "config")} for g in groups]
 
     # Right after the final push: aggregate waits until the pushes are 3 scrape intervals old, then deletes.
-    r = _job("aggregate", "--sweep", str(tmp_path / "sweeps" / sweep), "--configs", SPEC,
+    r = _job("aggregate", "--out", str(tmp_path), "--sweep", sweep, "--configs", SPEC,
              env={**env, "PUSHGATEWAY_DELETE_AFTER": "3"})
     assert r.returncode == 0, r.stderr
     assert "WARNING job.metrics" not in r.stderr, r.stderr

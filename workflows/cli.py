@@ -123,7 +123,7 @@ def options_from(args) -> Options:
     )
 
 
-def render(args) -> None:
+def render(args) -> int:
     options = options_from(args)
     if args.kind == "WorkflowTemplate":
         # The chart file stays free of any one cluster's namespace, and names the chart's artifact repository.
@@ -136,6 +136,7 @@ def render(args) -> None:
     else:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text)
+    return 0
 
 
 # --- submit -------------------------------------------------------------------
@@ -177,7 +178,7 @@ def _session(verify: bool):
     return session
 
 
-def submit(args) -> None:
+def submit(args) -> int:
     import requests
     from hera import exceptions as hx
     from hera.workflows import WorkflowsService
@@ -215,26 +216,13 @@ def submit(args) -> None:
     if not name:
         raise UserError(f"{where} accepted the workflow but returned no name")
     print(f"submitted {name}   {ui}/workflows/{namespace}/{name}")
+    return 0
 
 
 # --- results ------------------------------------------------------------------
 
 
-def _report_files(report: str) -> list[str]:
-    """Names of the files directly under a report folder, local or S3."""
-    if not storage.is_s3(report):
-        path = Path(report)
-        return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
-    bucket, key = storage.split_s3(report)
-    names = []
-    with storage.s3_errors(report):
-        pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/", Delimiter="/")
-        for page in pages:
-            names += [obj["Key"][len(key) + 1:] for obj in page.get("Contents", [])]
-    return sorted(n for n in names if n)
-
-
-def results(args) -> None:
+def results(args) -> int:
     if not storage.is_s3(args.out):
         storage.check_uri(args.out, "out")
     else:
@@ -242,15 +230,15 @@ def results(args) -> None:
     sweep = args.sweep
     storage.join(args.out, sweep)  # refuses a sweep id that is not a plain name: nothing may escape the prefix
     report = steps.report_uri(args.out, sweep)
-    names = _report_files(report)
-    if not names:
+    if not storage.exists(f"{report}/summary.json"):  # written last: the mark of a complete report
         raise UserError(f"{report}: no report yet (is the sweep finished? `argo get {sweep}` shows its state)")
     dest = Path(args.dest) / sweep / "report"
+    names = [name for name in steps.REPORT_FILES if storage.exists(f"{report}/{name}")]
     for name in names:
         storage.download_file(f"{report}/{name}", dest / name)
     print(f"{len(names)} files of {report} -> {dest}/")
-    if (dest / "summary.md").exists():
-        print(f"summary: {dest / 'summary.md'}")
+    print(f"summary: {dest / 'summary.md'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

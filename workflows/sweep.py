@@ -59,16 +59,6 @@ TITLE = "workflows.argoproj.io/title"  # Argo UI annotations (shown in the workf
 DESCRIPTION = "workflows.argoproj.io/description"
 DISPLAY_NAME = "workflows.argoproj.io/display-name"
 
-# Files `python -m job aggregate` writes into <sweep>/report/; each is an output artifact of the aggregate node.
-REPORT_FILES = (
-    "summary.md",
-    "comparison.png",
-    "balanced_accuracy.png",
-    "train_loss.png",
-    "validation_loss.png",
-    "summary.csv",
-    "summary.json",
-)
 REPORT_DIR = "/tmp/report"  # where the aggregate container also leaves its report, for the artifacts
 # The chart's artifact repository ConfigMap#key (its values' defaults), which its WorkflowTemplate names.
 CHART_ARTIFACT_REPOSITORY = "artifact-repositories#meli-sweep-s3"
@@ -216,7 +206,7 @@ def _report_artifacts() -> list[Artifact]:
             archive=NoneArchiveStrategy(),
             optional=True,
         )
-        for f in REPORT_FILES
+        for f in steps.REPORT_FILES
     ]
 
 
@@ -395,11 +385,3 @@ def _name_train_nodes(w: Workflow) -> None:
             built.annotations = {DISPLAY_NAME: "{{inputs.parameters.label}}"}
             w.templates[i] = built
 
-
-def manifest(w: Workflow) -> dict:
-    """The built resource as a plain dict (what the YAML and the API request hold)."""
-    return w.to_dict()
-
-
-def to_yaml(w: Workflow) -> str:
-    return w.to_yaml()
