@@ -14,6 +14,8 @@ RUNS ?= runs
 CONFIGS ?= hidden50,hidden100
 # synthetic rows in the demo dataset
 DEMO_ROWS ?= 60000
+# 1 adds the tfidf baseline run to every sweep (demo, observe, render, submit); 0 leaves it out
+BASELINE ?= 1
 # extra pytest arguments, e.g. -k tokenizer
 PYTEST_ARGS ?=
 
@@ -38,7 +40,8 @@ venv: $(STAMP) ## create the venv and install the package with its test tools
 demo: $(STAMP) ## run a whole sweep locally on synthetic data (CPU) and print where the report is
 	@mkdir -p $(RUNS)
 	$(VPY) -m job synth --rows $(DEMO_ROWS) --out $(RUNS)/data/synthetic.csv.gz
-	$(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz --embeddings none --out $(RUNS) --sweep demo
+	$(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz --embeddings none --out $(RUNS) --sweep demo \
+		$(if $(filter 0,$(BASELINE)),--no-baseline)
 
 .PHONY: test
 test: $(STAMP) prom-deps ## run every test (starts its own S3, Prometheus and Pushgateway on loopback)
@@ -77,10 +80,21 @@ observe: $(STAMP) prom-deps ## a fresh demo sweep with Prometheus and a Pushgate
 		--pushgateway-port $(OBSERVE_PUSHGATEWAY_PORT) $(if $(filter 1,$(OBSERVE_HOLD)),--hold) \
 		--sweep $(OBSERVE_SWEEP) --dashboard helm/meli-sweep/dashboards/meli-sweep.json \
 		-- $(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz --embeddings none \
-		--out $(RUNS) --sweep $(OBSERVE_SWEEP)
+		--out $(RUNS) --sweep $(OBSERVE_SWEEP) $(if $(filter 0,$(BASELINE)),--no-baseline)
 
 # extra arguments of `make bench`, e.g. --family all --rows 200000
 BENCH_ARGS ?=
+
+# input titles of `make predict` (.csv or .jsonl[.gz] with a title column; with an id column, a submission)
+INPUT ?=
+# categories per title in `make predict`
+TOP_K ?= 1
+
+.PHONY: predict
+predict: $(STAMP) ## classify INPUT's titles with SWEEP's best run, into <sweep folder>/predictions.csv (SWEEP= INPUT= [OUT=] [TOP_K=])
+	@test -n '$(SWEEP)' && test -n '$(INPUT)' || { echo "error: set SWEEP=<sweep id> and INPUT=<titles file>" >&2; exit 2; }
+	$(VPY) -m job predict --run $(or $(OUT),$(RUNS))/sweeps/$(SWEEP)/best --input '$(INPUT)' \
+		--out $(or $(OUT),$(RUNS))/sweeps/$(SWEEP)/predictions.csv --top-k $(TOP_K)
 
 .PHONY: bench
 bench: $(STAMP) ## seed-style training loop vs ours, side by side (DEVICE=cpu|cuda, BENCH_ARGS=)
@@ -126,7 +140,8 @@ CHART_TEMPLATE := helm/meli-sweep/files/workflowtemplate.yaml
 SWEEP_ARGS = --configs '$(CONFIGS)' --image '$(IMAGE)' --cpu-image '$(CPU_IMAGE)' --parallelism '$(PARALLELISM)' \
 	$(if $(DATA),--data '$(DATA)') $(if $(EMBEDDINGS),--embeddings '$(EMBEDDINGS)') $(if $(OUT),--out '$(OUT)') \
 	$(if $(NAMESPACE),--namespace '$(NAMESPACE)') $(if $(NODE_SELECTOR),--node-selector '$(NODE_SELECTOR)') \
-	$(if $(PUSHGATEWAY_URL),--pushgateway-url '$(PUSHGATEWAY_URL)') $(if $(ARTIFACT_REPOSITORY),--artifact-repository '$(ARTIFACT_REPOSITORY)')
+	$(if $(PUSHGATEWAY_URL),--pushgateway-url '$(PUSHGATEWAY_URL)') $(if $(ARTIFACT_REPOSITORY),--artifact-repository '$(ARTIFACT_REPOSITORY)') \
+	$(if $(filter 0,$(BASELINE)),--no-baseline)
 
 # The venv is made with its output on stderr, so that stdout holds only the YAML.
 .PHONY: render

@@ -1,6 +1,6 @@
 """Command line of the training job: `python -m job <step> ...`.
 
-Steps: synth, plan, prepare, train, aggregate, sweep (all of them on one machine), bench.
+Steps: synth, plan, prepare, train, aggregate, sweep (all of them on one machine), predict, bench.
 Each module is imported only when its step runs, so light steps start fast.
 Errors a user can fix print one line and exit non-zero, with no traceback.
 """
@@ -12,6 +12,15 @@ import logging
 import sys
 
 from job.errors import run_cli
+
+
+def predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="a finished run folder, e.g. <out>/sweeps/<sweep>/best, local or s3://")
+    p.add_argument("--input", required=True, help="titles: .csv or .jsonl (optionally .gz) with a title column [and id]")
+    p.add_argument("--out", required=True, help="output CSV, local or s3://")
+    p.add_argument("--top-k", type=int, default=1, help="categories per title, best first (default: 1)")
+    p.add_argument("--keep-unknown", action="store_true", help="predict titles with no known word instead of refusing")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="check and expand config specs into the sweep's runs (JSON)")
     s.add_argument("--configs", required=True, help="comma-separated config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")
     s.add_argument("--result-file", help="also write the JSON list to this file (an Argo output parameter)")
+    s.add_argument("--baseline", default="true", help="true or false: add the tfidf baseline run unless listed (default: true)")
 
     s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")
     s.add_argument("--data", required=True, help="challenge CSV (.csv/.csv.gz) or course .jsonl.gz, local or s3://")
@@ -51,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--configs", default="", help="the sweep's config specs; those with no output are reported missing")
     s.add_argument("--report-dir", help="also leave the report files in this local folder (Argo output artifacts)")
 
+    s = sub.add_parser("predict", help="classify titles with a finished run (e.g. a sweep's best/)")
+    predict_arguments(s)
+
     s = sub.add_parser("sweep", help="prepare, train every config and aggregate, on this machine")
     s.add_argument("--configs", required=True, help="comma-separated config specs, e.g. hidden50,hidden100")
     s.add_argument("--data", required=True, help="challenge CSV or course jsonl.gz, local or s3://")
@@ -58,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output prefix, local or s3://")
     s.add_argument("--sweep", default=None, help="sweep id, names the folder (default: sweep-<time>)")
     s.add_argument("--parallel", type=int, default=1, help="configs trained at once (default: 1)")
+    s.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="leave out the tfidf baseline run every sweep adds")
 
     s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side")
     s.add_argument("--rows", type=int, default=None, help="synthetic rows (default: sized for the device)")
@@ -100,6 +115,10 @@ def _step(args, on_batch=None) -> int:
         from job import aggregate
 
         return aggregate.main(args)
+    if args.step == "predict":
+        from job import predict
+
+        return predict.main(args)
     if args.step == "sweep":
         from job import sweep
 

@@ -7,8 +7,11 @@ that never started is reported as missing) and writes <out>/sweeps/<sweep>/repor
   train_loss.png, validation_loss.png, balanced_accuracy.png   per epoch, one line per run
   comparison.png                                               test balanced accuracy per run
   summary.csv, summary.md, summary.json                        one row per run, ranked, best marked
-A failed, unfinished or missing run keeps its row, with its status and reason. summary.json is
-written last. The step succeeds whenever the report could be written.
+  per_class.csv, recall_by_class_size.png                      the best run's test split, per category
+A failed, unfinished or missing run keeps its row, with its status and reason. Runs are ranked, and
+the best chosen, by validation balanced accuracy; test figures are shown beside, never used to
+choose. The best run's model and summary are copied to <sweep>/best/, ready for `predict`.
+summary.json is written last. The step succeeds whenever the report could be written.
 """
 
 from __future__ import annotations
@@ -20,14 +23,21 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
+
 from job import configs, steps, storage
 from job.errors import UserError
 
 log = logging.getLogger("job.aggregate")
 
-COLUMNS = ["rank", "config", "status", "epochs", "best_epoch", "validation_balanced_accuracy", "test_loss",
+COLUMNS = ["rank", "config", "status", "family", "epochs", "best_epoch", "validation_balanced_accuracy", "test_loss",
            "test_balanced_accuracy", "train_seconds", "samples_per_second", "reason", "spec"]
 REPORT = "report"
+BEST = "best"  # <sweep>/best/: the best run's files, for predict
+BEST_FILES = ("model.pt", "summary.json", "metrics.jsonl")  # summary.json is copied after the model: a complete copy
+CHOSEN_BY = ("Runs are ranked, and the best (★) chosen, by validation balanced accuracy (each run at its best "
+             "validation epoch); test figures are shown beside, never used to choose.")
+WEAKEST = 10  # categories listed as the weakest, and confused pairs listed, in summary.md
 
 
 def read_run(sweep: str, name: str) -> tuple[dict, list[dict]]:
@@ -56,7 +66,9 @@ def read_run(sweep: str, name: str) -> tuple[dict, list[dict]]:
 
 
 def rank(rows: list[dict]) -> list[dict]:
-    ok = sorted((r for r in rows if r.get("status") == "ok"), key=lambda r: -float(r.get("test_balanced_accuracy", 0)))
+    """Finished runs by validation balanced accuracy, best first (the test split never chooses)."""
+    ok = sorted((r for r in rows if r.get("status") == "ok"),
+                key=lambda r: (-float(r.get("validation_balanced_accuracy", 0)), r["config"]))
     rest = sorted((r for r in rows if r.get("status") != "ok"), key=lambda r: r["config"])
     for i, r in enumerate(ok, 1):
         r["rank"] = i
@@ -104,9 +116,79 @@ def plot_comparison(rows: list[dict]) -> bytes:
         label = f"{float(r['test_balanced_accuracy']):.3f}" if r.get("status") == "ok" else r.get("status", "")
         ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, label, va="center", fontsize="small")
     ax.set_xlim(0, 1.1)
-    ax.set_xlabel("test balanced accuracy (best validation epoch)")
+    ax.set_xlabel("test balanced accuracy (best validation epoch); ranked by validation")
     ax.set_title("Sweep comparison")
     return _png(fig)
+
+
+def per_class(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support of each category on the test split."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    ids = np.arange(len(names))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+    return [{"category": names[i], "precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
+             "f1": round(float(f1[i]), 4), "support": int(support[i])} for i in ids]
+
+
+def confused_pairs(labels: np.ndarray, preds: np.ndarray, names: list[str], top: int) -> list[tuple[str, str, int]]:
+    """The most frequent (true, predicted) category pairs among the errors."""
+    wrong = labels != preds
+    pairs, counts = np.unique(np.stack([labels[wrong], preds[wrong]], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))[:top] if len(counts) else []
+    return [(names[pairs[i, 0]], names[pairs[i, 1]], int(counts[i])) for i in order]
+
+
+def plot_recall_by_size(classes: list[dict], run: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    seen = [c for c in classes if c["support"]]
+    ax.scatter([c["support"] for c in seen], [c["recall"] for c in seen], s=12, alpha=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("test rows of the category (log scale)")
+    ax.set_ylabel("recall")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"Recall by category size: {run}")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def best_run_view(sweep: str, best: dict | None) -> dict:
+    """The best run's per-class table, weakest categories and confused pairs (empty without a best run)."""
+    if best is None:
+        return {}
+    uri = storage.join(sweep, best["config"], "test_predictions.npz")
+    if not storage.exists(uri):
+        log.warning("%s: missing, so the report has no per-class view", uri)
+        return {}
+    with np.load(io.BytesIO(storage.read_bytes(uri))) as z:
+        labels, preds = z["labels"], z["predictions"]
+    names = model_label_names(storage.join(sweep, best["config"], "model.pt"))
+    classes = per_class(labels, preds, names)
+    weakest = sorted((c for c in classes if c["support"]), key=lambda c: (c["f1"], c["category"]))[:WEAKEST]
+    return {"run": best["config"], "classes": classes, "weakest": weakest,
+            "confused": confused_pairs(labels, preds, names, WEAKEST)}
+
+
+def model_label_names(uri: str) -> list[str]:
+    """The category names a run's model.pt carries (class id -> name)."""
+    import torch
+
+    return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)["label_names"]
+
+
+def copy_best(sweep: str, best: dict | None) -> None:
+    """<sweep>/best/ holds the best run's model, so `predict --run <sweep>/best` needs no run name."""
+    if best is None:
+        return
+    for name in BEST_FILES:
+        source = storage.join(sweep, best["config"], name)
+        if storage.exists(source):
+            storage.write_bytes(storage.join(sweep, BEST, name), storage.read_bytes(source))
 
 
 def _png(fig) -> bytes:
@@ -119,30 +201,42 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def to_csv(rows: list[dict]) -> str:
+def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
 
 
-def to_markdown(sweep: str, rows: list[dict]) -> str:
+def to_markdown(sweep: str, rows: list[dict], view: dict) -> str:
     def cell(r, key, fmt="{}"):
         value = r.get(key)
         return "" if value in (None, "") else fmt.format(value)
 
     lines = [f"# Sweep report: {sweep.rstrip('/').rsplit('/', 1)[-1]}", "",
-             f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} runs finished. Best is marked ★.", "",
-             "| rank | config | status | epochs | best epoch | test loss | test balanced accuracy | train s | samples/s | reason |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} runs finished. {CHOSEN_BY}", "",
+             "| rank | config | status | epochs | best epoch | validation balanced accuracy | test balanced accuracy "
+             "| test loss | train s | samples/s | reason |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append("| " + " | ".join([
             str(r["rank"]), ("★ " if r.get("best") else "") + r["config"], r["status"], cell(r, "epochs"),
-            cell(r, "best_epoch"), cell(r, "test_loss", "{:.4f}"), cell(r, "test_balanced_accuracy", "{:.4f}"),
+            cell(r, "best_epoch"), cell(r, "validation_balanced_accuracy", "{:.4f}"),
+            cell(r, "test_balanced_accuracy", "{:.4f}"), cell(r, "test_loss", "{:.4f}"),
             cell(r, "train_seconds", "{:.1f}"), cell(r, "samples_per_second", "{:,.0f}"),
             str(r.get("reason", "")).replace("|", "/")]) + " |")
     lines += ["", "Plots: train_loss.png, validation_loss.png, balanced_accuracy.png, comparison.png", ""]
+    if view:
+        lines += [f"## The best run on the test split: {view['run']}", "",
+                  "Per category: per_class.csv; recall against category size: recall_by_class_size.png.", "",
+                  f"The {len(view['weakest'])} weakest categories (by F1):", "",
+                  "| category | precision | recall | F1 | test rows |", "|---|---|---|---|---|"]
+        lines += [f"| {c['category']} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} | {c['support']} |"
+                  for c in view["weakest"]]
+        lines += ["", f"The {len(view['confused'])} most confused pairs:", "",
+                  "| true category | predicted as | test rows |", "|---|---|---|"]
+        lines += [f"| {t} | {p} | {n} |" for t, p, n in view["confused"]] + [""]
     return "\n".join(lines)
 
 
@@ -151,7 +245,7 @@ def main(args) -> int:
     storage.join(args.out, args.sweep)  # refuses a sweep id that is not a plain name
     sweep = steps.sweep_uri(args.out, args.sweep)
     expected = [run.name for run in configs.expand(args.configs)] if args.configs.strip() else []
-    found = [n for n in storage.list_dirs(sweep) if n != REPORT]
+    found = [n for n in storage.list_dirs(sweep) if n not in (REPORT, BEST)]
     names = list(dict.fromkeys(expected + found))
     if not names:
         raise UserError(f"{sweep}: no runs found and no --configs given")
@@ -161,6 +255,8 @@ def main(args) -> int:
         rows.append(row)
         histories[name] = history
     rows = rank(rows)
+    best = next((r for r in rows if r.get("best")), None)
+    view = best_run_view(sweep, best)
 
     files = {
         "train_loss.png": plot_lines(histories, "train_loss", "train loss", "Train loss"),
@@ -168,11 +264,14 @@ def main(args) -> int:
         "balanced_accuracy.png": plot_lines(histories, "validation_balanced_accuracy", "balanced accuracy", "Validation balanced accuracy"),
         "comparison.png": plot_comparison(rows),
         "summary.csv": to_csv(rows).encode(),
-        "summary.md": to_markdown(sweep, rows).encode(),
+        "summary.md": to_markdown(sweep, rows, view).encode(),
+        "per_class.csv": to_csv(view.get("classes", []), ["category", "precision", "recall", "f1", "support"]).encode(),
+        "recall_by_class_size.png": plot_recall_by_size(view.get("classes", []), view.get("run", "no finished run")),
     }
     table = {"sweep": sweep, "runs": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
-             "best": next((r["config"] for r in rows if r.get("best")), None), "rows": rows}
+             "best": best["config"] if best else None, "chosen_by": "validation_balanced_accuracy", "rows": rows}
     files["summary.json"] = (json.dumps(table, indent=2, sort_keys=True) + "\n").encode()  # last: marks the report complete
+    copy_best(sweep, best)
     report = storage.join(sweep, REPORT)
     for fname in steps.REPORT_FILES:
         blob = files[fname]

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from job.errors import UserError
 
-FAMILIES = ("mlp", "cnn", "lstm")
+FAMILIES = ("mlp", "cnn", "lstm", "tfidf")  # tfidf: the classic baseline (job/baseline.py), on a CPU
+SELECT_BY = ("balanced_accuracy", "loss")
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,15 @@ class TrainConfig:
     batch_size: int = 1024  # titles per optimizer step (the seed's choice)
     lr: float = 1e-3  # Adam learning rate
     weight_decay: float = 0.0  # Adam L2 penalty (the course MLP used 1e-5)
-    patience: int = 0  # early stopping: stop after this many epochs without a better validation loss; 0 = never
+    patience: int = 0  # early stopping: stop after this many epochs without a better `select_by` score; 0 = never
+    select_by: str = "balanced_accuracy"  # validation metric that picks the best epoch and drives early stopping:
+    #   balanced_accuracy (the metric the sweep reports) or loss
     max_len: int = 30  # tokens kept per title; longer titles are cut
     max_train_rows: int = 0  # train on at most this many rows (a quick look at a big dataset); 0 = all
     seed: int = 0  # seeds init, shuffling and dropout; the same seed gives the same run
+    word_ngrams: int = 2  # tfidf: word n-grams from 1 up to this many words
+    char_ngrams: int = 5  # tfidf: character n-grams (within words) from 2 up to this many characters; < 2 = none
+    tfidf_features: int = 200_000  # tfidf: the most frequent n-grams kept per kind (words, characters)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,9 +72,13 @@ NAMED: dict[str, TrainConfig] = {
     "cnn100": TrainConfig(family="cnn", filters=100, fc=128),
     "cnn200": TrainConfig(family="cnn", filters=200, fc=256),
     # Aimed at the best known result (0.946, an LSTM on fine-tuned embeddings): wider, two-way,
-    # unfrozen vectors, stops when validation loss stalls.
+    # unfrozen vectors, stops when validation balanced accuracy stalls.
     "finetune256": TrainConfig(family="lstm", hidden=256, bidirectional=True, freeze_embeddings=False, patience=2),
+    # The classic baseline every sweep adds (BASELINE): TF-IDF of word 1-2-grams and character 2-5-grams,
+    # class-balanced logistic regression by SGD, one pass per epoch.
+    "tfidf": TrainConfig(family="tfidf", epochs=5, weight_decay=1e-4),
 }
+BASELINE = "tfidf"  # the named config a sweep adds unless told not to
 
 
 def validate(config: TrainConfig) -> TrainConfig:
@@ -76,7 +86,8 @@ def validate(config: TrainConfig) -> TrainConfig:
     problems = []
     if config.family not in FAMILIES:
         problems.append(f"family={config.family!r} (choose from {', '.join(FAMILIES)})")
-    for key in ("hidden", "layers", "mlp_hidden", "filters", "fc", "epochs", "batch_size", "max_len"):
+    for key in ("hidden", "layers", "mlp_hidden", "filters", "fc", "epochs", "batch_size", "max_len", "word_ngrams",
+                "tfidf_features"):
         if getattr(config, key) < 1:
             problems.append(f"{key}={getattr(config, key)} (must be >= 1)")
     for key in ("patience", "max_train_rows", "seed", "weight_decay"):
@@ -84,6 +95,8 @@ def validate(config: TrainConfig) -> TrainConfig:
             problems.append(f"{key}={getattr(config, key)} (must be >= 0)")
     if not 0.0 <= config.dropout < 1.0:
         problems.append(f"dropout={config.dropout} (must be in [0, 1))")
+    if config.select_by not in SELECT_BY:
+        problems.append(f"select_by={config.select_by!r} (choose from {', '.join(SELECT_BY)})")
     if not config.lr > 0:
         problems.append(f"lr={config.lr} (must be > 0)")
     if problems:
@@ -220,12 +233,19 @@ def display_labels(names: list[str]) -> list[str]:
     return labels
 
 
-def plan(text: str) -> list[dict]:
+def with_baseline(runs: list[Run], baseline: bool) -> list[Run]:
+    """The sweep's runs, plus the classic baseline (BASELINE) unless told not to or already listed."""
+    if not baseline or any(run.name == BASELINE for run in runs):
+        return runs
+    return runs + expand(BASELINE)
+
+
+def plan(text: str, baseline: bool = True) -> list[dict]:
     """The runs of a sweep as JSON-ready items, the list Argo fans out over (withParam).
 
     `label` is the run's name in the Argo UI (the train node's display name).
     """
-    runs = expand(text)
+    runs = with_baseline(expand(text), baseline)
     labels = display_labels([run.name for run in runs])
     return [{"name": run.name, "spec": run.spec, "label": label} for run, label in zip(runs, labels)]
 
@@ -235,7 +255,9 @@ def plan_main(args) -> int:
 
     from job.steps import write_result
 
-    text = json.dumps(plan(args.configs))
+    if args.baseline not in ("true", "false"):
+        raise UserError(f"--baseline {args.baseline!r}: expected true or false")
+    text = json.dumps(plan(args.configs, args.baseline == "true"))
     write_result(args.result_file, text)
     print(text)
     return 0

@@ -320,6 +320,8 @@ class Prepared:
     vocab_size: int
     classes: int
     label_names: list
+    vocab: list  # the word of each token id ([PAD], [UNK] first)
+    language: str  # the stopword list the titles were tokenized with
 
 
 def open_prepared(uri: str, cache_dir: str | Path | None = None) -> Prepared:
@@ -345,4 +347,6 @@ def open_prepared(uri: str, cache_dir: str | Path | None = None) -> Prepared:
         if fname.endswith(".npy"):
             arrays[fname[:-4]] = np.load(local / fname, mmap_mode="r", allow_pickle=False)
     labels = json.loads((local / "labels.json").read_text(encoding="utf-8"))
-    return Prepared(uri, manifest, arrays, manifest["vocab_size"], manifest["classes"], labels)
+    vocab = json.loads((local / "vocab.json").read_text(encoding="utf-8"))
+    return Prepared(uri, manifest, arrays, manifest["vocab_size"], manifest["classes"], labels, vocab,
+                    manifest["inputs"]["language"])

@@ -46,13 +46,16 @@ REPORT_FILES = (
     "train_loss.png",
     "validation_loss.png",
     "summary.csv",
+    "per_class.csv",
+    "recall_by_class_size.png",
     "summary.json",
 )
 
 
-def plan(configs: str, result_file: str | None = None) -> list[str]:
-    """Check and expand the config specs; prints (and writes to result_file) a JSON list of {name, spec}."""
-    args = MODULE + ["plan", "--configs", configs]
+def plan(configs: str, baseline: str = "true", result_file: str | None = None) -> list[str]:
+    """Check and expand the config specs, plus the tfidf baseline when baseline is "true"; prints (and
+    writes to result_file) a JSON list of {name, spec, label}."""
+    args = MODULE + ["plan", "--configs", configs, "--baseline", baseline]
     if result_file:
         args += ["--result-file", result_file]
     return args

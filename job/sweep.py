@@ -46,7 +46,7 @@ def run_step(args: list[str], label: str, prefix_output: bool, env: dict | None 
 
 
 def main(args) -> int:
-    runs = configs.expand(args.configs)  # every spec is checked before any work starts
+    runs = configs.with_baseline(configs.expand(args.configs), args.baseline)  # every spec checked before any work
     storage.check_uri(args.data, "--data")
     storage.check_uri(args.out, "--out")
     if args.embeddings != "none":
@@ -82,7 +82,7 @@ def main(args) -> int:
     with ThreadPoolExecutor(max_workers=args.parallel) as pool:
         list(pool.map(train, runs))
 
-    if run_step(steps.aggregate(args.out, sweep, args.configs), "aggregate", False) != 0:
+    if run_step(steps.aggregate(args.out, sweep, ",".join(run.spec for run in runs)), "aggregate", False) != 0:
         raise UserError("aggregate failed (see the line above)")
     failed = sorted(n for n, c in codes.items() if c != 0)
     report = steps.report_uri(args.out, sweep)

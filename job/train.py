@@ -38,7 +38,7 @@ from job.prepare import open_prepared
 
 log = logging.getLogger("job.train")
 
-CHECKPOINT_FORMAT = 1  # bump when the checkpoint dict changes shape
+CHECKPOINT_FORMAT = 2  # bump when the checkpoint dict changes shape
 EVAL_BATCH = 8192  # titles per evaluation batch: no gradients, so large batches are cheap
 LOG_EVERY = 10.0  # seconds between progress lines when not on a terminal (kubectl logs)
 BAR_EVERY = 0.5  # seconds between progress bar redraws on a terminal
@@ -154,9 +154,16 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, split:
     return loss_sum.item() / max(1, seen), seen  # this .item() waits for the last step: the epoch is done
 
 
+def write_predictions(uri: str, labels: np.ndarray, preds: np.ndarray) -> None:
+    """The test split's true and predicted class ids: the report's per-class view reads them."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, labels=labels.astype(np.int32), predictions=preds.astype(np.int32))
+    storage.write_bytes(uri, buf.getvalue())
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, split: Split, device: torch.device) -> tuple[float, float]:
-    """(mean loss, balanced accuracy) over a split, with one host sync at the end."""
+def evaluate(model: torch.nn.Module, split: Split, device: torch.device, predictions: bool = False):
+    """(mean loss, balanced accuracy[, predicted class ids]) over a split, with one host sync at the end."""
     model.eval()
     order, batches = epoch_order(split.lengths_host, EVAL_BATCH, None)
     order_t = torch.from_numpy(order).to(device)
@@ -169,7 +176,9 @@ def evaluate(model: torch.nn.Module, split: Split, device: torch.device) -> tupl
         loss_sum += F.cross_entropy(logits.float(), split.labels[idx], reduction="sum")
         preds[idx] = logits.argmax(dim=1)
     model.train()
-    return loss_sum.item() / max(1, len(split)), balanced_accuracy(split.labels_host, preds.cpu().numpy())
+    preds_host = preds.cpu().numpy()
+    result = (loss_sum.item() / max(1, len(split)), balanced_accuracy(split.labels_host, preds_host))
+    return (*result, preds_host) if predictions else result
 
 
 class Progress:
@@ -227,7 +236,7 @@ class Training:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     history: list[dict] = field(default_factory=list)  # one entry per finished epoch
-    best: dict = field(default_factory=lambda: {"epoch": 0, "validation_loss": math.inf})
+    best: dict = field(default_factory=lambda: {"epoch": 0, "score": -math.inf})  # score: higher is better
     train_seconds: float = 0.0  # seconds spent in training passes, over every attempt
 
     @property
@@ -250,8 +259,11 @@ def setup(run: configs.Run, out: str, prepared_uri: str, device: torch.device) -
     vectors = torch.from_numpy(np.array(a["embeddings"]))  # a writable copy: the model owns (and may tune) it
     model = build_model(cfg.family, prepared.vocab_size, vectors.shape[1], prepared.classes, vectors=vectors,
                         **builder_kwargs(cfg)).to(device)
+    # model.pt is self-contained for `predict`: the vocabulary and stopword language tokenize a title
+    # exactly as prepare did, and the label names turn class ids back into categories.
     meta = {"vocab_size": prepared.vocab_size, "embed_dim": int(vectors.shape[1]), "classes": prepared.classes,
-            "label_names": prepared.label_names}
+            "label_names": prepared.label_names, "vocab": prepared.vocab, "language": prepared.language,
+            "max_len": cfg.max_len}
     return Training(run, out, prepared_uri, device, meta, train, valid, test, model,
                build_optimizer(model, cfg.lr, cfg.weight_decay))
 
@@ -261,6 +273,9 @@ def resume(r: Training) -> None:
     ckpt = load_torch(r.uri("checkpoint.pt"))
     if ckpt is None:
         return
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{r.uri('checkpoint.pt')}: checkpoint format {ckpt.get('format')}, this version reads "
+                        f"{CHECKPOINT_FORMAT}; use a new --out")
     if ckpt.get("config") != r.cfg.to_dict():
         raise UserError(f"{r.uri('checkpoint.pt')}: holds a checkpoint of another config ({ckpt.get('spec')}); use a new --out")
     r.model.load_state_dict(ckpt["model"])
@@ -319,28 +334,40 @@ def run_epoch(r: Training, epoch: int, progress: Progress, pusher, on_batch: OnB
                       "samples_per_second": round(seen / seconds, 1)})
     log.info("%s epoch %d/%d: train loss %.4f, validation loss %.4f, balanced accuracy %.4f, %.0f samples/s, %.1fs",
              r.run.name, epoch, cfg.epochs, train_loss, val_loss, val_bacc, seen / seconds, seconds)
-    if val_loss < r.best["validation_loss"]:
-        r.best = {"epoch": epoch, "validation_loss": val_loss}
+    score = selection_score(cfg.select_by, val_loss, val_bacc)
+    if score > r.best["score"]:
+        r.best = {"epoch": epoch, "score": score}
     save_checkpoint(r, epoch)
     pusher.epoch_end(epoch, train_loss, val_loss, val_bacc, samples_before + seen, samples_per_second=seen / seconds)
+
+
+def selection_score(select_by: str, val_loss: float, val_bacc: float) -> float:
+    """Higher is better. An epoch whose validation loss is not finite is never chosen: its weights diverged."""
+    if not math.isfinite(val_loss):
+        return -math.inf
+    return val_bacc if select_by == "balanced_accuracy" else -val_loss
 
 
 def stop_early(r: Training, epoch: int) -> bool:
     patience = r.cfg.patience
     if patience and r.best["epoch"] and epoch - r.best["epoch"] > patience:
-        log.info("%s: early stop, no better validation loss for %d epochs", r.run.name, patience)
+        log.info("%s: early stop, no better validation %s for %d epochs", r.run.name, r.cfg.select_by, patience)
         return True
     return False
 
 
 def finish(r: Training) -> dict:
-    """Test the best epoch's weights; write summary.json last."""
+    """Test the best epoch's weights; keep its test predictions for the report; write summary.json last."""
+    if r.best["epoch"] == 0:
+        losses = ", ".join(str(h["validation_loss"]) for h in r.history)
+        raise TrainingFailed(f"validation loss was not finite on any epoch ({losses}): no epoch to keep")
     r.model.load_state_dict(load_torch(r.uri("model.pt"))["model"])
-    test_loss, test_bacc = evaluate(r.model, r.test, r.device)
+    test_loss, test_bacc, preds = evaluate(r.model, r.test, r.device, predictions=True)
+    write_predictions(r.uri("test_predictions.npz"), r.test.labels_host, preds)
     best = next(h for h in r.history if h["epoch"] == r.best["epoch"])
     summary = {
         "config": r.run.name, "spec": r.run.spec, "status": "ok", "family": r.cfg.family,
-        "epochs": len(r.history), "best_epoch": r.best["epoch"],
+        "epochs": len(r.history), "best_epoch": r.best["epoch"], "selected_by": f"validation {r.cfg.select_by}",
         "validation_balanced_accuracy": best["validation_balanced_accuracy"],
         "test_loss": round(test_loss, 6), "test_balanced_accuracy": round(test_bacc, 6),
         "train_seconds": round(r.train_seconds, 2),
@@ -365,6 +392,19 @@ def finished(out: str, run: configs.Run) -> dict | None:
     return None
 
 
+def train_baseline(run: configs.Run, out: str, args, pusher) -> int:
+    """The tfidf family: scikit-learn on the CPU (job/baseline.py), with the same outputs and metrics."""
+    from job import baseline
+
+    summary = None
+    try:
+        summary = baseline.train(run, out, open_prepared(args.prepared), pusher)
+    finally:
+        pusher.finish(summary["test_balanced_accuracy"] if summary else None, ok=summary is not None)
+    write_result(args.result_file, f"{summary['test_balanced_accuracy']:.6f}")
+    return 0
+
+
 # --- the step ------------------------------------------------------------------------
 
 OnBatch = Callable[[int, int, int], None]  # (epoch, batches done, batches in the epoch), after each batch
@@ -385,15 +425,17 @@ def main(args, on_batch: OnBatch | None = None) -> int:
         write_result(args.result_file, f"{done['test_balanced_accuracy']:.6f}")
         return 0
 
+    from job import metrics  # here, not at the top: `bench` imports this module without the Pushgateway client
+
+    pusher = metrics.TrainingMetrics.from_env(args.sweep, run.name)
+    if run.config.family == "tfidf":
+        return train_baseline(run, out, args, pusher)
     r = setup(run, out, args.prepared, device)
     resume(r)
     log.info("%s: %s on %s, %d parameters (%d trained), %d/%d/%d rows, %d epochs of batch %d",
              run.name, r.cfg.family, device, sum(p.numel() for p in r.model.parameters()),
              sum(p.numel() for p in r.model.parameters() if p.requires_grad),
              len(r.train), len(r.valid), len(r.test), r.cfg.epochs, r.cfg.batch_size)
-    from job import metrics  # here, not at the top: `bench` imports this module without the Pushgateway client
-
-    pusher = metrics.TrainingMetrics.from_env(args.sweep, run.name)
     pusher.start(r.cfg.epochs, len(r.train))
     progress = Progress(run.name, r.cfg.epochs, len(r.train))
     summary = None

@@ -43,6 +43,7 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-account", default=d.service_account, help=f"pods' service account (default: {d.service_account})")
     p.add_argument("--s3-secret", default=d.s3_secret, help=f"Secret holding the S3 credentials (default: {d.s3_secret})")
     p.add_argument("--pushgateway-url", default=d.pushgateway_url, help="Pushgateway URL for live metrics (default: none)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false", help="leave out the tfidf baseline run")
     p.add_argument(
         "--artifact-repository",
         default=d.artifact_repository,
@@ -113,6 +114,7 @@ def options_from(args) -> Options:
         image=args.image.strip(),
         cpu_image=args.cpu_image.strip(),
         pushgateway_url=args.pushgateway_url.strip(),
+        baseline=args.baseline,
         parallelism=args.parallelism,
         namespace=args.namespace,
         service_account=args.service_account,

@@ -81,6 +81,7 @@ class Options:
     image: str = f"meli-sweep:{__version__}"  # (parameter) the CUDA training image (images/Dockerfile)
     cpu_image: str = ""  # (parameter) image of plan, prepare and aggregate (images/Dockerfile.cpu); "" = image + "-cpu"
     pushgateway_url: str = ""  # (parameter) Prometheus Pushgateway the train pods push to; "" = no push
+    baseline: bool = True  # (parameter) add the tfidf baseline run to the sweep
     parallelism: int = 4  # GPU pods at once: the workflow's spec.parallelism (no other step overlaps train)
     namespace: str | None = None  # Kubernetes namespace; None leaves it to the submitter
     service_account: str = "meli-sweep"  # pods run as it; on Argo v4 it needs create/patch on workflowtaskresults
@@ -158,6 +159,12 @@ def _parameters(configs: str, o: Options) -> list[Parameter]:
         Parameter(name="image", value=o.image, description="training image (CUDA)"),
         Parameter(name="cpu-image", value=o.image_cpu(), description="image of plan, prepare and aggregate"),
         Parameter(name="pushgateway-url", value=o.pushgateway_url, description="Pushgateway for live metrics; empty = off"),
+        Parameter(
+            name="baseline",
+            value="true" if o.baseline else "false",
+            enum=["true", "false"],
+            description="add the tfidf baseline run (a CPU model, on the train template) to the comparison",
+        ),
     ]
 
 
@@ -253,7 +260,9 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
         plan = Container(
             name="plan",
             image=cpu_image,
-            command=steps.plan("{{workflow.parameters.configs}}", result_file="/tmp/runs.json"),
+            command=steps.plan(
+                "{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json"
+            ),
             outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json"))],
             resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
             volumes=[_tmp_volume(o)],
@@ -303,18 +312,10 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
                 expression=RETRY_WHEN,
                 backoff=m.Backoff(duration="1m", factor=2, cap="10m"),  # a new node may take minutes to join
             ),
+            # No gauge of the test accuracy here: Argo substitutes a metric whole before its `when`
+            # (workflow/controller/operator.go: computeMetrics), and a preempted attempt has no outputs to
+            # substitute. The pushed meli_train_test_balanced_accuracy carries it instead.
             metrics=[
-                Gauge(
-                    name="meli_sweep_test_balanced_accuracy",
-                    help="Final test balanced accuracy of a sweep run",
-                    labels=[
-                        Label(key="workflow", value="{{workflow.name}}"),
-                        Label(key="config", value="{{inputs.parameters.name}}"),
-                    ],
-                    when="{{status}} == Succeeded",
-                    realtime=False,
-                    value="{{outputs.parameters.balanced-accuracy}}",
-                ),
                 Gauge(
                     name="meli_sweep_train_duration_seconds",
                     help="Duration of a sweep run's train pod in seconds",

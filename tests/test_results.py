@@ -1,0 +1,262 @@
+"""The sweep's result: chosen on validation, a tfidf baseline row, the best run's per-class view, and
+`predict` with a finished run.
+
+    make test PYTEST_ARGS=tests/test_results.py
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_job
+from job import configs, train
+
+FAST = "epochs=2,max_train_rows=800"
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_csv, tmp_path_factory) -> Path:
+    """A small local sweep: two neural runs and the baseline the sweep adds; yields its folder."""
+    out = tmp_path_factory.mktemp("results")
+    run_job("sweep", "--configs", f"mlp256:{FAST},hidden50:{FAST}", "--data", str(tiny_csv), "--out", str(out),
+            "--sweep", "res", timeout=900)
+    return out / "sweeps" / "res"
+
+
+def rows_of(sweep: Path) -> list[dict]:
+    return json.loads((sweep / "report" / "summary.json").read_text())["rows"]
+
+
+# --- 1. chosen on validation, reported on test ---------------------------------------------
+
+
+def test_runs_are_ranked_and_the_best_chosen_by_validation_balanced_accuracy(sweep):
+    rows = [r for r in rows_of(sweep) if r["status"] == "ok"]
+    assert [r["config"] for r in rows] == [r["config"] for r in sorted(
+        rows, key=lambda r: -r["validation_balanced_accuracy"])]
+    assert rows[0]["best"] and not any(r["best"] for r in rows[1:])
+    assert all("test_balanced_accuracy" in r for r in rows)  # shown beside, never used to choose
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "chosen, by validation balanced accuracy" in md and "never used to choose" in md
+
+
+def test_rank_ignores_the_test_split():
+    rows = [{"config": "a", "status": "ok", "validation_balanced_accuracy": 0.9, "test_balanced_accuracy": 0.5},
+            {"config": "b", "status": "ok", "validation_balanced_accuracy": 0.8, "test_balanced_accuracy": 0.99}]
+    from job.aggregate import rank
+
+    assert [r["config"] for r in rank(rows)] == ["a", "b"] and rows[0]["best"]
+
+
+def test_best_epoch_is_chosen_by_the_configured_validation_metric():
+    assert train.selection_score("balanced_accuracy", 2.0, 0.7) > train.selection_score("balanced_accuracy", 1.0, 0.6)
+    assert train.selection_score("loss", 1.0, 0.6) > train.selection_score("loss", 2.0, 0.7)
+    assert train.selection_score("balanced_accuracy", math.nan, 0.9) == -math.inf  # a diverged epoch is never kept
+    assert configs.parse_one("hidden50:select_by=loss").config.select_by == "loss"
+    with pytest.raises(Exception, match="select_by='f1'"):
+        configs.parse_one("hidden50:select_by=f1")
+
+
+def test_each_run_records_its_best_epoch_by_validation_balanced_accuracy(sweep):
+    for row in rows_of(sweep):
+        history = [json.loads(line) for line in (sweep / row["config"] / "metrics.jsonl").read_text().splitlines()]
+        best = max(history, key=lambda h: (h["validation_balanced_accuracy"], -h["epoch"]))
+        assert row["best_epoch"] == best["epoch"], row["config"]
+        assert row["selected_by"] == "validation balanced_accuracy"
+
+
+def test_a_non_finite_validation_loss_on_every_epoch_fails_the_run_with_its_reason(tiny_prepared, tmp_path, monkeypatch):
+    real = train.evaluate
+
+    def diverged_validation(model, split, device, predictions=False):
+        result = real(model, split, device, predictions)
+        return result if predictions else (math.nan, result[1])  # the validation pass only
+
+    monkeypatch.setattr(train, "evaluate", diverged_validation)
+    from job.__main__ import main
+
+    out = tmp_path / "run"
+    code = main(["train", "--config", "mlp256:epochs=2,max_train_rows=400", "--prepared", tiny_prepared,
+                 "--out", str(out), "--sweep", "s", "--device", "cpu"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 3 and summary["status"] == "failed"
+    assert summary["reason"].startswith("validation loss was not finite on any epoch (nan, nan)")
+
+
+# --- 2. the classic baseline ---------------------------------------------------------------
+
+
+def test_every_sweep_adds_the_tfidf_baseline_as_a_row(sweep):
+    rows = {r["config"]: r for r in rows_of(sweep)}
+    assert rows["tfidf"]["status"] == "ok" and rows["tfidf"]["family"] == "tfidf"
+    assert 0.3 < rows["tfidf"]["test_balanced_accuracy"] <= 1.0  # 8 classes: chance is 0.125
+    history = (sweep / "tfidf" / "metrics.jsonl").read_text().splitlines()
+    assert len(history) == configs.NAMED["tfidf"].epochs  # a line per pass: the plots draw it like any run
+    assert "tfidf" in (sweep / "report" / "summary.csv").read_text()
+
+
+def test_no_baseline_leaves_it_out(tiny_csv, tmp_path):
+    run_job("sweep", "--configs", "mlp256:epochs=1,max_train_rows=300", "--data", str(tiny_csv), "--out", str(tmp_path),
+            "--sweep", "plain", "--no-baseline", timeout=600)
+    assert [r["config"] for r in rows_of(tmp_path / "sweeps" / "plain")] == ["mlp256_epochs=1_max_train_rows=300"]
+
+
+def test_the_baseline_reads_the_prepared_splits(tiny_prepared):
+    from job import baseline
+    from job.prepare import open_prepared
+
+    p = open_prepared(tiny_prepared)
+    a = p.arrays
+    words = baseline.texts(np.asarray(a["tokens_test"]), np.asarray(a["offsets_test"]), p.vocab, 30)
+    assert len(words) == len(a["labels_test"])
+    first = a["tokens_test"][a["offsets_test"][0]:a["offsets_test"][1]]
+    assert words[0] == " ".join(p.vocab[i] for i in first if i > 1)
+
+
+# --- 3. the best run, per class -------------------------------------------------------------
+
+
+def test_best_run_is_copied_for_predict_and_viewed_per_class(sweep):
+    rows = rows_of(sweep)
+    best = next(r for r in rows if r["best"])
+    assert json.loads((sweep / "best" / "summary.json").read_text())["config"] == best["config"]
+    assert (sweep / "best" / "model.pt").read_bytes() == (sweep / best["config"] / "model.pt").read_bytes()
+    with open(sweep / "report" / "per_class.csv") as f:
+        classes = list(csv.DictReader(f))
+    assert len(classes) == 8 and set(classes[0]) == {"category", "precision", "recall", "f1", "support"}
+    with np.load(sweep / best["config"] / "test_predictions.npz") as z:
+        assert sum(int(c["support"]) for c in classes) == len(z["labels"])
+        recall = {c["category"]: float(c["recall"]) for c in classes}
+        labels, preds = z["labels"], z["predictions"]
+    names = torch.load(sweep / "best" / "model.pt", weights_only=True)["label_names"]
+    first = labels[0]
+    assert recall[names[first]] == pytest.approx(float(np.mean(preds[labels == first] == first)), abs=1e-4)
+    md = (sweep / "report" / "summary.md").read_text()
+    assert "weakest categories" in md and "most confused pairs" in md
+    assert (sweep / "report" / "recall_by_class_size.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_confused_pairs_count_the_errors():
+    from job.aggregate import confused_pairs
+
+    labels, preds = np.array([0, 0, 0, 1, 1, 2]), np.array([1, 1, 0, 0, 1, 1])
+    assert confused_pairs(labels, preds, ["a", "b", "c"], 10) == [("a", "b", 2), ("b", "a", 1), ("c", "b", 1)]
+
+
+# --- 4. predict -------------------------------------------------------------------------------
+
+
+def _titles(tiny_csv: Path, path: Path, n: int = 30, with_id: bool = False) -> Path:
+    import pandas as pd
+
+    frame = pd.read_csv(tiny_csv).head(n)[["title"]]
+    if with_id:
+        frame.insert(0, "id", range(100, 100 + n))
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("run", ["best", "tfidf"])
+def test_predict_writes_top_k_categories_with_probabilities(sweep, tiny_csv, tmp_path, run):
+    titles = _titles(tiny_csv, tmp_path / "titles.csv")
+    out = tmp_path / "pred.csv"
+    run_job("predict", "--run", str(sweep / run), "--input", str(titles), "--out", str(out), "--top-k", "3")
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 30
+    assert list(rows[0]) == ["title", "category", "probability", "category_2", "probability_2", "category_3", "probability_3"]
+    names = set(torch.load(sweep / run / "model.pt", weights_only=True)["label_names"])
+    for r in rows:
+        p = [float(r["probability"]), float(r["probability_2"]), float(r["probability_3"])]
+        assert p == sorted(p, reverse=True) and sum(p) <= 1.0 + 1e-6
+        assert {r["category"], r["category_2"], r["category_3"]} <= names and len({r["category"], r["category_2"]}) == 2
+
+
+def test_predict_agrees_with_the_training_evaluation(sweep, tiny_csv):
+    """The same titles through predict and through train's own evaluation give the same classes."""
+    import pandas as pd
+
+    from job import predict
+    from job.data import make_split
+
+    saved = predict.load_run(str(sweep / "best"))
+    if saved["config"]["family"] == "tfidf":
+        pytest.skip("the best run here is the baseline; the neural path is checked on the other runs")
+    titles = pd.read_csv(tiny_csv).head(200)["title"]
+    encoded, _ = predict.encode(titles, saved)
+    probs = predict.probabilities(saved, encoded, torch.device("cpu"))
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])])
+    split = make_split(np.concatenate(encoded), offsets, np.zeros(len(encoded), dtype=np.int64), saved["max_len"],
+                       torch.device("cpu"))
+    from job.models import build_model, builder_kwargs
+
+    cfg = configs.TrainConfig(**saved["config"])
+    model = build_model(cfg.family, saved["vocab_size"], saved["embed_dim"], saved["classes"],
+                        vectors=torch.zeros(saved["vocab_size"], saved["embed_dim"]), **builder_kwargs(cfg))
+    model.load_state_dict(saved["model"])
+    _, _, preds = train.evaluate(model, split, torch.device("cpu"), predictions=True)
+    assert np.mean(preds == probs.argmax(axis=1)) > 0.99  # bf16 on some CPUs may flip a near tie
+
+
+def test_predict_tokenizes_as_prepare_did(tiny_csv, tiny_prepared):
+    """Every training title prepare kept, re-encoded by predict, gives the ids prepare stored."""
+    import pandas as pd
+
+    from job import predict, text
+    from job.prepare import open_prepared
+
+    p = open_prepared(tiny_prepared)
+    saved = {"vocab": p.vocab, "language": p.language, "max_len": 64}
+    stored = {tuple(p.arrays["tokens_train"][s:e]) for s, e in zip(p.arrays["offsets_train"][:-1], p.arrays["offsets_train"][1:])}
+    titles = [t for t in pd.read_csv(tiny_csv)["title"] if text.tokenize(t, text.stopwords("spanish"))]
+    encoded, _ = predict.encode(titles, saved)
+    share = np.mean([tuple(e) in stored for e in encoded])
+    assert share > 0.75  # the training split's titles (80%) are found exactly as stored
+
+
+def test_predict_submission_format_for_the_challenge_test_file(sweep, tiny_csv, tmp_path):
+    titles = _titles(tiny_csv, tmp_path / "test.csv", with_id=True)
+    out = tmp_path / "submission.csv"
+    run_job("predict", "--run", str(sweep / "best"), "--input", str(titles), "--out", str(out))
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["id", "category"] and [r["id"] for r in rows] == [str(i) for i in range(100, 130)]
+
+
+def _error(*args: str) -> str:
+    proc = run_job(*args, check=False)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+def test_predict_refuses_empty_and_unknown_titles_in_one_line(sweep, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text('title\n""\nxyzzy qwertyuiop\n')
+    out = tmp_path / "x.csv"
+    line = _error("predict", "--run", str(sweep / "best"), "--input", str(bad), "--out", str(out))
+    assert "2 title(s) empty or with only words outside the run's vocabulary (line 2, 3)" in line and not out.exists()
+    run_job("predict", "--run", str(sweep / "best"), "--input", str(bad), "--out", str(out), "--keep-unknown")
+    assert len(out.read_text().splitlines()) == 3
+
+
+def test_predict_refuses_an_unfinished_run_and_a_vocabulary_mismatch(sweep, tiny_csv, tmp_path):
+    titles = _titles(tiny_csv, tmp_path / "t.csv")
+    assert "not a finished run (no summary.json)" in _error("predict", "--run", str(tmp_path), "--input", str(titles),
+                                                            "--out", str(tmp_path / "x.csv"))
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    source = next(r for r in rows_of(sweep) if r["config"].startswith("mlp256"))["config"]
+    (tampered / "summary.json").write_text((sweep / source / "summary.json").read_text())
+    saved = torch.load(sweep / source / "model.pt", weights_only=True)
+    saved["vocab"] = saved["vocab"][:-5]
+    torch.save(saved, tampered / "model.pt")
+    assert "vocabulary mismatch" in _error("predict", "--run", str(tampered), "--input", str(titles),
+                                           "--out", str(tmp_path / "x.csv"))
