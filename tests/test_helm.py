@@ -302,9 +302,6 @@ def test_values_override_pod_security_and_the_tmp_volume(helm):
         assert t["container"]["securityContext"] == expected, name
         volumes = {v["name"]: v for v in t["volumes"]}
         assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}, name
-    # only /tmp's emptyDir changes: the train pod's /dev/shm keeps its own
-    hera_shm = next(v for v in template(h, "train")["volumes"] if v["name"] == "dshm")
-    assert next(v for v in template(wft, "train")["volumes"] if v["name"] == "dshm") == hera_shm
     assert argo_schema.errors(argo_schema.validator("WorkflowTemplate"), wft) == []
 
 

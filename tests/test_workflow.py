@@ -221,8 +221,7 @@ def test_train_pod_gpu_resources_scheduling_and_shm(doc):
     assert resources["requests"]["nvidia.com/gpu"] == "1" and resources["limits"]["nvidia.com/gpu"] == "1"
     assert resources["requests"]["cpu"] and resources["requests"]["memory"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train["tolerations"]
-    assert {"name": "dshm", "mountPath": "/dev/shm"} in train["container"]["volumeMounts"]
-    assert next(v for v in train["volumes"] if v["name"] == "dshm")["emptyDir"]["medium"] == "Memory"
+    assert [m["mountPath"] for m in train["container"]["volumeMounts"]] == ["/tmp"]  # no DataLoader: no /dev/shm
     assert isinstance(train["activeDeadlineSeconds"], int) and train["activeDeadlineSeconds"] > 0
     for cpu_step in ("plan", "prepare", "aggregate"):
         assert "nvidia.com/gpu" not in json.dumps(template(doc, cpu_step))
@@ -254,8 +253,8 @@ def test_every_pod_is_hardened(kind):
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in t["volumes"]}
         assert volumes[mounts["/tmp"]] == {"name": mounts["/tmp"], "emptyDir": {}}, t["name"]
-        # only /tmp (and the train pods' /dev/shm) is writable: every file a step names lies under /tmp
-        assert set(mounts) == ({"/tmp", "/dev/shm"} if t["name"] == "train" else {"/tmp"}), t["name"]
+        # only /tmp is writable: every file a step names lies under /tmp
+        assert set(mounts) == {"/tmp"}, t["name"]
         paths = [p["valueFrom"]["path"] for p in t.get("outputs", {}).get("parameters", [])]
         paths += [a["path"] for a in t.get("outputs", {}).get("artifacts", [])]
         paths += [a for a in c["command"] if a.startswith("/")]

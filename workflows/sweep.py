@@ -22,7 +22,8 @@ Every pod is hardened (`_security_context`, `_tmp_volume`): it runs as the
 images' non-root user (uid 1000), without privilege escalation or capabilities,
 on a read-only root filesystem. Each step writes only to an emptyDir at /tmp
 (results, reports, the prepared-data cache, and HOME with the caches of
-matplotlib, torch and boto3); the train pods also to /dev/shm.
+matplotlib, torch and boto3). The training path has no DataLoader workers and no NCCL, so nothing
+needs a memory-backed /dev/shm: the train pods get none.
 """
 
 from __future__ import annotations
@@ -89,9 +90,8 @@ class Options:
     node_selector: tuple[str, ...] = ()  # train pods only: "key=value" labels a GPU node must carry
     tolerations: tuple[str, ...] = ("nvidia.com/gpu:NoSchedule",)  # train pods: "key[=value][:effect]", as kubectl taint
     gpus: int = 1  # nvidia.com/gpu per train pod
-    train_cpu: str = "4"  # CPU cores requested per train pod (tokenized batches, DataLoader workers)
+    train_cpu: str = "4"  # CPU cores requested per train pod (loading the prepared arrays, evaluation metrics)
     train_memory: str = "16Gi"  # memory request and limit per train pod
-    shm_size: str = "8Gi"  # emptyDir (RAM) mounted at /dev/shm: DataLoader workers pass batches through it
     prepare_cpu: str = "2"  # CPU cores for prepare (tokenizing millions of titles)
     prepare_memory: str = "8Gi"  # memory for prepare (vocabulary and a 1 M-word embedding file)
     train_deadline_s: int = 24 * 3600  # activeDeadlineSeconds of one train attempt (seconds); a hung pod is killed
@@ -299,10 +299,7 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
             resources=Resources(
                 gpus=o.gpus, cpu_request=o.train_cpu, memory_request=o.train_memory, memory_limit=o.train_memory
             ),
-            volumes=[
-                _tmp_volume(o),
-                EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=o.shm_size),
-            ],
+            volumes=[_tmp_volume(o)],
             node_selector=parse_node_selector(o.node_selector) or None,
             tolerations=[parse_toleration(t) for t in o.tolerations] or None,
             active_deadline_seconds=o.train_deadline_s,
