@@ -63,6 +63,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--family", default="lstm", choices=("lstm", "cnn", "mlp", "all"), help="model family (default: lstm)")
     s.add_argument("--epochs", type=int, default=None, help="epochs for both loops (default: sized for the device)")
     s.add_argument("--classes", type=int, default=None, help="classes (default: 632 on cuda; fewer on cpu, to learn in minutes)")
+    s.add_argument("--repeats", type=int, default=None,
+                   help="timed runs of each loop, interleaved; the median and min..max are over them (default: sized for the device)")
+    s.add_argument("--seeds", type=int, default=None,
+                   help="seeds whose mean validation balanced accuracy is judged, the spread beside it (default: sized for the device)")
     return p
 
 
