@@ -54,6 +54,8 @@ def test_extra_padding_changes_nothing(family, width):
     expected = model(tokens, lengths)
     for extra in (1, 6):
         torch.testing.assert_close(model(F.pad(tokens, (0, extra)), lengths), expected, rtol=1e-5, atol=1e-5)
+    if family == "lstm" and not train.cpu_has_bf16():
+        return  # oneDNN has no bf16 LSTM on a CPU without native bf16, and train runs such a CPU in fp32
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the mask holds in bf16 too
         torch.testing.assert_close(model(F.pad(tokens, (0, 6)), lengths), model(tokens, lengths), rtol=1e-2, atol=1e-2)
 
