@@ -67,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="timed runs of each loop, interleaved; the median and min..max are over them (default: sized for the device)")
     s.add_argument("--seeds", type=int, default=None,
                    help="seeds whose mean validation balanced accuracy is judged, the spread beside it (default: sized for the device)")
+    s.add_argument("--profile", action="store_true", help="also print the profiler's table of a few of ours' training steps")
     return p
 
 

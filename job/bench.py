@@ -1,7 +1,7 @@
 """Training throughput: a seed-style loop against this project's training path, side by side, repeated.
 
     python -m job bench [--rows N] [--epochs E] [--repeats R] [--seeds S] [--device cpu|cuda]
-                        [--family lstm|cnn|mlp|all] [--classes C]
+                        [--family lstm|cnn|mlp|all] [--classes C] [--profile]
     make bench DEVICE=cuda BENCH_ARGS="--family all"
 
 In one process, on the same synthetic data, from the same initial weights, for the same epochs:
@@ -28,7 +28,8 @@ its min..max, the speed-up as the ratio of the medians with the per-round ratios
 memory, and validation balanced accuracy as the mean over the seeds with its min..max and the
 per-seed differences' min..max. Verdicts: speed-up >= 10x on a GPU (>= 2x on a CPU), accuracy not
 lower by more than 0.005; each needs at least 3 runs (seeds), or it reads "not judged". On a GPU it
-also reads meli_train_gpu_memory_bytes as train pushes it.
+also reads meli_train_gpu_memory_bytes as train pushes it. --profile adds, per family, the
+profiler's table of a few of ours' training steps: where a step goes when the target is missed.
 
 The data: token ids drawn directly in the shape of the course's data (vocab 50,000, titles of
 Poisson(6)+1 tokens capped at 30, 632 classes with Zipf-like sizes), from a class-conditional
@@ -96,6 +97,8 @@ class Sizes:
 # loop is bound by its collate on one CPU core (about 55,000 titles/s on the 2-core build machine).
 DEFAULTS = {"cpu": Sizes(rows=40_000, epochs=5, classes=60), "cuda": Sizes(rows=500_000, epochs=3, classes=CLASSES)}
 LOOPS = ("seed-style", "ours", f"ours, batch x{BIG_BATCH}")  # the order of the runs within a round
+PROFILE_STEPS = 10  # --profile: ours' training steps under the profiler, after as many unprofiled ones (warm-up)
+PROFILE_ROWS = 15  # --profile: the ops listed, by their own time on the device (CUDA) or the CPU
 
 
 # --- data -------------------------------------------------------------------------------
@@ -438,6 +441,10 @@ def accuracy_table(loops: dict[str, list[Run]], seeds: int) -> str:
     return _table(rows)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _judge(passed: bool, samples: int, what: str) -> str:
     return ("PASS" if passed else "FAIL") if samples >= MIN_SAMPLES else f"not judged (needs >= {MIN_SAMPLES} {what})"
 
@@ -456,8 +463,8 @@ def verdicts(loops: dict[str, list[Run]], seeds: int, device: torch.device) -> l
         fast = _judge(speedup >= target, len(runs), "runs")
         accurate = _judge(delta >= -ACCURACY_TOLERANCE, len(accs), "seeds")
         overall = "FAIL" if "FAIL" in (fast, accurate) else "PASS" if fast == accurate == "PASS" else "not judged"
-        out.append(f"{path}: speed-up {speedup:.2f}x (ratio of medians, {len(runs)} runs; per round {_spread(per_round, '.2f')}x; "
-                   f"target >= {target:g}x on {device.type}) {fast}; accuracy {delta:+.4f} (difference of means, {len(accs)} seeds; "
+        out.append(f"{path}: speed-up {speedup:.2f}x (ratio of medians, {_count(len(runs), 'run')}; per round {_spread(per_round, '.2f')}x; "
+                   f"target >= {target:g}x on {device.type}) {fast}; accuracy {delta:+.4f} (difference of means, {_count(len(accs), 'seed')}; "
                    f"per seed {_spread(diffs, '+.4f')}; target >= -{ACCURACY_TOLERANCE}) {accurate}; overall {overall}")
     return out
 
@@ -504,6 +511,31 @@ def bench_family(family: str, data: dict, datasets: dict, vectors: torch.Tensor,
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return loops
+
+
+def profile_steps(family: str, data: dict, vectors: torch.Tensor, sizes: Sizes, device: torch.device) -> str:
+    """Where ours' training step goes: the profiler's table of its ops over PROFILE_STEPS steps at the config's batch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = dataclasses.replace(configs.NAMED[FAMILY_CONFIG[family]], epochs=1)
+    split = make_split(*data["train"], cfg.max_len, device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(family, VOCAB, EMBED_DIM, sizes.classes, vectors=vectors, **builder_kwargs(cfg)).to(device)
+    optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    order, batches = epoch_order(split.lengths_host, cfg.batch_size, np.random.default_rng(cfg.seed),
+                                 train.batch_pieces(device, cfg.batch_size))
+    warm = min(PROFILE_STEPS, len(batches) // 2)
+    train.train_epoch(model, optimizer, split, order, batches[:warm], device)  # kernels chosen, caches warm
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    steps = batches[warm:warm + PROFILE_STEPS]
+    with profile(activities=activities) as prof:
+        started = time.time()
+        train.train_epoch(model, optimizer, split, order, steps, device)  # ends with .item(): the device is done
+        seconds = time.time() - started
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return (f"profile of ours, {len(steps)} steps of batch {cfg.batch_size} after {warm} unprofiled: "
+            f"{seconds / max(1, len(steps)) * 1e3:.2f} ms a step under the profiler\n"
+            + prof.key_averages().table(sort_by=key, row_limit=PROFILE_ROWS))
 
 
 def _sizes(args, device: torch.device) -> Sizes:
@@ -556,6 +588,8 @@ def main(args) -> None:
         print(accuracy_table(loops, sizes.seeds))
         for line in verdicts(loops, sizes.seeds, device) + gpu_memory_lines(loops):
             print(line)
+        if getattr(args, "profile", False):
+            print("\n" + profile_steps(family, data, vectors, sizes, device), flush=True)
     if hasattr(os, "getloadavg"):
         print(f"\nload average at the end {os.getloadavg()[0]:.1f}", end="; ")
     print(f"process peak RSS {_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}; total {time.time() - started:.0f} s")

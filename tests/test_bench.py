@@ -204,6 +204,14 @@ def test_tables_print_medians_spreads_and_means():
     assert accuracy[3].split()[1:] == ["0.8000", "0.7900..0.8100", "+0.0000", "-0.0100..+0.0100"]
 
 
+def test_gpu_memory_lines_show_the_pushed_gauge_of_ours_last_run_beside_the_peak():
+    loops = _loops(([100] * 3, [0.8] * 3), ([300] * 3, [0.8] * 3))
+    assert bench.gpu_memory_lines(loops) == []  # a CPU run reads no gauge
+    loops["ours"][-1].gpu_metric = "meli_train_gpu_memory_bytes 1.048576e+08"
+    assert bench.gpu_memory_lines(loops) == [
+        "ours: meli_train_gpu_memory_bytes 1.048576e+08 (100 MB after training; torch's peak 1 MB)"]
+
+
 def test_sizes_take_the_command_line_over_the_device_defaults():
     args = argparse.Namespace(rows=None, epochs=2, classes=None, repeats=5, seeds=None)
     sizes = bench._sizes(args, torch.device("cpu"))
@@ -241,7 +249,7 @@ def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_wit
             "bad = [m for m in ('gensim', 'boto3', 'hera', 'prometheus_client') if m in sys.modules]; "
             "print('heavy imports:', bad); sys.exit(rc or bool(bad))")
     run = subprocess.run([sys.executable, "-c", code, "bench", "--rows", "300", "--epochs", "1", "--device", "cpu",
-                          "--family", "all", "--classes", "20", "--repeats", "4", "--seeds", "3"],
+                          "--family", "all", "--classes", "20", "--repeats", "4", "--seeds", "3", "--profile"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
@@ -272,4 +280,6 @@ def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_wit
             assert "(ratio of medians, 4 runs; per round" in v and "target >= 2x on cpu)" in v
             assert "(difference of means, 3 seeds; per seed" in v and "target >= -0.005)" in v
             assert re.search(r"\) (PASS|FAIL); accuracy .*\) (PASS|FAIL); overall (PASS|FAIL)$", v), v
+        assert re.search(r"^profile of ours, \d+ steps of batch \d+ after \d+ unprofiled: [\d.]+ ms a step", block, re.M)
+        assert "meli_train_gpu_memory_bytes" not in block  # read on CUDA only
     assert "heavy imports: []" in out
