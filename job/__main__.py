@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="timed runs of each loop, interleaved; the median and min..max are over them (default: sized for the device)")
     s.add_argument("--seeds", type=int, default=None,
                    help="seeds whose mean validation balanced accuracy is judged, the spread beside it (default: sized for the device)")
+    s.add_argument("--big-batch", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run ours at 4x the batch in each round (default: on cuda, not on cpu)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu; torch's own on cuda)")
     s.add_argument("--profile", action="store_true", help="also print the profiler's table of a few of ours' training steps")
     return p
 

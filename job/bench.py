@@ -1,7 +1,7 @@
 """Training throughput: a seed-style loop against this project's training path, side by side, repeated.
 
     python -m job bench [--rows N] [--epochs E] [--repeats R] [--seeds S] [--device cpu|cuda]
-                        [--family lstm|cnn|mlp|all] [--classes C] [--profile]
+                        [--family lstm|cnn|mlp|all] [--classes C] [--[no-]big-batch] [--threads T] [--profile]
     make bench DEVICE=cuda BENCH_ARGS="--family all"
 
 In one process, on the same synthetic data, from the same initial weights, for the same epochs:
@@ -20,8 +20,9 @@ In one process, on the same synthetic data, from the same initial weights, for t
 
 One run of a loop is noise: the accuracy difference moves by about the tolerance from seed to seed,
 and other load on the machine moves the speed-up by several times. So the loops run in rounds,
-interleaved (seed-style, ours, ours at 4x, then again), max(repeats, seeds) rounds; round k starts
+interleaved (seed-style, ours, [ours at 4x,] then again), max(repeats, seeds) rounds; round k starts
 every loop from seed k mod seeds (initial weights, dropout, batch order; the data stay the same).
+A CPU run leaves out the 4x row and uses one thread unless told otherwise (see DEFAULTS).
 Each run prints a line as it ends. Then, per family: samples/s as the median over the rounds with
 its min..max, the speed-up as the ratio of the medians with the per-round ratios' min..max, the
 10-epoch time at the median rate extrapolated to 6.1 M rows (the course's train + validation), peak
@@ -85,17 +86,26 @@ class Sizes:
     classes: int  # classes of the synthetic data
     repeats: int = 3  # timed runs of each loop, interleaved with the other loops' runs
     seeds: int = 3  # seeds whose mean validation balanced accuracy is judged
+    big_batch: bool = True  # also run ours at BIG_BATCH times the batch in each round
+    threads: int | None = None  # torch's CPU threads for both loops; None keeps torch's default (one per core)
 
     @property
     def rounds(self) -> int:
         return max(self.repeats, self.seeds)
 
+    @property
+    def loops(self) -> tuple[str, ...]:
+        return LOOPS if self.big_batch else LOOPS[:2]
 
-# When not given. A CPU run uses 60 classes (the demo's), so that its few hundred steps learn enough to
-# compare accuracy: 3 rounds of the LSTM train for about 2 minutes on 2 idle cores. A GPU run uses the
-# course's classes, at a size where 3 rounds of all three families fit in a few minutes: the seed-style
-# loop is bound by its collate on one CPU core (about 55,000 titles/s on the 2-core build machine).
-DEFAULTS = {"cpu": Sizes(rows=40_000, epochs=5, classes=60), "cuda": Sizes(rows=500_000, epochs=3, classes=CLASSES)}
+
+# When not given (README, Performance, has what they measured). A CPU run trains 60 classes (the demo's), so
+# that its hundred steps learn enough to compare accuracy, on one thread: with two on a 2-core machine that
+# other work shares, every parallel region waits for a descheduled thread, which slowed runs several-fold.
+# It leaves out the larger batch, whose 25 steps here learn little. A GPU run trains the course's classes,
+# sized so that 3 rounds of all three families fit in a few minutes: there the seed-style loop is bound by
+# its collate on one CPU core.
+DEFAULTS = {"cpu": Sizes(rows=20_000, epochs=5, classes=60, big_batch=False, threads=1),
+            "cuda": Sizes(rows=500_000, epochs=3, classes=CLASSES)}
 LOOPS = ("seed-style", "ours", f"ours, batch x{BIG_BATCH}")  # the order of the runs within a round
 PROFILE_STEPS = 10  # --profile: ours' training steps under the profiler, after as many unprofiled ones (warm-up)
 PROFILE_ROWS = 15  # --profile: the ops listed, by their own time on the device (CUDA) or the CPU
@@ -484,26 +494,28 @@ def gpu_memory_lines(loops: dict[str, list[Run]]) -> list[str]:
 
 
 def one_round(family: str, cfg: configs.TrainConfig, init: dict, datasets: dict, splits: dict, vectors: torch.Tensor,
-              classes: int, device: torch.device) -> Iterator[Run]:
+              classes: int, device: torch.device, big_batch: bool) -> Iterator[Run]:
     """Each loop once from cfg.seed and the same initial weights, in the order of LOOPS, yielded as it ends."""
     yield run_seed(family, cfg, init, datasets, vectors, classes, device)
     yield run_ours(family, cfg, init, splits, vectors, classes, device, LOOPS[1])
-    big = dataclasses.replace(cfg, batch_size=cfg.batch_size * BIG_BATCH, lr=cfg.lr * BIG_BATCH ** 0.5)
-    yield run_ours(family, big, init, splits, vectors, classes, device, LOOPS[2])
+    if big_batch:
+        big = dataclasses.replace(cfg, batch_size=cfg.batch_size * BIG_BATCH, lr=cfg.lr * BIG_BATCH ** 0.5)
+        yield run_ours(family, big, init, splits, vectors, classes, device, LOOPS[2])
 
 
 def bench_family(family: str, data: dict, datasets: dict, vectors: torch.Tensor, sizes: Sizes,
                  device: torch.device) -> dict[str, list[Run]]:
-    """max(repeats, seeds) rounds, interleaved so that other load on the machine falls on every loop alike."""
+    """max(repeats, seeds) rounds, the loops interleaved so that other load on the machine falls on each alike."""
     cfg = dataclasses.replace(configs.NAMED[FAMILY_CONFIG[family]], epochs=sizes.epochs)
     splits = {name: make_split(*arrays, cfg.max_len, device) for name, arrays in data.items()}
-    loops: dict[str, list[Run]] = {path: [] for path in LOOPS}
-    width = max(map(len, LOOPS))
+    loops: dict[str, list[Run]] = {path: [] for path in sizes.loops}
+    width = max(map(len, sizes.loops))
     for k in range(sizes.rounds):
         seed = k % sizes.seeds
         torch.manual_seed(seed)
         init = build_model(family, VOCAB, EMBED_DIM, sizes.classes, vectors=vectors, **builder_kwargs(cfg)).state_dict()
-        for r in one_round(family, dataclasses.replace(cfg, seed=seed), init, datasets, splits, vectors, sizes.classes, device):
+        for r in one_round(family, dataclasses.replace(cfg, seed=seed), init, datasets, splits, vectors, sizes.classes, device,
+                           sizes.big_batch):
             loops[r.path].append(r)
             print(f"  round {k + 1}/{sizes.rounds}, seed {seed}: {r.path:<{width}}  {r.rate:>11,.0f} samples/s "
                   f"in {r.seconds:6.1f} s, val bal acc {r.balanced_accuracy:.4f}", flush=True)
@@ -540,10 +552,10 @@ def profile_steps(family: str, data: dict, vectors: torch.Tensor, sizes: Sizes, 
 
 def _sizes(args, device: torch.device) -> Sizes:
     """The device's defaults with the command line's values over them, checked."""
-    given = {key: getattr(args, key, None) for key in ("rows", "epochs", "classes", "repeats", "seeds")}
+    given = {key: getattr(args, key, None) for key in ("rows", "epochs", "classes", "repeats", "seeds", "big_batch", "threads")}
     sizes = dataclasses.replace(DEFAULTS[device.type], **{k: v for k, v in given.items() if v is not None})
-    for key, least in (("rows", 100), ("epochs", 1), ("repeats", 1), ("seeds", 1)):
-        if getattr(sizes, key) < least:
+    for key, least in (("rows", 100), ("epochs", 1), ("repeats", 1), ("seeds", 1), ("threads", 1)):
+        if getattr(sizes, key) is not None and getattr(sizes, key) < least:
             raise UserError(f"--{key} {getattr(sizes, key)}: use at least {least}")
     if not 2 <= sizes.classes <= CLASSES:
         raise UserError(f"--classes {sizes.classes}: use 2 to {CLASSES}")
@@ -564,6 +576,8 @@ def _machine(device: torch.device) -> str:
 def main(args) -> None:
     device = train.pick_device(args.device)
     sizes = _sizes(args, device)
+    if sizes.threads is not None:
+        torch.set_num_threads(sizes.threads)
     families = list(FAMILY_CONFIG) if args.family == "all" else [args.family]
     valid_rows = max(50, int(sizes.rows * VALIDATION_SHARE))
 
@@ -576,7 +590,7 @@ def main(args) -> None:
     vectors = word_vectors()
     print(f"bench: {rows:,} training and {valid_rows:,} validation rows (vocab {VOCAB:,}, dim {EMBED_DIM}, {sizes.classes} classes, "
           f"Poisson({MEAN_LENGTH})+1 tokens capped at {MAX_LENGTH}, {np.diff(offsets).mean():.2f} on average), "
-          f"{sizes.epochs} epoch(s) a run, {sizes.rounds} round(s) of {' then '.join(LOOPS)} (seeds 0..{sizes.seeds - 1}); "
+          f"{sizes.epochs} epoch(s) a run, {sizes.rounds} round(s) of {' then '.join(sizes.loops)} (seeds 0..{sizes.seeds - 1}); "
           f"{device.type} ({_machine(device)}), torch {torch.__version__}; data made in {time.time() - started:.1f} s",
           flush=True)
     for family in families:

@@ -213,11 +213,12 @@ def test_gpu_memory_lines_show_the_pushed_gauge_of_ours_last_run_beside_the_peak
 
 
 def test_sizes_take_the_command_line_over_the_device_defaults():
-    args = argparse.Namespace(rows=None, epochs=2, classes=None, repeats=5, seeds=None)
+    args = argparse.Namespace(rows=None, epochs=2, classes=None, repeats=5, seeds=None, big_batch=True, threads=None)
     sizes = bench._sizes(args, torch.device("cpu"))
-    assert (sizes.rows, sizes.epochs, sizes.repeats, sizes.seeds) == (bench.DEFAULTS["cpu"].rows, 2, 5, bench.DEFAULTS["cpu"].seeds)
-    assert sizes.rounds == 5
-    for key in ("repeats", "seeds"):
+    cpu = bench.DEFAULTS["cpu"]
+    assert (sizes.rows, sizes.epochs, sizes.repeats, sizes.seeds, sizes.threads) == (cpu.rows, 2, 5, cpu.seeds, cpu.threads)
+    assert sizes.rounds == 5 and sizes.loops == bench.LOOPS and cpu.loops == bench.LOOPS[:2]
+    for key in ("repeats", "seeds", "threads"):
         with pytest.raises(UserError, match=f"--{key} 0"):
             bench._sizes(argparse.Namespace(**{**vars(args), key: 0}), torch.device("cpu"))
 
@@ -244,29 +245,33 @@ def _table_rows(block: str, header_word: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_without_heavy_imports():
+@pytest.mark.parametrize("family, extra, loops", [
+    ("lstm", [], bench.LOOPS[:2]),  # a CPU run's default: seed-style, ours, seed-style, ours ...
+    ("all", ["--big-batch", "--profile"], bench.LOOPS),
+])
+def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_without_heavy_imports(family, extra, loops):
     code = ("import sys; from job.__main__ import main; rc = main(sys.argv[1:]); "
             "bad = [m for m in ('gensim', 'boto3', 'hera', 'prometheus_client') if m in sys.modules]; "
             "print('heavy imports:', bad); sys.exit(rc or bool(bad))")
     run = subprocess.run([sys.executable, "-c", code, "bench", "--rows", "300", "--epochs", "1", "--device", "cpu",
-                          "--family", "all", "--classes", "20", "--repeats", "4", "--seeds", "3", "--profile"],
+                          "--family", family, "--classes", "20", "--repeats", "4", "--seeds", "3", *extra],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert "300 training and 75 validation rows" in out and "20 classes" in out
-    assert "4 round(s) of seed-style then ours then ours, batch x4 (seeds 0..2)" in out and "load average" in out
+    assert f"4 round(s) of {' then '.join(loops)} (seeds 0..2)" in out and "1 threads, load average" in out
     blocks = _family_blocks(out)
-    assert list(blocks) == ["lstm", "cnn", "mlp"]
+    assert list(blocks) == (["lstm", "cnn", "mlp"] if family == "all" else [family])
     for family, block in blocks.items():
         runs = [RUN_LINE.match(line).groups() for line in block.splitlines() if line.startswith("  round ")]
-        # interleaved: seed-style, ours, ours x4, then again; round k starts every loop from seed k mod 3
+        # interleaved: seed-style, ours[, ours x4], then again; round k starts every loop from seed k mod 3
         assert [(int(k), int(n), int(s), p) for k, n, s, p, _, _ in runs] == \
-            [(k, 4, (k - 1) % 3, path) for k in range(1, 5) for path in bench.LOOPS]
-        rates = {path: [int(r[4].replace(",", "")) for r in runs if r[3] == path] for path in bench.LOOPS}
-        accs = {path: [float(r[5]) for r in runs if r[3] == path][:3] for path in bench.LOOPS}
+            [(k, 4, (k - 1) % 3, path) for k in range(1, 5) for path in loops]
+        rates = {path: [int(r[4].replace(",", "")) for r in runs if r[3] == path] for path in loops}
+        accs = {path: [float(r[5]) for r in runs if r[3] == path][:3] for path in loops}
         speed, accuracy = _table_rows(block, "samples/s median"), _table_rows(block, "val bal acc")
-        assert list(speed) == list(accuracy) == list(bench.LOOPS)
-        for path in bench.LOOPS:
+        assert list(speed) == list(accuracy) == list(loops)
+        for path in loops:
             median = int(speed[path][3].replace(",", ""))
             assert abs(median - np.median(rates[path])) <= 1  # the runs' lines are rounded too
             assert speed[path][4] == f"{min(rates[path]):,}..{max(rates[path]):,}"
@@ -275,11 +280,12 @@ def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_wit
         assert speed["seed-style"][5] == "1.00x" and re.fullmatch(r"[\d.]+\.\.[\d.]+x", speed["ours"][6])
         assert re.fullmatch(r"[+-][\d.]+", accuracy["ours"][2]) and re.fullmatch(r"[+-][\d.]+\.\.[+-][\d.]+", accuracy["ours"][3])
         verdicts = [line for line in block.splitlines() if line.startswith("ours") and "overall" in line]
-        assert len(verdicts) == 2
+        assert len(verdicts) == len(loops) - 1
         for v in verdicts:
             assert "(ratio of medians, 4 runs; per round" in v and "target >= 2x on cpu)" in v
             assert "(difference of means, 3 seeds; per seed" in v and "target >= -0.005)" in v
             assert re.search(r"\) (PASS|FAIL); accuracy .*\) (PASS|FAIL); overall (PASS|FAIL)$", v), v
-        assert re.search(r"^profile of ours, \d+ steps of batch \d+ after \d+ unprofiled: [\d.]+ ms a step", block, re.M)
+        profiled = re.search(r"^profile of ours, \d+ steps of batch \d+ after \d+ unprofiled: [\d.]+ ms a step", block, re.M)
+        assert bool(profiled) == ("--profile" in extra)
         assert "meli_train_gpu_memory_bytes" not in block  # read on CUDA only
     assert "heavy imports: []" in out
