@@ -23,14 +23,16 @@ and other load on the machine moves the speed-up by several times. So the loops 
 interleaved (seed-style, ours, [ours at 4x,] then again), max(repeats, seeds) rounds; round k starts
 every loop from seed k mod seeds (initial weights, dropout, batch order; the data stay the same).
 A CPU run leaves out the 4x row and uses one thread unless told otherwise (see DEFAULTS).
-Each run prints a line as it ends. Then, per family: samples/s as the median over the rounds with
-its min..max, the speed-up as the ratio of the medians with the per-round ratios' min..max, the
-10-epoch time at the median rate extrapolated to 6.1 M rows (the course's train + validation), peak
-memory, and validation balanced accuracy as the mean over the seeds with its min..max and the
-per-seed differences' min..max. Verdicts: speed-up >= 10x on a GPU (>= 2x on a CPU), accuracy not
-lower by more than 0.005; each needs at least 3 runs (seeds), or it reads "not judged". On a GPU it
-also reads meli_train_gpu_memory_bytes as train pushes it. --profile adds, per family, the
-profiler's table of a few of ours' training steps: where a step goes when the target is missed.
+
+Each run prints a line as it ends, with the CPU time the process got beside its wall time. Then, per
+family: samples/s as the median over the rounds with its min..max, the speed-up as the ratio of the
+medians with the per-round ratios' min..max, the 10-epoch time at the median rate extrapolated to
+6.1 M rows (the course's train + validation), peak memory, and validation balanced accuracy as the
+mean over the seeds with its min..max and the per-seed differences' min..max. Verdicts: speed-up
+>= 10x on a GPU (>= 2x on a CPU), accuracy not lower by more than 0.005; each needs at least 3 runs
+(seeds), or it reads "not judged". On a GPU it also reads meli_train_gpu_memory_bytes as train
+pushes it. --profile adds, per family, the profiler's table of a few of ours' training steps: where
+a step goes when the target is missed.
 
 The data: token ids drawn directly in the shape of the course's data (vocab 50,000, titles of
 Poisson(6)+1 tokens capped at 30, 632 classes with Zipf-like sizes), from a class-conditional
@@ -327,6 +329,7 @@ class Run:
     eval_seconds: float  # wall time of one evaluation over the validation split
     peak_bytes: int
     balanced_accuracy: float  # on the validation split, after the epochs
+    cpu_seconds: float = 0.0  # CPU time the process got in those epochs; well below `seconds` when other work had the cores
     gpu_metric: str | None = None  # ours on CUDA: the meli_train_gpu_memory_bytes line a push would carry after training
 
     @property
@@ -357,14 +360,15 @@ def run_seed(family: str, cfg: configs.TrainConfig, init: dict, datasets: dict, 
     samples = 0
     with PeakMemory(device) as memory:
         _sync(device)
-        started = time.time()
+        started, cpu_started = time.time(), time.process_time()
         for _ in range(cfg.epochs):
             samples += seed_train_epoch(model, optimizer, loader, device)[1]
         _sync(device)
-        seconds = time.time() - started
+        seconds, cpu_seconds = time.time() - started, time.process_time() - cpu_started
     started = time.time()
     bacc = seed_evaluate(model, valid_loader, device)
-    return Run(LOOPS[0], cfg.seed, cfg.batch_size, cfg.lr, "fp32", samples, seconds, time.time() - started, memory.peak, bacc)
+    return Run(LOOPS[0], cfg.seed, cfg.batch_size, cfg.lr, "fp32", samples, seconds, time.time() - started, memory.peak, bacc,
+               cpu_seconds)
 
 
 def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, vectors: torch.Tensor, classes: int,
@@ -378,13 +382,13 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
     samples = 0
     with PeakMemory(device) as memory:
         _sync(device)
-        started = time.time()
+        started, cpu_started = time.time(), time.process_time()
         for epoch in range(1, cfg.epochs + 1):
             rng = np.random.default_rng([cfg.seed, epoch])  # the batch order, as train draws it
             order, batches = epoch_order(split.lengths_host, cfg.batch_size, rng, train.batch_pieces(device, cfg.batch_size))
             samples += train.train_epoch(model, optimizer, split, order, batches, device)[1]
         _sync(device)
-        seconds = time.time() - started
+        seconds, cpu_seconds = time.time() - started, time.process_time() - cpu_started
     gpu_metric = None
     if device.type == "cuda":  # weights, optimizer state and data resident, as when train pushes between steps
         from job import metrics  # only here: a CPU bench needs no Pushgateway client
@@ -394,7 +398,7 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
     bacc = train.evaluate(model, splits["validation"], device)[1]
     precision = "bf16" if train.uses_bf16(device, model) else "fp32"
     return Run(path, cfg.seed, cfg.batch_size, cfg.lr, precision, samples, seconds, time.time() - started, memory.peak, bacc,
-               gpu_metric)
+               cpu_seconds, gpu_metric)
 
 
 # --- summarising --------------------------------------------------------------------------
@@ -473,9 +477,11 @@ def verdicts(loops: dict[str, list[Run]], seeds: int, device: torch.device) -> l
         fast = _judge(speedup >= target, len(runs), "runs")
         accurate = _judge(delta >= -ACCURACY_TOLERANCE, len(accs), "seeds")
         overall = "FAIL" if "FAIL" in (fast, accurate) else "PASS" if fast == accurate == "PASS" else "not judged"
-        out.append(f"{path}: speed-up {speedup:.2f}x (ratio of medians, {_count(len(runs), 'run')}; per round {_spread(per_round, '.2f')}x; "
-                   f"target >= {target:g}x on {device.type}) {fast}; accuracy {delta:+.4f} (difference of means, {_count(len(accs), 'seed')}; "
-                   f"per seed {_spread(diffs, '+.4f')}; target >= -{ACCURACY_TOLERANCE}) {accurate}; overall {overall}")
+        speed = (f"speed-up {speedup:.2f}x (ratio of medians, {_count(len(runs), 'run')}; "
+                 f"per round {_spread(per_round, '.2f')}x; target >= {target:g}x on {device.type}) {fast}")
+        accuracy = (f"accuracy {delta:+.4f} (difference of means, {_count(len(accs), 'seed')}; "
+                    f"per seed {_spread(diffs, '+.4f')}; target >= -{ACCURACY_TOLERANCE}) {accurate}")
+        out.append(f"{path}: {speed}; {accuracy}; overall {overall}")
     return out
 
 
@@ -518,7 +524,7 @@ def bench_family(family: str, data: dict, datasets: dict, vectors: torch.Tensor,
                            sizes.big_batch):
             loops[r.path].append(r)
             print(f"  round {k + 1}/{sizes.rounds}, seed {seed}: {r.path:<{width}}  {r.rate:>11,.0f} samples/s "
-                  f"in {r.seconds:6.1f} s, val bal acc {r.balanced_accuracy:.4f}", flush=True)
+                  f"in {r.seconds:6.1f} s (CPU {r.cpu_seconds:6.1f} s), val bal acc {r.balanced_accuracy:.4f}", flush=True)
     del splits
     if device.type == "cuda":
         torch.cuda.empty_cache()
