@@ -51,8 +51,12 @@ test: $(STAMP) prom-deps ## run every test (starts its own S3, Prometheus and Pu
 OBSERVE_PROMETHEUS_PORT ?= 19090
 # Pushgateway port of `make observe` on 127.0.0.1 (not 9091, for the same reason)
 OBSERVE_PUSHGATEWAY_PORT ?= 19091
-# 1 keeps both servers up after the demo, to browse its metrics, until Ctrl-C
-OBSERVE_HOLD ?= 0
+# 0 stops both servers as soon as the sweep ends (for scripts); by default they stay up until Ctrl-C
+OBSERVE_HOLD ?= 1
+# sweep id of `make observe`: a fresh one each time (set once here, so every use below is the same)
+ifndef OBSERVE_SWEEP
+OBSERVE_SWEEP := observe-$(shell date +%Y%m%d-%H%M%S)
+endif
 
 # Debian packages whose binaries have the same names; the metrics tests and `make observe` start them.
 PROM_PACKAGES := prometheus prometheus-pushgateway
@@ -67,10 +71,14 @@ prom-deps: ## install Debian's prometheus and prometheus-pushgateway when missin
 	$$sudo apt-get update -q && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 
 .PHONY: observe
-observe: $(STAMP) prom-deps ## the demo with Prometheus and a Pushgateway on 127.0.0.1: prints their URLs, stops them after
+observe: $(STAMP) prom-deps ## a fresh demo sweep with Prometheus and a Pushgateway on 127.0.0.1, up until Ctrl-C; prints the queries' links
+	@mkdir -p $(RUNS)
+	$(VPY) -m job synth --rows $(DEMO_ROWS) --out $(RUNS)/data/synthetic.csv.gz
 	$(VPY) -m job.observe --dir $(RUNS)/observe --prometheus-port $(OBSERVE_PROMETHEUS_PORT) \
 		--pushgateway-port $(OBSERVE_PUSHGATEWAY_PORT) $(if $(filter 1,$(OBSERVE_HOLD)),--hold) \
-		-- $(MAKE) --no-print-directory demo
+		--sweep $(OBSERVE_SWEEP) --dashboard helm/meli-sweep/dashboards/meli-sweep.json \
+		-- $(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz --embeddings none \
+		--out $(RUNS) --sweep $(OBSERVE_SWEEP)
 
 # extra arguments of `make bench`, e.g. --family all --rows 200000
 BENCH_ARGS ?=
@@ -105,6 +113,10 @@ NAMESPACE ?=
 PARALLELISM ?= 4
 # node labels the GPU pods require, comma-separated key=value; empty = none
 NODE_SELECTOR ?=
+# Pushgateway the train pods push live metrics to, as the pods reach it, e.g. http://prometheus-pushgateway.monitoring:9091; empty = no push
+PUSHGATEWAY_URL ?=
+# Argo artifact repository the sweep names, configmap or configmap#key (the chart's: artifact-repositories#meli-sweep-s3); empty = the namespace's default
+ARTIFACT_REPOSITORY ?=
 # sweep id (the workflow name printed by submit) for `make results`
 SWEEP ?=
 # container build tool for `make image` / `make push`
@@ -114,7 +126,8 @@ GOLDEN := workflows/sweep.yaml
 CHART_TEMPLATE := helm/meli-sweep/files/workflowtemplate.yaml
 SWEEP_ARGS = --configs '$(CONFIGS)' --image '$(IMAGE)' --cpu-image '$(CPU_IMAGE)' --parallelism '$(PARALLELISM)' \
 	$(if $(DATA),--data '$(DATA)') $(if $(EMBEDDINGS),--embeddings '$(EMBEDDINGS)') $(if $(OUT),--out '$(OUT)') \
-	$(if $(NAMESPACE),--namespace '$(NAMESPACE)') $(if $(NODE_SELECTOR),--node-selector '$(NODE_SELECTOR)')
+	$(if $(NAMESPACE),--namespace '$(NAMESPACE)') $(if $(NODE_SELECTOR),--node-selector '$(NODE_SELECTOR)') \
+	$(if $(PUSHGATEWAY_URL),--pushgateway-url '$(PUSHGATEWAY_URL)') $(if $(ARTIFACT_REPOSITORY),--artifact-repository '$(ARTIFACT_REPOSITORY)')
 
 # The venv is made with its output on stderr, so that stdout holds only the YAML.
 .PHONY: render

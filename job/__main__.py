@@ -41,11 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="one config spec, e.g. hidden100:lr=3e-4")
     s.add_argument("--prepared", required=True, help="prepared data URI (printed by prepare)")
     s.add_argument("--out", required=True, help="the run's folder, <out>/sweeps/<sweep>/<run>; reruns resume")
+    s.add_argument("--sweep", required=True, help="the sweep id: groups the run's live metrics with its sweep's")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     s.add_argument("--result-file", help="also write the test balanced accuracy to this file")
 
-    s = sub.add_parser("aggregate", help="plots and summary of a sweep, under <sweep>/report/")
-    s.add_argument("--sweep", required=True, help="the sweep's folder, <out>/sweeps/<sweep>")
+    s = sub.add_parser("aggregate", help="plots and summary of a sweep, under <out>/sweeps/<sweep>/report/")
+    s.add_argument("--out", required=True, help="the sweep's output prefix, local or s3://")
+    s.add_argument("--sweep", required=True, help="the sweep id: its runs are under <out>/sweeps/<sweep>/")
     s.add_argument("--configs", default="", help="the sweep's config specs; those with no output are reported missing")
     s.add_argument("--report-dir", help="also leave the report files in this local folder (Argo output artifacts)")
 
@@ -74,15 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, on_batch=None) -> int:
+    """Run one step. on_batch: the training loop's per-batch callback (train.OnBatch), for train only."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("gensim", "botocore", "boto3", "s3transfer", "urllib3", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return run_cli(lambda: _step(args))
+    return run_cli(lambda: _step(args, on_batch))
 
 
-def _step(args) -> int | None:
+def _step(args, on_batch=None) -> int:
+    """Every step's main returns its exit code."""
     if args.step == "synth":
         from job import synth
 
@@ -99,7 +103,7 @@ def _step(args) -> int | None:
     if args.step == "train":
         from job import train
 
-        return train.main(args)
+        return train.main(args, on_batch)
     if args.step == "aggregate":
         from job import aggregate
 

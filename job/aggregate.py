@@ -1,9 +1,9 @@
 """Join the runs of a sweep into one report: plots and a ranked summary.
 
-    python -m job aggregate --sweep runs/sweeps/demo --configs hidden50,hidden100
+    python -m job aggregate --out runs --sweep demo --configs hidden50,hidden100
 
-Reads every run folder under --sweep (and every run the --configs specs name, so a run that never
-started is reported as missing) and writes <sweep>/report/:
+Reads every run folder under <out>/sweeps/<sweep>/ (and every run the --configs specs name, so a run
+that never started is reported as missing) and writes <out>/sweeps/<sweep>/report/ (steps.REPORT_FILES):
   train_loss.png, validation_loss.png, balanced_accuracy.png   per epoch, one line per run
   comparison.png                                               test balanced accuracy per run
   summary.csv, summary.md, summary.json                        one row per run, ranked, best marked
@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-from job import configs, storage
+from job import configs, steps, storage
 from job.errors import UserError
 
 log = logging.getLogger("job.aggregate")
@@ -146,8 +146,10 @@ def to_markdown(sweep: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(args) -> None:
-    sweep = storage.check_uri(args.sweep, "--sweep")
+def main(args) -> int:
+    storage.check_uri(args.out, "--out")
+    storage.join(args.out, args.sweep)  # refuses a sweep id that is not a plain name
+    sweep = steps.sweep_uri(args.out, args.sweep)
     expected = [run.name for run in configs.expand(args.configs)] if args.configs.strip() else []
     found = [n for n in storage.list_dirs(sweep) if n != REPORT]
     names = list(dict.fromkeys(expected + found))
@@ -172,7 +174,8 @@ def main(args) -> None:
              "best": next((r["config"] for r in rows if r.get("best")), None), "rows": rows}
     files["summary.json"] = (json.dumps(table, indent=2, sort_keys=True) + "\n").encode()  # last: marks the report complete
     report = storage.join(sweep, REPORT)
-    for fname, blob in files.items():
+    for fname in steps.REPORT_FILES:
+        blob = files[fname]
         storage.write_bytes(storage.join(report, fname), blob)
         if getattr(args, "report_dir", None):
             Path(args.report_dir).mkdir(parents=True, exist_ok=True)
@@ -181,9 +184,10 @@ def main(args) -> None:
     if os.environ.get("PUSHGATEWAY_URL"):
         from job import metrics
 
-        metrics.delete_sweep(sweep.rstrip("/").rsplit("/", 1)[-1], names)
+        metrics.delete_sweep(args.sweep, names)
     for r in rows:
         if r["status"] != "ok":
             log.warning("%s: %s (%s)", r["config"], r["status"], r.get("reason", ""))
     log.info("report: %s (%d of %d runs ok, best: %s)", report, table["ok"], table["runs"], table["best"])
     print(storage.join(report, "summary.md"))
+    return 0

@@ -17,6 +17,7 @@ This module imports no torch: the workflow tooling validates specs with it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -48,13 +49,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        unknown = sorted(set(values) - set(KEYS))
-        if unknown:
-            raise UserError(f"config: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(KEYS)}")
-        return validate(cls(**values))
 
 
 KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
@@ -205,16 +199,43 @@ def parse_one(spec: str) -> Run:
     return runs[0]
 
 
+# What Argo v3.7+ accepts as a node's display name, after substitution: workflow/controller/operator.go,
+# executeTemplate, `displayNameRegex`; a name that fails it marks the node Error before its pod starts.
+DISPLAY_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-.]{0,61}[a-zA-Z0-9]$")
+
+
+def display_labels(names: list[str]) -> list[str]:
+    """Run names -> labels the Argo UI can show (DISPLAY_NAME), unique and as readable as the names.
+
+    `hidden100_lr=3e-4` shows as `hidden100-lr-3e-4`. A label that would be too long, or that two
+    runs would share (`lr=1e-3` and `lr=1e+3`), ends in a hash of its run name instead.
+    """
+    plain = [re.sub(r"[^a-zA-Z0-9.]+", "-", n).strip("-.") or "run" for n in names]
+    labels = []
+    for name, label in zip(names, plain):
+        if len(label) > 63 or plain.count(label) > 1:
+            digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+            label = f"{label[:54].rstrip('-.')}-{digest}"
+        labels.append(label)
+    return labels
+
+
 def plan(text: str) -> list[dict]:
-    """The runs of a sweep as JSON-ready items, the list Argo fans out over (withParam)."""
-    return [{"name": run.name, "spec": run.spec} for run in expand(text)]
+    """The runs of a sweep as JSON-ready items, the list Argo fans out over (withParam).
+
+    `label` is the run's name in the Argo UI (the train node's display name).
+    """
+    runs = expand(text)
+    labels = display_labels([run.name for run in runs])
+    return [{"name": run.name, "spec": run.spec, "label": label} for run, label in zip(runs, labels)]
 
 
-def plan_main(args) -> None:
+def plan_main(args) -> int:
     import json
-    from pathlib import Path
+
+    from job.steps import write_result
 
     text = json.dumps(plan(args.configs))
-    if args.result_file:
-        Path(args.result_file).write_text(text)
+    write_result(args.result_file, text)
     print(text)
+    return 0

@@ -2,20 +2,8 @@
 
 Train pods end between two scrapes, so train pushes instead of being scraped. Each run pushes to
 its own group, job="meli_train" plus the grouping key {sweep, config}; those three are the labels
-of every series below (Prometheus keeps them with `honor_labels: true`).
-
-    name                                          type     unit / meaning
-    meli_train_loss                               gauge    training loss (cross-entropy, nats), recent batches
-    meli_train_samples_total                      counter  training samples processed so far
-    meli_train_samples_per_second                 gauge    recent training throughput
-    meli_train_samples_per_epoch                  gauge    training samples in one epoch
-    meli_train_epoch                              gauge    epoch in progress (as train numbers them)
-    meli_train_epochs_planned                     gauge    epochs the config asks for
-    meli_train_validation_loss                    gauge    validation loss after the last epoch
-    meli_train_validation_balanced_accuracy       gauge    validation balanced accuracy (0-1) after the last epoch
-    meli_train_test_balanced_accuracy             gauge    test balanced accuracy (0-1) of the final model
-    meli_train_gpu_memory_bytes                   gauge    CUDA memory held by tensors; 0 on CPU
-    meli_train_last_success_timestamp_seconds     gauge    Unix time the run last finished well
+of every series (Prometheus keeps them with `honor_labels: true`). The series, their types and
+meanings are defined once, in METRICS below.
 
 Turned on by PUSHGATEWAY_URL (`http://host:9091`, may carry `user:password@`); PUSHGATEWAY_INTERVAL
 sets the seconds between throttled pushes. Pushes run on a background thread with a short timeout,

@@ -6,6 +6,8 @@ processes on 127.0.0.1 with their data in one folder. Prometheus scrapes the Pus
 
     python -m job.observe --dir runs/observe -- make demo        # servers up, demo runs, servers down
     python -m job.observe --dir runs/observe --hold -- true      # just keep them up until Ctrl-C
+    python -m job.observe --hold --sweep observe-1 --dashboard helm/meli-sweep/dashboards/meli-sweep.json \
+        -- python -m job sweep --sweep observe-1 ...             # what `make observe` runs: links to each panel
 
 The command runs with PUSHGATEWAY_URL set to the Pushgateway, which is how train finds it.
 The tests use `serve()` directly, on free ports.
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +203,46 @@ def serve(workdir: str | Path, prometheus_port: int = 0, pushgateway_port: int =
             _stop(proc)
 
 
+# Grafana's own variables, as a Prometheus graph page can take them.
+_GRAFANA_VARS = {"$__range": "1h", "$__rate_interval": "1m", "$__interval": "15s"}
+
+
+def panel_queries(dashboard: Path, sweep: str) -> list[tuple[str, str]]:
+    """(panel title, PromQL) for each query of the dashboard about training, with the sweep filled in.
+
+    The Argo panels are left out: no workflow controller runs beside a local sweep.
+    """
+    panels = json.loads(Path(dashboard).read_text())["panels"]
+    queries = []
+    for panel in panels:
+        for target in panel.get("targets", []):
+            expr = target.get("expr", "")
+            if not expr or "argo_workflows_" in expr:
+                continue
+            expr = expr.replace("$sweep", sweep).replace("$config", ".*")
+            for var, value in _GRAFANA_VARS.items():
+                expr = expr.replace(var, value)
+            queries.append((panel["title"], expr))
+    return queries
+
+
+def graph_link(prometheus_url: str, expr: str, range_input: str = "30m") -> str:
+    """A Prometheus graph page that plots one query."""
+    query = urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": range_input})
+    return f"{prometheus_url}/graph?{query}"
+
+
+def _print_links(s: Servers, dashboard: str | None, sweep: str | None) -> None:
+    print(f"Prometheus:  {s.prometheus_url}", flush=True)
+    print(f"Pushgateway: {s.pushgateway_url}", flush=True)
+    if not (dashboard and sweep):
+        print(f"  train loss: {graph_link(s.prometheus_url, 'meli_train_loss')}", flush=True)
+        return
+    print(f"The dashboard's queries for sweep {sweep}:", flush=True)
+    for title, expr in panel_queries(Path(dashboard), sweep):
+        print(f"  {title}: {graph_link(s.prometheus_url, expr)}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m job.observe", description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", default="runs/observe", help="data and logs of both servers (default: runs/observe)")
@@ -207,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pushgateway-port", type=int, default=9091, help="Pushgateway port on 127.0.0.1; 0 = any free one (default: 9091)")
     p.add_argument("--scrape-interval", type=float, default=5.0, help="seconds between scrapes (default: 5)")
     p.add_argument("--hold", action="store_true", help="after the command, keep the servers up until Ctrl-C")
+    p.add_argument("--sweep", help="the sweep id the command runs: the printed links show its series")
+    p.add_argument("--dashboard", help="Grafana dashboard JSON whose queries get a link each (with --sweep)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command to run with PUSHGATEWAY_URL set")
     args = p.parse_args(argv)
     # A plain kill (make interrupted, CI timeout) unwinds like Ctrl-C, so the servers stop too.
@@ -217,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with serve(args.dir, args.prometheus_port, args.pushgateway_port, args.scrape_interval) as s:
-            print(f"Prometheus:  {s.prometheus_url}  (graph: {s.prometheus_url}/graph?g0.expr=meli_train_loss)", flush=True)
-            print(f"Pushgateway: {s.pushgateway_url}", flush=True)
+            _print_links(s, args.dashboard, args.sweep)
             rc = 0
             if command:
                 env = dict(os.environ, PUSHGATEWAY_URL=s.pushgateway_url)
@@ -226,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 env.setdefault("PUSHGATEWAY_DELETE_AFTER", f"{2 * s.scrape_interval_s:g}")
                 rc = subprocess.call(command, env=env)
             if args.hold:
+                if args.dashboard and args.sweep:
+                    _print_links(s, args.dashboard, args.sweep)  # again, below the command's own output
                 print("Servers up; Ctrl-C stops them.", flush=True)
                 with contextlib.suppress(KeyboardInterrupt):
                     signal.pause()

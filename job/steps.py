@@ -13,7 +13,15 @@ Output layout under one prefix OUT:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 MODULE = ["python", "-m", "job"]  # the command every pod and the local runner start
+
+
+def write_result(result_file: str | None, text: str) -> None:
+    """What a step leaves at --result-file: an Argo output parameter (valueFrom.path), one plain value."""
+    if result_file:
+        Path(result_file).write_text(text)
 
 
 def sweep_uri(out: str, sweep: str) -> str:
@@ -21,12 +29,25 @@ def sweep_uri(out: str, sweep: str) -> str:
 
 
 def run_uri(out: str, sweep: str, run: str) -> str:
-    """A run's folder; train takes its sweep id from the folder above (grouping key for metrics)."""
+    """A run's folder."""
     return f"{sweep_uri(out, sweep)}/{run}"
 
 
 def report_uri(out: str, sweep: str) -> str:
     return f"{sweep_uri(out, sweep)}/report"
+
+
+# The files aggregate writes into <sweep>/report/, in the order it writes them: summary.json last, as the
+# mark of a complete report. The Argo aggregate step declares each as an output artifact.
+REPORT_FILES = (
+    "summary.md",
+    "comparison.png",
+    "balanced_accuracy.png",
+    "train_loss.png",
+    "validation_loss.png",
+    "summary.csv",
+    "summary.json",
+)
 
 
 def plan(configs: str, result_file: str | None = None) -> list[str]:
@@ -46,8 +67,8 @@ def prepare(data: str, embeddings: str, out: str, result_file: str | None = None
 
 
 def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file: str | None = None) -> list[str]:
-    """Train one run; writes its test balanced accuracy to result_file when given."""
-    args = MODULE + ["train", "--config", spec, "--prepared", prepared, "--out", run_uri(out, sweep, run)]
+    """Train one run; writes its test balanced accuracy to result_file when given. `sweep` groups its metrics."""
+    args = MODULE + ["train", "--config", spec, "--prepared", prepared, "--out", run_uri(out, sweep, run), "--sweep", sweep]
     if result_file:
         args += ["--result-file", result_file]
     return args
@@ -58,7 +79,7 @@ def aggregate(out: str, sweep: str, configs: str, report_dir: str | None = None)
 
     report_dir: also leave the report files in this local folder (the Argo step uploads them as artifacts).
     """
-    args = MODULE + ["aggregate", "--sweep", sweep_uri(out, sweep), "--configs", configs]
+    args = MODULE + ["aggregate", "--out", out, "--sweep", sweep, "--configs", configs]
     if report_dir:
         args += ["--report-dir", report_dir]
     return args

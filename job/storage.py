@@ -8,8 +8,10 @@ mode, `S3_MAX_ATTEMPTS` tries in all); after that the error becomes one
 
 Writes never leave a half-written object where a reader would take it as
 complete: local files go to a temp name and are renamed, and an S3 PUT is
-only visible once the whole object has arrived. `write_bytes` carries the test-only kill points
-of job/faults.py (inert unless MELI_FAULT is set).
+only visible once the whole object has arrived.
+
+Small objects (results, checkpoints, JSON) go through a `Backend`, local or S3, picked by the URI;
+`BACKENDS` is the seam where the reliability tests wrap one with a faulty backend.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Protocol
 
-from job import faults
 from job.errors import UserError
 
 _SAFE_PART = re.compile(r"^[A-Za-z0-9_.=+-][A-Za-z0-9_.=+-]*$")
@@ -156,33 +158,15 @@ def _s3_missing(e) -> bool:
 # --- the API used by the steps -------------------------------------------------
 
 
-def exists(uri: str) -> bool:
-    if not is_s3(uri):
-        return Path(uri).exists()
-    bucket, key = split_s3(uri)
-    from botocore import exceptions as bx
+class Backend(Protocol):
+    """Where whole objects are read and written. This protocol is the whole of that surface."""
 
-    with s3_errors(uri):
-        try:
-            s3_client().head_object(Bucket=bucket, Key=key)
-            return True
-        except bx.ClientError as e:
-            if _s3_missing(e):
-                return False
-            raise
+    def exists(self, uri: str) -> bool: ...
 
+    def read_bytes(self, uri: str) -> bytes: ...
 
-def read_bytes(uri: str) -> bytes:
-    if not is_s3(uri):
-        try:
-            return Path(uri).read_bytes()
-        except FileNotFoundError:
-            raise UserError(f"{uri}: no such file") from None
-        except IsADirectoryError:
-            raise UserError(f"{uri}: is a directory, expected a file") from None
-    bucket, key = split_s3(uri)
-    with s3_errors(uri):
-        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        """Write all of `data`, or leave nothing a reader takes for the object."""
 
 
 def _umask() -> int:
@@ -198,19 +182,26 @@ def _temp_beside(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def write_bytes(uri: str, data: bytes) -> None:
-    faults.at("before-write", uri)
-    if not is_s3(uri):
+class LocalBackend:
+    """Files: written to a temp name beside the target, synced, then renamed over it."""
+
+    def exists(self, uri: str) -> bool:
+        return Path(uri).exists()
+
+    def read_bytes(self, uri: str) -> bytes:
+        try:
+            return Path(uri).read_bytes()
+        except FileNotFoundError:
+            raise UserError(f"{uri}: no such file") from None
+        except IsADirectoryError:
+            raise UserError(f"{uri}: is a directory, expected a file") from None
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
         path = Path(uri)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _temp_beside(path)
         try:
             with os.fdopen(fd, "wb") as f:
-                if faults.armed("mid-write", uri):
-                    f.write(data[:len(data) // 2])
-                    f.flush()
-                    os.fsync(f.fileno())
-                    faults.fire()
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
@@ -219,16 +210,53 @@ def write_bytes(uri: str, data: bytes) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        faults.at("after-write", uri)
-        return
-    bucket, key = split_s3(uri)
-    with s3_errors(uri):
-        if faults.armed("mid-write", uri):  # an unfinished multipart upload: never visible as an object
-            upload = s3_client().create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-            s3_client().upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=data[:len(data) // 2])
-            faults.fire()
-        s3_client().put_object(Bucket=bucket, Key=key, Body=data)
-    faults.at("after-write", uri)
+
+
+class S3Backend:
+    """Objects: one PUT each, which S3 shows only once the whole body has arrived."""
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = split_s3(uri)
+        from botocore import exceptions as bx
+
+        with s3_errors(uri):
+            try:
+                s3_client().head_object(Bucket=bucket, Key=key)
+                return True
+            except bx.ClientError as e:
+                if _s3_missing(e):
+                    return False
+                raise
+
+    def read_bytes(self, uri: str) -> bytes:
+        bucket, key = split_s3(uri)
+        with s3_errors(uri):
+            return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        bucket, key = split_s3(uri)
+        with s3_errors(uri):
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+
+
+# The backend of each kind of URI. The seam for tests: they wrap an entry (storage.BACKENDS["s3"] = ...).
+BACKENDS: dict[str, Backend] = {"local": LocalBackend(), "s3": S3Backend()}
+
+
+def backend(uri: str) -> Backend:
+    return BACKENDS["s3" if is_s3(uri) else "local"]
+
+
+def exists(uri: str) -> bool:
+    return backend(uri).exists(uri)
+
+
+def read_bytes(uri: str) -> bytes:
+    return backend(uri).read_bytes(uri)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    backend(uri).write_bytes(uri, data)
 
 
 def read_text(uri: str) -> str:
@@ -250,26 +278,20 @@ def write_json(uri: str, obj) -> None:
     write_text(uri, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def upload_file(local: str | Path, uri: str) -> None:
-    """Copy a local file to a URI; large S3 objects go up in parts, visible only when complete."""
-    if not is_s3(uri):
-        dest = Path(uri)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if Path(local).resolve() == dest.resolve():
-            return
-        fd, tmp = _temp_beside(dest)
-        os.close(fd)
-        try:
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+def _copy_local(source: str | Path, dest: Path) -> None:
+    """Copy a local file through a temp name beside the destination."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if Path(source).resolve() == dest.resolve():
         return
-    bucket, key = split_s3(uri)
-    with s3_errors(uri):
-        s3_client().upload_file(str(local), bucket, key)
+    fd, tmp = _temp_beside(dest)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def download_file(uri: str, local: str | Path) -> Path:
@@ -279,7 +301,7 @@ def download_file(uri: str, local: str | Path) -> Path:
     if not is_s3(uri):
         if not Path(uri).is_file():
             raise UserError(f"{uri}: no such file")
-        upload_file(uri, str(local))
+        _copy_local(uri, local)
         return local
     bucket, key = split_s3(uri)
     fd, tmp = _temp_beside(local)

@@ -22,16 +22,17 @@ import math
 import sys
 import time
 import warnings
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from job import configs, faults, storage
+from job import configs, storage
 from job.data import Split, epoch_order, make_split
 from job.errors import TrainingFailed, UserError
+from job.steps import write_result
 from job.models import build_model, builder_kwargs
 from job.prepare import open_prepared
 
@@ -57,12 +58,6 @@ def pick_device(name: str) -> torch.device:
     if name not in ("cpu", "cuda"):
         raise UserError(f"--device {name}: choose auto, cpu or cuda")
     return torch.device(name)
-
-
-def names_from_out(out: str) -> tuple[str, str]:
-    """(sweep id, run folder) from <prefix>/sweeps/<sweep>/<run>; the sweep id groups the metrics."""
-    parts = out.rstrip("/").split("/")
-    return (parts[-2] if len(parts) >= 2 else "local"), parts[-1]
 
 
 def save_torch(uri: str, obj: dict) -> None:
@@ -108,7 +103,7 @@ def autocast(device: torch.device, model: torch.nn.Module | None = None):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, model))
 
 
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """Adam over the trained parameters, fused: one kernel for all of them (no host sync on CUDA; on a
     CPU it replaces about ten small ops per parameter, a quarter of an MLP step at batch 128)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -122,20 +117,23 @@ def batch_pieces(device: torch.device, batch_size: int) -> int:
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split, order: np.ndarray,
                 batches: Iterable[list[tuple[int, int, int]]], device: torch.device,
-                report: Callable[[int, float, float], None] | None = None, every: float = LOG_EVERY) -> tuple[float, int]:
+                report: Callable[[int, float, float], None] | None = None, every: float = LOG_EVERY,
+                on_batch: Callable[[int, int], None] | None = None) -> tuple[float, int]:
     """One pass over a split in the batches of `epoch_order`: (mean training loss, samples seen).
 
     A batch's pieces add their gradients (each loss is its sum over the batch's rows), then the
     optimizer takes one step: the step of the whole batch. Nothing in the loop waits on the device:
     the loss is summed there and read once at the end, and every `every` seconds for
-    `report(samples seen, running loss, seconds so far)` when one is given.
+    `report(samples seen, running loss, seconds so far)` when one is given. `on_batch(batches done,
+    batches in all)` runs after each step, when given.
     """
     order_t = torch.from_numpy(order).to(device, non_blocking=True)
     loss_sum = torch.zeros((), device=device)
     seen = 0
     started = last = time.time()
     model.train()
-    for batch in batches:
+    batches = list(batches)
+    for number, batch in enumerate(batches, 1):
         rows = batch[-1][1] - batch[0][0]
         optimizer.zero_grad(set_to_none=True)
         for start, end, width in batch:
@@ -151,6 +149,8 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, split:
         if report is not None and time.time() - last >= every:
             last = time.time()
             report(seen, loss_sum.item() / seen, last - started)
+        if on_batch is not None:
+            on_batch(number, len(batches))
     return loss_sum.item() / max(1, seen), seen  # this .item() waits for the last step: the epoch is done
 
 
@@ -209,27 +209,39 @@ def failed_summary(out: str, run: configs.Run, reason: str, history: list[dict])
     })
 
 
-# --- the step ------------------------------------------------------------------------
+# --- the state a run carries from epoch to epoch ---------------------------------------
 
 
-def main(args) -> None:
-    # Setup: parse and check everything before any work starts.
-    run = configs.parse_one(args.config)
+@dataclass
+class Training:
+    """Everything one training run works with; built once by `setup`, then read top to bottom."""
+
+    run: configs.Run
+    out: str  # the run's folder
+    prepared_uri: str
+    device: torch.device
+    meta: dict  # what model.pt needs beside the weights to be used on its own
+    train: Split
+    valid: Split
+    test: Split
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    history: list[dict] = field(default_factory=list)  # one entry per finished epoch
+    best: dict = field(default_factory=lambda: {"epoch": 0, "validation_loss": math.inf})
+    train_seconds: float = 0.0  # seconds spent in training passes, over every attempt
+
+    @property
+    def cfg(self) -> configs.TrainConfig:
+        return self.run.config
+
+    def uri(self, name: str) -> str:
+        return storage.join(self.out, name)
+
+
+def setup(run: configs.Run, out: str, prepared_uri: str, device: torch.device) -> Training:
+    """Load the prepared data onto the device and build the model and its optimizer."""
     cfg = run.config
-    out = storage.check_uri(args.out, "--out")
-    storage.check_uri(args.prepared, "--prepared")
-    sweep_id, _ = names_from_out(out)
-    device = pick_device(args.device)
-
-    summary_uri = storage.join(out, "summary.json")
-    if storage.exists(summary_uri):
-        done = storage.read_json(summary_uri)
-        if done.get("status") == "ok" and done.get("spec") == run.spec:
-            log.info("%s already finished (summary.json found): test balanced accuracy %.4f", run.name, done["test_balanced_accuracy"])
-            _emit(args.result_file, done["test_balanced_accuracy"])
-            return
-
-    prepared = open_prepared(args.prepared)
+    prepared = open_prepared(prepared_uri)
     a = prepared.arrays
     torch.manual_seed(cfg.seed)
     train = make_split(a["tokens_train"], a["offsets_train"], a["labels_train"], cfg.max_len, device, cfg.max_train_rows, cfg.seed)
@@ -238,112 +250,167 @@ def main(args) -> None:
     vectors = torch.from_numpy(np.array(a["embeddings"]))  # a writable copy: the model owns (and may tune) it
     model = build_model(cfg.family, prepared.vocab_size, vectors.shape[1], prepared.classes, vectors=vectors,
                         **builder_kwargs(cfg)).to(device)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    meta = {"vocab_size": prepared.vocab_size, "embed_dim": int(vectors.shape[1]), "classes": prepared.classes,
+            "label_names": prepared.label_names}
+    return Training(run, out, prepared_uri, device, meta, train, valid, test, model,
+               build_optimizer(model, cfg.lr, cfg.weight_decay))
 
-    ckpt_uri, model_uri = storage.join(out, "checkpoint.pt"), storage.join(out, "model.pt")
-    history: list[dict] = []
-    best = {"epoch": 0, "validation_loss": math.inf}
-    train_seconds = 0.0
-    ckpt = load_torch(ckpt_uri)
-    if ckpt is not None:
-        if ckpt.get("config") != cfg.to_dict():
-            raise UserError(f"{ckpt_uri}: holds a checkpoint of another config ({ckpt.get('spec')}); use a new --out")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])  # dropout on the GPU draws from this one
-        history, best, train_seconds = ckpt["history"], ckpt["best"], ckpt["train_seconds"]
-        write_history(out, history)
-        log.info("%s resumed from %s after epoch %d", run.name, ckpt_uri, ckpt["epoch"])
 
-    n_params = sum(p.numel() for p in model.parameters())
+def resume(r: Training) -> None:
+    """Go on from checkpoint.pt when an earlier attempt left one: weights, optimizer, RNG and history."""
+    ckpt = load_torch(r.uri("checkpoint.pt"))
+    if ckpt is None:
+        return
+    if ckpt.get("config") != r.cfg.to_dict():
+        raise UserError(f"{r.uri('checkpoint.pt')}: holds a checkpoint of another config ({ckpt.get('spec')}); use a new --out")
+    r.model.load_state_dict(ckpt["model"])
+    r.optimizer.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if r.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])  # dropout on the GPU draws from this one
+    r.history, r.best, r.train_seconds = ckpt["history"], ckpt["best"], ckpt["train_seconds"]
+    write_history(r.out, r.history)
+    log.info("%s resumed from %s after epoch %d", r.run.name, r.uri("checkpoint.pt"), ckpt["epoch"])
+
+
+def saved_state(r: Training, epoch: int) -> dict:
+    """What model.pt holds: the weights with everything needed to use them (a plain dict)."""
+    return {"format": CHECKPOINT_FORMAT, "config": r.cfg.to_dict(), "spec": r.run.spec, "epoch": epoch,
+            "model": r.model.state_dict(), "prepared": r.prepared_uri, **r.meta}
+
+
+def save_checkpoint(r: Training, epoch: int) -> None:
+    """model.pt when the epoch is the best so far, then checkpoint.pt, which points past it: a kill in
+    between replays one epoch. checkpoint.pt is model.pt's dict plus what resuming needs."""
+    if r.best["epoch"] == epoch:
+        save_torch(r.uri("model.pt"), saved_state(r, epoch))
+    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if r.device.type == "cuda" else None}
+    save_torch(r.uri("checkpoint.pt"), {**saved_state(r, epoch), "optimizer": r.optimizer.state_dict(), "rng": rng,
+                                        "history": r.history, "best": r.best, "train_seconds": r.train_seconds})
+    write_history(r.out, r.history)
+
+
+def run_epoch(r: Training, epoch: int, progress: Progress, pusher, on_batch: OnBatch | None) -> None:
+    """Train one pass, validate, record the epoch, keep the best weights and checkpoint."""
+    cfg, samples_before = r.cfg, len(r.history) * len(r.train)
+    rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch order: a resumed run sees the same batches
+    order, batches = epoch_order(r.train.lengths_host, cfg.batch_size, rng, batch_pieces(r.device, cfg.batch_size))
+
+    def report(seen: int, running: float, seconds: float) -> None:
+        if not math.isfinite(running):
+            raise TrainingFailed(f"loss is {running} at epoch {epoch} after {seen} samples")
+        rate = seen / seconds
+        eta = (len(r.train) - seen + (cfg.epochs - epoch) * len(r.train)) / rate
+        progress.show(epoch, seen, running, rate, eta)
+        pusher.progress(epoch, samples_before + seen, running, rate)
+
+    batch_done = None if on_batch is None else (lambda done, total: on_batch(epoch, done, total))
+    started = time.time()
+    train_loss, seen = train_epoch(r.model, r.optimizer, r.train, order, batches, r.device, report, progress.every,
+                                   batch_done)
+    seconds = time.time() - started
+    if not math.isfinite(train_loss):
+        raise TrainingFailed(f"loss is {train_loss} at epoch {epoch}")
+    val_loss, val_bacc = evaluate(r.model, r.valid, r.device)
+    progress.end_line()
+    r.train_seconds += seconds
+    r.history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "validation_loss": round(val_loss, 6),
+                      "validation_balanced_accuracy": round(val_bacc, 6), "seconds": round(seconds, 3),
+                      "samples_per_second": round(seen / seconds, 1)})
+    log.info("%s epoch %d/%d: train loss %.4f, validation loss %.4f, balanced accuracy %.4f, %.0f samples/s, %.1fs",
+             r.run.name, epoch, cfg.epochs, train_loss, val_loss, val_bacc, seen / seconds, seconds)
+    if val_loss < r.best["validation_loss"]:
+        r.best = {"epoch": epoch, "validation_loss": val_loss}
+    save_checkpoint(r, epoch)
+    pusher.epoch_end(epoch, train_loss, val_loss, val_bacc, samples_before + seen, samples_per_second=seen / seconds)
+
+
+def stop_early(r: Training, epoch: int) -> bool:
+    patience = r.cfg.patience
+    if patience and r.best["epoch"] and epoch - r.best["epoch"] > patience:
+        log.info("%s: early stop, no better validation loss for %d epochs", r.run.name, patience)
+        return True
+    return False
+
+
+def finish(r: Training) -> dict:
+    """Test the best epoch's weights; write summary.json last."""
+    r.model.load_state_dict(load_torch(r.uri("model.pt"))["model"])
+    test_loss, test_bacc = evaluate(r.model, r.test, r.device)
+    best = next(h for h in r.history if h["epoch"] == r.best["epoch"])
+    summary = {
+        "config": r.run.name, "spec": r.run.spec, "status": "ok", "family": r.cfg.family,
+        "epochs": len(r.history), "best_epoch": r.best["epoch"],
+        "validation_balanced_accuracy": best["validation_balanced_accuracy"],
+        "test_loss": round(test_loss, 6), "test_balanced_accuracy": round(test_bacc, 6),
+        "train_seconds": round(r.train_seconds, 2),
+        "samples_per_second": round(len(r.history) * len(r.train) / max(r.train_seconds, 1e-9), 1),
+        "stopped_early": len(r.history) < r.cfg.epochs, "device": str(r.device),
+        "parameters": sum(p.numel() for p in r.model.parameters()),
+        "prepared": r.prepared_uri, "config_values": r.cfg.to_dict(),
+    }
+    storage.write_json(r.uri("summary.json"), summary)
+    log.info("%s done: test loss %.4f, test balanced accuracy %.4f (best epoch %d)",
+             r.run.name, test_loss, test_bacc, r.best["epoch"])
+    return summary
+
+
+def finished(out: str, run: configs.Run) -> dict | None:
+    """The summary of an earlier attempt that finished this same run, if there is one."""
+    uri = storage.join(out, "summary.json")
+    if storage.exists(uri):
+        done = storage.read_json(uri)
+        if done.get("status") == "ok" and done.get("spec") == run.spec:
+            return done
+    return None
+
+
+# --- the step ------------------------------------------------------------------------
+
+OnBatch = Callable[[int, int, int], None]  # (epoch, batches done, batches in the epoch), after each batch
+
+
+def main(args, on_batch: OnBatch | None = None) -> int:
+    """Setup, resume, epochs, finish; writes the test balanced accuracy to --result-file (Argo's output).
+
+    Returns 0; a failed run raises TrainingFailed (exit 3) after writing its failed summary.
+    """
+    run = configs.parse_one(args.config)
+    out = storage.check_uri(args.out, "--out")
+    storage.check_uri(args.prepared, "--prepared")
+    device = pick_device(args.device)
+    done = finished(out, run)
+    if done is not None:
+        log.info("%s already finished (summary.json found): test balanced accuracy %.4f", run.name, done["test_balanced_accuracy"])
+        write_result(args.result_file, f"{done['test_balanced_accuracy']:.6f}")
+        return 0
+
+    r = setup(run, out, args.prepared, device)
+    resume(r)
     log.info("%s: %s on %s, %d parameters (%d trained), %d/%d/%d rows, %d epochs of batch %d",
-             run.name, cfg.family, device, n_params, sum(p.numel() for p in model.parameters() if p.requires_grad),
-             len(train), len(valid), len(test), cfg.epochs, cfg.batch_size)
+             run.name, r.cfg.family, device, sum(p.numel() for p in r.model.parameters()),
+             sum(p.numel() for p in r.model.parameters() if p.requires_grad),
+             len(r.train), len(r.valid), len(r.test), r.cfg.epochs, r.cfg.batch_size)
     from job import metrics  # here, not at the top: `bench` imports this module without the Pushgateway client
 
-    pusher = metrics.TrainingMetrics.from_env(sweep_id, run.name)
-    pusher.start(cfg.epochs, len(train))
-    progress = Progress(run.name, cfg.epochs, len(train))
-    samples_total = len(history) * len(train)
-
-    # Train: one pass per epoch, then validate, keep the best weights and checkpoint.
+    pusher = metrics.TrainingMetrics.from_env(args.sweep, run.name)
+    pusher.start(r.cfg.epochs, len(r.train))
+    progress = Progress(run.name, r.cfg.epochs, len(r.train))
+    summary = None
     try:
-        for epoch in range(len(history) + 1, cfg.epochs + 1):
-            if cfg.patience and epoch - best["epoch"] > cfg.patience and best["epoch"]:
-                log.info("%s: early stop, no better validation loss for %d epochs", run.name, cfg.patience)
+        for epoch in range(len(r.history) + 1, r.cfg.epochs + 1):
+            if stop_early(r, epoch):
                 break
-            rng = np.random.default_rng([cfg.seed, epoch])  # per-epoch order: a resumed run sees the same batches
-            order, batches = epoch_order(train.lengths_host, cfg.batch_size, rng, batch_pieces(device, cfg.batch_size))
-            batches = faults.epoch_batches(batches, out, epoch)  # test-only kill/oom point; a no-op otherwise
-
-            def report(seen: int, running: float, seconds: float) -> None:
-                if not math.isfinite(running):
-                    raise TrainingFailed(f"loss is {running} at epoch {epoch} after {seen} samples")
-                rate = seen / seconds
-                eta = (len(train) - seen + (cfg.epochs - epoch) * len(train)) / rate
-                progress.show(epoch, seen, running, rate, eta)
-                pusher.progress(epoch, samples_total + seen, running, rate)
-
-            started = time.time()
-            train_loss, seen = train_epoch(model, optimizer, train, order, batches, device, report, progress.every)
-            seconds = time.time() - started
-            if not math.isfinite(train_loss):
-                raise TrainingFailed(f"loss is {train_loss} at epoch {epoch}")
-            val_loss, val_bacc = evaluate(model, valid, device)
-            progress.end_line()
-            samples_total += seen
-            train_seconds += seconds
-            history.append({"epoch": epoch, "train_loss": round(train_loss, 6), "validation_loss": round(val_loss, 6),
-                            "validation_balanced_accuracy": round(val_bacc, 6), "seconds": round(seconds, 3),
-                            "samples_per_second": round(seen / seconds, 1)})
-            log.info("%s epoch %d/%d: train loss %.4f, validation loss %.4f, balanced accuracy %.4f, %.0f samples/s, %.1fs",
-                     run.name, epoch, cfg.epochs, train_loss, val_loss, val_bacc, seen / seconds, seconds)
-            if val_loss < best["validation_loss"]:
-                best = {"epoch": epoch, "validation_loss": val_loss}
-                save_torch(model_uri, {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "spec": run.spec, "epoch": epoch,
-                                       "model": model.state_dict(), "vocab_size": prepared.vocab_size,
-                                       "embed_dim": int(vectors.shape[1]), "classes": prepared.classes,
-                                       "label_names": prepared.label_names, "prepared": args.prepared})
-            # model.pt first, then the checkpoint that points past it: a kill in between replays one epoch.
-            save_torch(ckpt_uri, {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "spec": run.spec, "epoch": epoch,
-                                  "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "rng": {"torch": torch.get_rng_state(),
-                                          "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None},
-                                  "history": history, "best": best,
-                                  "train_seconds": train_seconds, "prepared": args.prepared})
-            write_history(out, history)
-            pusher.epoch_end(epoch, train_loss, val_loss, val_bacc, samples_total, samples_per_second=seen / seconds)
+            run_epoch(r, epoch, progress, pusher, on_batch)
+        summary = finish(r)
     except TrainingFailed as e:
-        failed_summary(out, run, str(e), history)
-        pusher.finish(None, ok=False)
+        failed_summary(out, run, str(e), r.history)
         raise
     except torch.OutOfMemoryError:
-        reason = f"out of memory at epoch {len(history) + 1} (batch_size={cfg.batch_size}); try a smaller batch_size"
-        failed_summary(out, run, reason, history)
-        pusher.finish(None, ok=False)
+        reason = f"out of memory at epoch {len(r.history) + 1} (batch_size={r.cfg.batch_size}); try a smaller batch_size"
+        failed_summary(out, run, reason, r.history)
         raise TrainingFailed(reason) from None
-
-    # Cleanup: test the best epoch's weights, then write the summary last.
-    best_state = load_torch(model_uri)
-    model.load_state_dict(best_state["model"])
-    test_loss, test_bacc = evaluate(model, test, device)
-    summary = {
-        "config": run.name, "spec": run.spec, "status": "ok", "family": cfg.family,
-        "epochs": len(history), "best_epoch": best["epoch"],
-        "validation_balanced_accuracy": next(h["validation_balanced_accuracy"] for h in history if h["epoch"] == best["epoch"]),
-        "test_loss": round(test_loss, 6), "test_balanced_accuracy": round(test_bacc, 6),
-        "train_seconds": round(train_seconds, 2), "samples_per_second": round(samples_total / max(train_seconds, 1e-9), 1),
-        "stopped_early": len(history) < cfg.epochs, "device": str(device), "parameters": n_params,
-        "prepared": args.prepared, "config_values": cfg.to_dict(),
-    }
-    storage.write_json(summary_uri, summary)
-    pusher.finish(test_bacc, ok=True)
-    log.info("%s done: test loss %.4f, test balanced accuracy %.4f (best epoch %d)", run.name, test_loss, test_bacc, best["epoch"])
-    _emit(args.result_file, test_bacc)
-
-
-def _emit(result_file: str | None, value: float) -> None:
-    if result_file:
-        Path(result_file).write_text(f"{value:.6f}")
+    finally:
+        pusher.finish(summary["test_balanced_accuracy"] if summary else None, ok=summary is not None)
+    write_result(args.result_file, f"{summary['test_balanced_accuracy']:.6f}")
+    return 0

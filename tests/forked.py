@@ -16,8 +16,11 @@ import traceback
 import warnings
 
 
-def start(argv: list[str], env: dict | None = None, log: str | os.PathLike | None = None) -> int:
-    """Fork a child that runs the job CLI with argv; its stdout and stderr go to `log`. Returns its pid."""
+def start(argv: list[str], env: dict | None = None, log: str | os.PathLike | None = None, fault: str | None = None) -> int:
+    """Fork a child that runs the job CLI with argv; its stdout and stderr go to `log`. Returns its pid.
+
+    fault: a fault of tests/faults.py to install in the child, through the code's seams.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "multi-threaded process": the child only runs the job
         pid = os.fork()
@@ -37,12 +40,13 @@ def start(argv: list[str], env: dict | None = None, log: str | os.PathLike | Non
         logging.getLogger().handlers.clear()  # let the CLI configure logging onto this stderr
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(1)  # tests share two cores; one thread each is faster and as exact
-        from job import faults, storage
+        import faults
+        from job import storage
         from job.__main__ import main
 
         storage.s3_client.cache_clear()
-        faults._seen.clear()
-        code = main(argv)
+        on_batch = faults.install(fault, faults.out_of(argv)) if fault else None
+        code = main(argv, on_batch=on_batch)
     except SystemExit as e:  # argparse
         code = e.code if isinstance(e.code, int) else 2
     except BaseException:
@@ -60,5 +64,5 @@ def wait(pid: int) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def run(argv: list[str], env: dict | None = None, log: str | os.PathLike | None = None) -> int:
-    return wait(start(argv, env, log))
+def run(argv: list[str], env: dict | None = None, log: str | os.PathLike | None = None, fault: str | None = None) -> int:
+    return wait(start(argv, env, log, fault))

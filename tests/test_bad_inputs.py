@@ -71,7 +71,7 @@ REFUSED = [
     ("spec: path-like name", lambda t, m: ["plan", "--configs", "../x"], "unknown config '../x'", "../x"),
     ("spec: name with a slash", lambda t, m: ["plan", "--configs", "hidden50/../../x"], "unknown config", "hidden50/../../x"),
     ("spec: path-like value", lambda t, m: ["plan", "--configs", "hidden50:seed=../x"], "not a plain value", "../x"),
-    ("spec: grid given to train", lambda t, m: ["train", "--config", "hidden50:lr=1e-3|3e-4", "--prepared", str(t), "--out", str(t / "r")],
+    ("spec: grid given to train", lambda t, m: ["train", "--config", "hidden50:lr=1e-3|3e-4", "--prepared", str(t), "--out", str(t / "r"), "--sweep", "s"],
      "expands to 2 runs", "hidden50:lr=1e-3|3e-4"),
     ("sweep id with ..", lambda t, m: ["sweep", "--configs", "hidden50", "--data", GOOD, "--out", str(t), "--sweep", "../x"],
      "Kubernetes name", "../x"),
@@ -79,9 +79,9 @@ REFUSED = [
     ("S3 URI that is only a scheme", lambda t, m: prepare(GOOD, "s3://"), "has no bucket", "s3://"),
     ("S3 bucket name invalid", lambda t, m: prepare("s3://My_Bucket/x.csv", t), "not a valid S3 bucket name", "My_Bucket"),
     ("unsupported URI scheme", lambda t, m: prepare("gs://bucket/x.csv", t), "unsupported --data scheme", "gs://bucket/x.csv"),
-    ("prepared folder without manifest", lambda t, m: ["train", "--config", "hidden50", "--prepared", str(t), "--out", str(t / "r")],
+    ("prepared folder without manifest", lambda t, m: ["train", "--config", "hidden50", "--prepared", str(t), "--out", str(t / "r"), "--sweep", "s"],
      "not a prepared dataset", "no manifest.json"),
-    ("aggregate of nothing", lambda t, m: ["aggregate", "--sweep", str(t / "sweeps" / "none")], "no runs found", "none"),
+    ("aggregate of nothing", lambda t, m: ["aggregate", "--out", str(t), "--sweep", "none"], "no runs found", "none"),
 ]
 
 
@@ -108,7 +108,7 @@ def test_torn_checkpoint_is_refused_and_never_unpickled(tmp_path, capsys):
     run.mkdir(parents=True)
     marker = tmp_path / "pwned"
     (run / "checkpoint.pt").write_bytes(pickle.dumps(_Exploit(str(marker)), protocol=2))
-    code = main(["train", "--config", "hidden50:epochs=1", "--prepared", prepared, "--out", str(run), "--device", "cpu"])
+    code = main(["train", "--config", "hidden50:epochs=1", "--prepared", prepared, "--out", str(run), "--sweep", "s", "--device", "cpu"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(errors) == 1 and "cannot load checkpoint" in errors[0] and "checkpoint.pt" in errors[0]

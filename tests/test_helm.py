@@ -268,9 +268,11 @@ def test_bucket_and_endpoint_reach_the_pods(helm):
     repo = yaml.safe_load(only(docs, "ConfigMap", "artifact-repositories")["data"]["meli-sweep-s3"])["s3"]
     assert repo == {
         "bucket": "my-bucket", "endpoint": "minio.ml:9000", "region": "us-east-1", "insecure": False,
+        "keyFormat": "meli-sweep/{{workflow.name}}/{{pod.name}}",
         "accessKeySecret": {"name": "meli-s3", "key": "AWS_ACCESS_KEY_ID"},
         "secretKeySecret": {"name": "meli-s3", "key": "AWS_SECRET_ACCESS_KEY"},
     }
+    assert wft["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "meli-sweep-s3"}
 
 
 def test_pod_security_is_the_hera_definitions_by_default(helm):
@@ -370,10 +372,39 @@ def test_custom_secret_keys_map_to_the_aws_variables(helm):
 
 
 def test_default_artifact_repository(helm):
-    cm = only(render(helm), "ConfigMap", "artifact-repositories")
+    docs = render(helm)
+    cm = only(docs, "ConfigMap", "artifact-repositories")
     assert cm["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "meli-sweep-s3"}
     repo = yaml.safe_load(cm["data"]["meli-sweep-s3"])["s3"]
-    assert repo["bucket"] == "meli-sweep" and "endpoint" not in repo and repo["insecure"] is False
+    # AWS by default: the executor's S3 driver refuses an empty endpoint (workflow/artifacts/s3/s3.go: newS3Client)
+    assert repo["bucket"] == "meli-sweep" and repo["endpoint"] == "s3.amazonaws.com" and repo["insecure"] is False
+    assert repo["keyFormat"] == "meli-sweep/{{workflow.name}}/{{pod.name}}"
+    for c in containers(only(docs, "WorkflowTemplate")):  # the pods themselves take boto3's own AWS endpoint
+        assert "AWS_ENDPOINT_URL" not in {e["name"] for e in c["env"]}
+
+
+def test_artifact_repository_options_reach_the_workflowtemplate(helm):
+    """configMapName and key are what the sweep names (Resolve reads only the ref once a workflow gives one)."""
+    docs = render(helm, CHART / "ci" / "credentials-values.yaml")
+    wft = only(docs, "WorkflowTemplate")
+    assert wft["spec"]["artifactRepositoryRef"] == {"configMap": "meli-sweep-artifacts", "key": "meli-sweep-s3"}
+    cm = only(docs, "ConfigMap", "meli-sweep-artifacts")
+    assert "annotations" not in cm["metadata"]  # default: false
+    unnamed = only(render(helm, sets=("artifactRepository.reference=false",)), "WorkflowTemplate")
+    assert "artifactRepositoryRef" not in unnamed["spec"]
+
+
+def test_sdk_credentials_name_no_secret(helm):
+    """IAM role (IRSA) or workload identity: a named key Secret would be a required volume, and pods would hang."""
+    docs = render(helm, sets=("s3.credentials=sdk", "s3.accessKeyIdKey=ID", "s3.secretAccessKeyKey=KEY"))
+    repo = yaml.safe_load(only(docs, "ConfigMap", "artifact-repositories")["data"]["meli-sweep-s3"])["s3"]
+    assert repo["useSDKCreds"] is True and "accessKeySecret" not in repo and "secretKeySecret" not in repo
+    assert "Secret" not in {d["kind"] for d in docs}
+    for c in containers(only(docs, "WorkflowTemplate")):
+        assert not [e for e in c["env"] if "valueFrom" in e]  # no required secretKeyRef either
+        assert all(e["secretRef"].get("optional") for e in c.get("envFrom", []))
+    assert "s3.credentials is sdk" in render_error(helm, "s3.credentials=sdk", "s3.accessKeyId=a", "s3.secretAccessKey=b")
+    assert "s3.credentials \"iam\"" in render_error(helm, "s3.credentials=iam")
 
 
 # --- dashboards and monitors --------------------------------------------------------------
@@ -408,8 +439,24 @@ def test_service_monitors(helm):
     assert pg["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     argo = only(docs, "ServiceMonitor", "argo-controller")
     assert argo["spec"]["namespaceSelector"] == {"matchNames": ["argo"]}
-    assert argo["spec"]["selector"] == {"matchLabels": {"app": "workflow-controller"}}
-    assert argo["spec"]["endpoints"][0]["scheme"] == "https"
+    # The argo-workflows Helm chart's controller Service (Argo's plain manifests ship none since v3.4):
+    # app.kubernetes.io/* labels, port "metrics" (8080), plain http.
+    assert argo["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/component": "workflow-controller",
+                                                        "app.kubernetes.io/part-of": "argo-workflows"}}
+    endpoint = argo["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "http" and endpoint["port"] == "metrics" and "tlsConfig" not in endpoint
+    # honorLabels: the controller's `namespace` label would otherwise become exported_namespace
+    assert endpoint["honorLabels"] is True
+
+
+def test_release_label_reaches_every_prometheus_operator_object(helm):
+    docs = render(helm, sets=("monitoring.release=kps", "serviceMonitors.pushgateway.enabled=true",
+                              "serviceMonitors.argoController.enabled=true", "prometheusRule.enabled=true"))
+    operator_objects = [d for d in docs if d["kind"] in ("ServiceMonitor", "PrometheusRule")]
+    assert len(operator_objects) == 3
+    assert all(d["metadata"]["labels"]["release"] == "kps" for d in operator_objects)
+    assert not any("release" in d["metadata"]["labels"] for d in render(helm, sets=(
+        "serviceMonitors.pushgateway.enabled=true", "prometheusRule.enabled=true")) if "labels" in d["metadata"])
 
 
 def _rule_groups(helm) -> list[dict]:

@@ -67,7 +67,7 @@ def prepared(tmp_path_factory) -> str:
 
 def _train(prepared: str, out: Path, sweep: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     env = {"PUSHGATEWAY_URL": "", **env}  # a developer's own PUSHGATEWAY_URL must not leak in
-    return _job("train", "--config", SPEC, "--prepared", prepared, "--out", str(out / "sweeps" / sweep / CONFIG),
+    return _job("train", "--config", SPEC, "--prepared", prepared, "--out", str(out / "sweeps" / sweep / CONFIG), "--sweep", sweep,
                 "--device", "cpu", env=env)
 
 
@@ -110,14 +110,46 @@ def test_dashboard_shape():
             assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
 
 
+def _sweep_custom_metrics() -> dict[str, set[str]]:
+    """The sweep's own custom metrics, name -> label keys, from the rendered workflow (what the controller emits)."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "workflows" / "sweep.yaml").read_text())
+    found = {}
+    for template in doc["spec"]["templates"]:
+        for metric in template.get("metrics", {}).get("prometheus", []):
+            found[metric["name"]] = {label["key"] for label in metric.get("labels", [])}
+    return found
+
+
 def test_argo_panels_use_documented_controller_metrics():
+    """Documented controller metrics, or the sweep's own custom ones under the controller's prefix.
+
+    Since v3.6 the controller prefixes every metric it exports, custom ones included, with `argo_workflows_`
+    (util/telemetry/exporter_prometheus.go: the exporter's namespace), so `meli_sweep_train_duration_seconds`
+    is scraped as `argo_workflows_meli_sweep_train_duration_seconds`.
+    """
+    custom = _sweep_custom_metrics()
+    assert custom, "the rendered workflow declares no custom metric"
+    seen_custom = set()
     for title, expr in _dashboard_queries():
         if not _is_argo(expr):
             continue
         names = set(re.findall(r"argo_workflows_(\w+)", expr))
-        assert names and names <= ARGO_CONTROLLER_METRICS, f"{title}: {names - ARGO_CONTROLLER_METRICS} not in Argo's docs"
+        labels = set(ARGO_LABELS)
+        for name in names & set(custom):
+            labels |= custom[name]
+            seen_custom.add(name)
+            selected = set(re.findall(r"(\w+)\s*=~?\s*\"", expr))
+            assert selected <= custom[name], f"{title}: selects on {selected - custom[name]}, not a label of {name}"
+        unknown = names - ARGO_CONTROLLER_METRICS - set(custom)
+        assert names and not unknown, f"{title}: {unknown} is neither in Argo's docs nor a custom metric of the sweep"
         grouped = {label for group in re.findall(r"by \(([^)]*)\)", expr) for label in re.split(r"\s*,\s*", group)}
-        assert grouped <= ARGO_LABELS, f"{title}: groups by {grouped - ARGO_LABELS}, not an Argo metric label"
+        assert grouped <= labels, f"{title}: groups by {grouped - labels}, not a label of the metric"
+    assert seen_custom, "no panel shows the sweep's own controller metrics"
+    text = DASHBOARD.read_text()
+    for name in custom:  # never the bare name, which no Prometheus ever holds
+        assert not re.search(rf"(?<!argo_workflows_){name}", text), f"{name} without the argo_workflows_ prefix"
 
 
 @pytest.mark.prometheus
@@ -208,7 +240,7 @@ def test_aggregate_deletes_the_sweeps_groups(prom, prepared, tmp_path):
     assert {"sweep": sweep, "config": CONFIG} in [{k: g.get(k) for k in ("sweep", "config")} for g in groups]
 
     # Right after the final push: aggregate waits until the pushes are 3 scrape intervals old, then deletes.
-    r = _job("aggregate", "--sweep", str(tmp_path / "sweeps" / sweep), "--configs", SPEC,
+    r = _job("aggregate", "--out", str(tmp_path), "--sweep", sweep, "--configs", SPEC,
              env={**env, "PUSHGATEWAY_DELETE_AFTER": "3"})
     assert r.returncode == 0, r.stderr
     assert "WARNING job.metrics" not in r.stderr, r.stderr

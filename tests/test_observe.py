@@ -5,16 +5,22 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 from job import observe
 
 ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "helm" / "meli-sweep" / "dashboards" / "meli-sweep.json"
 
 
 def _listening(url: str) -> bool:
@@ -63,3 +69,57 @@ def test_taken_port_is_a_clear_error(tmp_path):
         with pytest.raises(RuntimeError, match=f"127.0.0.1:{port} is in use"):
             with observe.serve(tmp_path, pushgateway_port=port):
                 pass
+
+
+# Stands for a sweep's train step: pushes one series of the sweep the way train does (job="meli_train").
+_PUSH_ONE = """
+import os, urllib.request
+body = b"meli_train_loss 0.5\\nmeli_train_epochs_planned 2\\n"
+url = os.environ["PUSHGATEWAY_URL"] + "/metrics/job/meli_train/sweep/observe-test/config/hidden50"
+urllib.request.urlopen(urllib.request.Request(url, data=body, method="PUT")).read()
+"""
+
+
+@pytest.mark.prometheus
+def test_hold_keeps_both_servers_up_with_links_that_show_the_sweep(tmp_path):
+    """What `make observe` does: a fresh sweep id, links to the dashboard's queries, servers up until Ctrl-C."""
+    proc = subprocess.Popen([sys.executable, "-m", "job.observe", "--dir", str(tmp_path), "--prometheus-port", "0",
+                             "--pushgateway-port", "0", "--scrape-interval", "1", "--hold", "--sweep", "observe-test",
+                             "--dashboard", str(DASHBOARD), "--", sys.executable, "-c", _PUSH_ONE],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:  # read until the servers are held: the command has ended by then
+            lines.append(line)
+            if line.startswith("Servers up"):
+                break
+        text = "".join(lines)
+        assert proc.poll() is None, text  # still up after the command
+        links = dict(re.findall(r"^  (Train loss|Epoch): (http://\S+)$", text, re.M))
+        assert set(links) == {"Train loss", "Epoch"}, text
+        assert "argo_workflows_" not in text  # no controller runs beside a local sweep
+        expr = urllib.parse.parse_qs(urllib.parse.urlparse(links["Train loss"]).query)["g0.expr"][0]
+        assert 'sweep="observe-test"' in expr and "$" not in expr
+        prometheus = links["Train loss"].split("/graph?")[0]
+        deadline = time.monotonic() + 30
+        while True:  # the pushed series shows once Prometheus has scraped it
+            api = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+            result = json.loads(urllib.request.urlopen(api, timeout=5).read())["data"]["result"]
+            if result or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert [r["metric"]["config"] for r in result] == ["hidden50"]
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        rest = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, rest
+    assert not _listening(prometheus)
+
+
+def test_make_observe_runs_a_fresh_sweep_not_the_demo():
+    """`make observe` after `make demo` must not reuse the finished sweep `demo`: it would push nothing."""
+    r = subprocess.run(["make", "-n", "observe"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ids = re.findall(r"--sweep (\S+)", r.stdout)
+    assert len(ids) == 2 and ids[0] == ids[1], r.stdout  # the links show the sweep that runs
+    assert re.fullmatch(r"observe-\d{8}-\d{6}", ids[0]) and "--hold" in r.stdout

@@ -1,7 +1,8 @@
 """Faults survived: runs killed at named points resume to the same result, S3 faults are retried
 then fail in one line, and a failing config (NaN loss, out of memory) never hides the others.
 
-Kill points (job/faults.py, MELI_FAULT) are hit in a real forked process with SIGKILL, locally and
+Kill points (tests/faults.py, installed through the storage and training-loop seams) are hit in a
+real forked process with SIGKILL, locally and
 on S3 behind a fault-injecting proxy (tests/faultproxy.py) in front of the moto server; one S3
 upload is cut off halfway by killing the process from outside while the proxy holds it.
 """
@@ -44,7 +45,7 @@ def warm_imports():
 
 
 def train_args(prepared: str, out: str, config: str = CONFIG) -> list[str]:
-    return ["train", "--config", config, "--prepared", prepared, "--out", out, "--device", "cpu"]
+    return ["train", "--config", config, "--prepared", prepared, "--out", out, "--sweep", "reliability", "--device", "cpu"]
 
 
 def epochs_of(metrics_text: str) -> list[int]:
@@ -95,7 +96,7 @@ def assert_same_as_baseline(baseline: dict, metrics: str, summary: dict, model: 
 
 # --- 1. preemption and crashes -------------------------------------------------------------
 
-# (MELI_FAULT, epochs in the checkpoint after the kill): each line kills the rerun of the line before.
+# (fault, epochs in the checkpoint after the kill): each line kills the rerun of the line before.
 LOCAL_KILLS = [
     ("kill:mid-epoch:epoch-2", 1),  # half of epoch 2's batches done
     ("kill:mid-write:checkpoint.pt", 1),  # the resumed run's first checkpoint (epoch 2) half written
@@ -109,7 +110,7 @@ def test_local_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tin
     out = tmp_path / "sweeps" / "killed" / RUN
     log = tmp_path / "train.log"
     for fault, epochs in LOCAL_KILLS:
-        code = forked.run(train_args(tiny_prepared, str(out)), env={"MELI_FAULT": fault}, log=log)
+        code = forked.run(train_args(tiny_prepared, str(out)), log=log, fault=fault)
         assert code == -signal.SIGKILL, f"{fault}: exit {code}\n{log.read_text()[-3000:]}"
         assert not (out / "summary.json").exists()
         assert checkpoint_epoch((out / "checkpoint.pt").read_bytes()) == epochs, fault
@@ -157,12 +158,12 @@ def test_s3_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tiny_p
         child_env = {"AWS_ENDPOINT_URL": proxy.url, "MELI_CACHE": str(tmp_path / "cache"), "S3_MAX_ATTEMPTS": "4"}
 
         # 1. mid-epoch, before anything was saved: the run leaves nothing behind.
-        code = forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": "kill:mid-epoch:epoch-1"}, log=log)
+        code = forked.run(train_args(prepared, out), env=child_env, log=log, fault="kill:mid-epoch:epoch-1")
         assert code == -signal.SIGKILL and keys(s3, bucket, prefix) == set()
 
         # 2. the first model.pt upload cut off halfway: the proxy holds half of it, the process is killed.
         stall = proxy.add(Fault("stall", method="PUT", path="/model.pt"))
-        pid = forked.start(train_args(prepared, out), env={**child_env, "MELI_FAULT": None}, log=log)
+        pid = forked.start(train_args(prepared, out), env=child_env, log=log)
         try:
             assert proxy.stalled.wait(60), log.read_text()[-3000:]
         finally:
@@ -171,19 +172,19 @@ def test_s3_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tiny_p
         assert keys(s3, bucket, prefix) == set()  # no partial object, no checkpoint
 
         # 3. after the first checkpoint, before metrics.jsonl.
-        code = forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": "kill:after-write:checkpoint.pt"}, log=log)
+        code = forked.run(train_args(prepared, out), env=child_env, log=log, fault="kill:after-write:checkpoint.pt")
         assert code == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == 1
         assert "metrics.jsonl" not in keys(s3, bucket, prefix) and "summary.json" not in keys(s3, bucket, prefix)
 
         # 4. halfway through epoch 2's metrics.jsonl (its second write: the first is the resume's rewrite).
-        code = forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": "kill:mid-write:metrics.jsonl@2"}, log=log)
+        code = forked.run(train_args(prepared, out), env=child_env, log=log, fault="kill:mid-write:metrics.jsonl@2")
         assert code == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == 2
         assert epochs_of(get("metrics.jsonl").decode()) == [1]
         uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
         assert [u["Key"].rsplit("/", 1)[-1] for u in uploads] == ["metrics.jsonl"]  # started, never completed
 
         # 5. every epoch done, before the summary.
-        code = forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": "kill:before-write:summary.json"}, log=log)
+        code = forked.run(train_args(prepared, out), env=child_env, log=log, fault="kill:before-write:summary.json")
         assert code == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == EPOCHS
         assert "summary.json" not in keys(s3, bucket, prefix)
 
@@ -191,7 +192,7 @@ def test_s3_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tiny_p
         proxy.clear()
         proxy.add(Fault("status", status=503, times=2))
         proxy.add(Fault("drop", method="PUT", times=1))
-        assert forked.run(train_args(prepared, out), env={**child_env, "MELI_FAULT": None}, log=log) == 0, log.read_text()[-3000:]
+        assert forked.run(train_args(prepared, out), env=child_env, log=log) == 0, log.read_text()[-3000:]
         assert proxy.count("status 503") == 2 and proxy.count("drop") == 1
     assert_same_as_baseline(baseline, get("metrics.jsonl").decode(), json.loads(get("summary.json")), get("model.pt"))
 
@@ -227,7 +228,7 @@ def test_permanent_s3_faults_fail_in_one_line_and_mark_nothing_complete(tiny_csv
     prepared = upload_prepared(s3, bucket, tiny_prepared, "meli/prepared/tiny")
     log = tmp_path / "job.log"
     with FaultProxy(s3_server) as proxy:
-        child = {"AWS_ENDPOINT_URL": proxy.url, "S3_MAX_ATTEMPTS": "3", "MELI_CACHE": str(tmp_path / "cache"), "MELI_FAULT": None}
+        child = {"AWS_ENDPOINT_URL": proxy.url, "S3_MAX_ATTEMPTS": "3", "MELI_CACHE": str(tmp_path / "cache")}
 
         # prepare: every PUT of the manifest answers 503; the data files land, the manifest never does.
         proxy.add(Fault("status", status=503, method="PUT", path="/manifest.json", times=None))
@@ -257,7 +258,7 @@ def test_permanent_s3_faults_fail_in_one_line_and_mark_nothing_complete(tiny_csv
         proxy.clear()
         proxy.add(Fault("drop", times=None))
         log.write_text("")
-        code = forked.run(["aggregate", "--sweep", f"s3://{bucket}/meli/sweeps/faulty"], env=child, log=log)
+        code = forked.run(["aggregate", "--out", f"s3://{bucket}/meli", "--sweep", "faulty"], env=child, log=log)
         errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
         assert code == 2 and len(errors) == 1 and "cannot reach S3" in errors[0] and "Traceback" not in log.read_text()
 
@@ -278,7 +279,7 @@ def test_nan_loss_stops_the_config_at_once_with_its_reason(tiny_prepared, tmp_pa
 def test_out_of_memory_stops_the_config_and_keeps_its_finished_epochs(tiny_prepared, tmp_path):
     out = tmp_path / "sweeps" / "oom" / RUN
     log = tmp_path / "train.log"
-    code = forked.run(train_args(tiny_prepared, str(out)), env={"MELI_FAULT": "oom:mid-epoch:epoch-2"}, log=log)
+    code = forked.run(train_args(tiny_prepared, str(out)), log=log, fault="oom:mid-epoch:epoch-2")
     summary = json.loads((out / "summary.json").read_text())
     errors = [line for line in log.read_text().splitlines() if line.startswith("error:")]
     assert code == 3 and len(errors) == 1 and "Traceback" not in log.read_text()
@@ -292,7 +293,9 @@ def test_sweep_with_failing_configs_finishes_the_others_and_reports_every_reason
     oom = "mlp256_epochs=2_max_train_rows=600_seed=1"
     nan = "mlp512_lr=1e30_epochs=2_max_train_rows=600"
     configs = "mlp256:epochs=2,max_train_rows=600,seed=0|1,mlp512:lr=1e30,epochs=2,max_train_rows=600"
-    env = {**os.environ, "MELI_FAULT": f"oom:mid-epoch:{oom}/epoch-2"}  # only that run's path matches
+    # Each train process of the sweep gets the fault (tests/faultinject); only that run's path matches.
+    env = {**os.environ, "MELI_FAULT": f"oom:mid-epoch:{oom}/epoch-2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests" / "faultinject"), os.environ.get("PYTHONPATH")]))}
     proc = run_job("sweep", "--configs", configs, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", "failing",
                    "--parallel", "2", env=env, check=False, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]

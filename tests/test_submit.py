@@ -93,7 +93,8 @@ def test_make_submit_posts_the_workflow_with_the_bearer_token():
     with FakeArgo() as argo:
         env = argo_env(f"127.0.0.1:{argo.port}", ARGO_SECURE="false")
         r = subprocess.run(
-            ["make", "-s", "submit", "CONFIGS=hidden50,hidden100:lr=1e-3|3e-4", "OUT=s3://bkt/meli", "PARALLELISM=2"],
+            ["make", "-s", "submit", "CONFIGS=hidden50,hidden100:lr=1e-3|3e-4", "OUT=s3://bkt/meli", "PARALLELISM=2",
+             "PUSHGATEWAY_URL=http://prometheus-pushgateway.monitoring:9091", "ARTIFACT_REPOSITORY=team-artifacts#s3"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -112,6 +113,9 @@ def test_make_submit_posts_the_workflow_with_the_bearer_token():
     assert workflow["metadata"]["generateName"] == "meli-sweep-"
     params = {p["name"]: p.get("value") for p in workflow["spec"]["arguments"]["parameters"]}
     assert params["configs"] == "hidden50,hidden100:lr=1e-3|3e-4" and params["out"] == "s3://bkt/meli"
+    # live metrics reach Grafana only when the train pods are told where to push
+    assert params["pushgateway-url"] == "http://prometheus-pushgateway.monitoring:9091"
+    assert workflow["spec"]["artifactRepositoryRef"] == {"configMap": "team-artifacts", "key": "s3"}
     assert workflow["spec"]["parallelism"] == 2
     tasks = {t["name"]: t for t in next(t for t in workflow["spec"]["templates"] if t["name"] == "sweep")["dag"]["tasks"]}
     assert tasks["train"]["withParam"] == "{{tasks.plan.outputs.parameters.runs}}"

@@ -80,9 +80,9 @@ def test_s3_sweep(tiny_csv, s3_env):
 def test_interrupted_run_resumes(tiny_prepared, tmp_path):
     spec = "hidden50:epochs=4,batch_size=64,lr=3e-3"
     whole = tmp_path / "sweeps" / "s" / "whole"
-    run_job("train", "--config", spec, "--prepared", tiny_prepared, "--out", str(whole))
+    run_job("train", "--config", spec, "--prepared", tiny_prepared, "--out", str(whole), "--sweep", "s")
     cut = tmp_path / "sweeps" / "s" / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "job", "train", "--config", spec, "--prepared", tiny_prepared, "--out", str(cut)],
+    proc = subprocess.Popen([sys.executable, "-m", "job", "train", "--config", spec, "--prepared", tiny_prepared, "--out", str(cut), "--sweep", "s"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (cut / "metrics.jsonl").exists() or not (cut / "metrics.jsonl").read_text().strip():
@@ -91,14 +91,14 @@ def test_interrupted_run_resumes(tiny_prepared, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (cut / "summary.json").exists()
-    resumed = run_job("train", "--config", spec, "--prepared", tiny_prepared, "--out", str(cut))
+    resumed = run_job("train", "--config", spec, "--prepared", tiny_prepared, "--out", str(cut), "--sweep", "s")
     assert "resumed from" in resumed.stderr
     lines = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in lines] == [1, 2, 3, 4]
     a, b = (json.loads((d / "summary.json").read_text()) for d in (whole, cut))
     assert a["test_balanced_accuracy"] == b["test_balanced_accuracy"] and a["test_loss"] == b["test_loss"]
     # a finished run is left as it is
-    again = run_job("train", "--config", spec, "--prepared", tiny_prepared, "--out", str(cut))
+    again = run_job("train", "--config", spec, "--prepared", tiny_prepared, "--out", str(cut), "--sweep", "s")
     assert "already finished" in again.stderr
 
 
@@ -110,7 +110,7 @@ def test_aggregate_lists_missing_and_failed_runs(tmp_path):
     (sweep / "mlp256").mkdir()
     (sweep / "mlp256" / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 1.0, "validation_loss": 1.0,
                                                                  "validation_balanced_accuracy": 0.5}) + "\n")
-    run_job("aggregate", "--sweep", str(sweep), "--configs", "hidden50,mlp256,cnn100")
+    run_job("aggregate", "--out", str(sweep.parent.parent), "--sweep", sweep.name, "--configs", "hidden50,mlp256,cnn100")
     rows = {r["config"]: r for r in json.loads((sweep / "report" / "summary.json").read_text())["rows"]}
     assert rows["hidden50"]["status"] == "failed" and "nan" in rows["hidden50"]["reason"]
     assert rows["mlp256"]["status"] == "incomplete" and "after epoch 1" in rows["mlp256"]["reason"]

@@ -322,25 +322,43 @@ def test_argo_ui_annotations_display_name_output_and_metrics():
     assert "hidden50,hidden100" in notes["workflows.argoproj.io/title"]
     assert "s3://bkt/meli/spanish.train.csv.gz" in notes["workflows.argoproj.io/description"]
     train = template(doc, "train")
-    assert train["annotations"]["workflows.argoproj.io/display-name"] == "train {{inputs.parameters.name}}"
+    # The plan item's display-safe label, never the run name: Argo v3.7+ errors a node whose display name
+    # fails its regex (operator.go: executeTemplate), and run names hold '_' and '='.
+    assert train["annotations"]["workflows.argoproj.io/display-name"] == "{{inputs.parameters.label}}"
+    assert task(doc, "train")["arguments"]["parameters"][1] == {"name": "label", "value": "{{item.label}}"}
     out = train["outputs"]["parameters"][0]
     assert out == {"name": "balanced-accuracy", "valueFrom": {"path": "/tmp/result", "default": "nan"}}
     metrics = {m["name"]: m for m in train["metrics"]["prometheus"]}
     accuracy = metrics["meli_sweep_test_balanced_accuracy"]
     assert accuracy["gauge"] == {"realtime": False, "value": "{{outputs.parameters.balanced-accuracy}}"}
     assert accuracy["when"] == "{{status}} == Succeeded"
-    assert {"key": "config", "value": "{{inputs.parameters.name}}"} in accuracy["labels"]
     duration = metrics["meli_sweep_train_duration_seconds"]
     assert duration["gauge"]["value"] == "{{duration}}" and duration["help"]
-    assert {"key": "config", "value": "{{inputs.parameters.name}}"} in duration["labels"]
+    for metric in (accuracy, duration):
+        # the workflow label keeps two sweeps that run the same config apart
+        assert metric["labels"][:2] == [{"key": "workflow", "value": "{{workflow.name}}"},
+                                         {"key": "config", "value": "{{inputs.parameters.name}}"}]
 
 
 def test_aggregate_declares_its_report_files_as_s3_artifacts(doc):
     artifacts = {a["path"].rsplit("/", 1)[1]: a for a in template(doc, "aggregate")["outputs"]["artifacts"]}
     assert {"summary.md", "comparison.png", "train_loss.png", "validation_loss.png", "balanced_accuracy.png"} <= set(artifacts)
     for name, a in artifacts.items():
-        assert a["s3"]["key"] == f"meli-sweep/{{{{workflow.name}}}}/report/{name}"
+        # no key of their own: the repository's keyFormat places them (executor.go: saveArtifactFromFile)
+        assert "s3" not in a
         assert a["archive"] == {"none": {}} and a["optional"] is True
+
+
+def test_artifact_repository_and_log_archive():
+    """The chart's WorkflowTemplate names the chart's repository; a rendered Workflow names one only when asked."""
+    plain = render("hidden50")
+    assert "artifactRepositoryRef" not in plain["spec"] and plain["spec"]["archiveLogs"] is True
+    named = render("hidden50", "--artifact-repository", "team-artifacts#s3")
+    assert named["spec"]["artifactRepositoryRef"] == {"configMap": "team-artifacts", "key": "s3"}
+    chart = yaml.safe_load(CHART_TEMPLATE.read_text())
+    assert chart["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "meli-sweep-s3"}
+    r = cli("render", "--configs", "hidden50", "--artifact-repository", "Team Artifacts")
+    assert r.returncode == 2 and r.stdout == "" and "artifact repository 'Team Artifacts'" in r.stderr
 
 
 # --- inputs are checked before anything is rendered --------------------------------

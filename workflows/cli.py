@@ -24,7 +24,7 @@ from pathlib import Path
 from job import configs as job_configs
 from job import steps, storage
 from job.errors import UserError, run_cli
-from workflows.sweep import Options, build, parse_node_selector, parse_toleration
+from workflows.sweep import CHART_ARTIFACT_REPOSITORY, Options, build, parse_artifact_repository, parse_node_selector, parse_toleration
 
 DEFAULTS = Options()
 TIMEOUT_S = 30.0  # seconds to wait for the Argo server to connect and answer
@@ -43,6 +43,11 @@ def _add_sweep_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--service-account", default=d.service_account, help=f"pods' service account (default: {d.service_account})")
     p.add_argument("--s3-secret", default=d.s3_secret, help=f"Secret holding the S3 credentials (default: {d.s3_secret})")
     p.add_argument("--pushgateway-url", default=d.pushgateway_url, help="Pushgateway URL for live metrics (default: none)")
+    p.add_argument(
+        "--artifact-repository",
+        default=d.artifact_repository,
+        help="Argo artifact repository the sweep names: configmap or configmap#key (default: the namespace's default)",
+    )
     p.add_argument("--node-selector", default="", help="train pods: comma-separated key=value node labels")
     p.add_argument(
         "--toleration",
@@ -81,6 +86,12 @@ def _uri(value: str, what: str, allow_none: bool = False) -> str:
     return value
 
 
+def _pushgateway(url: str) -> None:
+    """The train pods push to this URL from inside the cluster: a typo there shows only as an empty dashboard."""
+    if url and not url.startswith(("http://", "https://")):
+        raise UserError(f"pushgateway-url {url!r}: expected http://host:port or https://host:port")
+
+
 def options_from(args) -> Options:
     """Check every input locally, so a typo fails here and not in a pod."""
     job_configs.expand(args.configs)
@@ -91,6 +102,8 @@ def options_from(args) -> Options:
     tolerations = tuple(args.toleration) if args.toleration is not None else DEFAULTS.tolerations
     for t in tolerations:
         parse_toleration(t)
+    parse_artifact_repository(args.artifact_repository.strip())
+    _pushgateway(args.pushgateway_url.strip())
     if not args.image.strip():
         raise UserError("image: empty (set IMAGE=registry/meli-sweep:tag)")
     return Options(
@@ -99,27 +112,31 @@ def options_from(args) -> Options:
         out=_uri(args.out, "out").rstrip("/"),
         image=args.image.strip(),
         cpu_image=args.cpu_image.strip(),
-        pushgateway_url=args.pushgateway_url,
+        pushgateway_url=args.pushgateway_url.strip(),
         parallelism=args.parallelism,
         namespace=args.namespace,
         service_account=args.service_account,
         s3_secret=args.s3_secret,
         node_selector=node_selector,
         tolerations=tolerations,
+        artifact_repository=args.artifact_repository.strip(),
     )
 
 
-def render(args) -> None:
+def render(args) -> int:
     options = options_from(args)
     if args.kind == "WorkflowTemplate":
-        # The chart file stays free of any one cluster's namespace.
-        options = dataclasses.replace(options, namespace=None)
+        # The chart file stays free of any one cluster's namespace, and names the chart's artifact repository.
+        options = dataclasses.replace(
+            options, namespace=None, artifact_repository=options.artifact_repository or CHART_ARTIFACT_REPOSITORY
+        )
     text = build(args.configs, options, kind=args.kind).to_yaml()
     if args.output == "-":
         sys.stdout.write(text)
     else:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(text)
+    return 0
 
 
 # --- submit -------------------------------------------------------------------
@@ -161,7 +178,7 @@ def _session(verify: bool):
     return session
 
 
-def submit(args) -> None:
+def submit(args) -> int:
     import requests
     from hera import exceptions as hx
     from hera.workflows import WorkflowsService
@@ -199,26 +216,13 @@ def submit(args) -> None:
     if not name:
         raise UserError(f"{where} accepted the workflow but returned no name")
     print(f"submitted {name}   {ui}/workflows/{namespace}/{name}")
+    return 0
 
 
 # --- results ------------------------------------------------------------------
 
 
-def _report_files(report: str) -> list[str]:
-    """Names of the files directly under a report folder, local or S3."""
-    if not storage.is_s3(report):
-        path = Path(report)
-        return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
-    bucket, key = storage.split_s3(report)
-    names = []
-    with storage.s3_errors(report):
-        pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/", Delimiter="/")
-        for page in pages:
-            names += [obj["Key"][len(key) + 1:] for obj in page.get("Contents", [])]
-    return sorted(n for n in names if n)
-
-
-def results(args) -> None:
+def results(args) -> int:
     if not storage.is_s3(args.out):
         storage.check_uri(args.out, "out")
     else:
@@ -226,15 +230,15 @@ def results(args) -> None:
     sweep = args.sweep
     storage.join(args.out, sweep)  # refuses a sweep id that is not a plain name: nothing may escape the prefix
     report = steps.report_uri(args.out, sweep)
-    names = _report_files(report)
-    if not names:
+    if not storage.exists(f"{report}/summary.json"):  # written last: the mark of a complete report
         raise UserError(f"{report}: no report yet (is the sweep finished? `argo get {sweep}` shows its state)")
     dest = Path(args.dest) / sweep / "report"
+    names = [name for name in steps.REPORT_FILES if storage.exists(f"{report}/{name}")]
     for name in names:
         storage.download_file(f"{report}/{name}", dest / name)
     print(f"{len(names)} files of {report} -> {dest}/")
-    if (dest / "summary.md").exists():
-        print(f"summary: {dest / 'summary.md'}")
+    print(f"summary: {dest / 'summary.md'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,7 @@ matplotlib, torch and boto3); the train pods also to /dev/shm.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from hera.workflows import (
@@ -41,7 +42,6 @@ from hera.workflows import (
     Parameter,
     Resources,
     RetryStrategy,
-    S3Artifact,
     SecretEnvFrom,
     Workflow,
     WorkflowTemplate,
@@ -51,22 +51,17 @@ from hera.workflows import models as m
 from job import __version__, steps
 from job.errors import UserError
 
+_K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")  # a ConfigMap's name (RFC 1123 subdomain)
+_CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")  # a ConfigMap data key
+
 NAME = "meli-sweep"  # generateName prefix of every sweep, and the WorkflowTemplate's name
 TITLE = "workflows.argoproj.io/title"  # Argo UI annotations (shown in the workflow list)
 DESCRIPTION = "workflows.argoproj.io/description"
 DISPLAY_NAME = "workflows.argoproj.io/display-name"
 
-# Files `python -m job aggregate` writes into <sweep>/report/; each is an output artifact of the aggregate node.
-REPORT_FILES = (
-    "summary.md",
-    "comparison.png",
-    "balanced_accuracy.png",
-    "train_loss.png",
-    "validation_loss.png",
-    "summary.csv",
-    "summary.json",
-)
 REPORT_DIR = "/tmp/report"  # where the aggregate container also leaves its report, for the artifacts
+# The chart's artifact repository ConfigMap#key (its values' defaults), which its WorkflowTemplate names.
+CHART_ARTIFACT_REPOSITORY = "artifact-repositories#meli-sweep-s3"
 RESULT = "/tmp/result"  # train writes the test balanced accuracy here (a plain number)
 TMP = "/tmp"  # the one writable path of every step (an emptyDir): the root filesystem is read-only
 
@@ -105,6 +100,9 @@ class Options:
     uid: int = 1000  # runAsUser of every container: the images' non-root user `meli` (images/Dockerfile*)
     gid: int = 1000  # runAsGroup of every container: that user's group
     tmp_size: str | None = None  # sizeLimit of the /tmp emptyDir (prepared-data cache, downloads); None = no limit
+    artifact_repository: str = ""  # "configmap" or "configmap#key" of Argo's artifact repository the sweep names
+    #   (spec.artifactRepositoryRef); "" = the namespace's default repository, then the controller's
+    archive_logs: bool = True  # keep every pod's log in the artifact repository: podGC deletes succeeded pods
     labels: dict = field(default_factory=dict, compare=False)  # extra labels on the Workflow object
 
     def image_cpu(self) -> str:
@@ -135,6 +133,20 @@ def parse_toleration(text: str) -> m.Toleration:
         value=value.strip() if eq else None,
         effect=effect or None,
     )
+
+
+def parse_artifact_repository(text: str) -> m.ArtifactRepositoryRef | None:
+    """"configmap" or "configmap#key" -> spec.artifactRepositoryRef; "" -> None (the namespace default).
+
+    With a ref, Argo looks only in that ConfigMap (workflow namespace, then the controller's) and never
+    falls back to a default (workflow/artifactrepositories/artifactrepositories.go: Resolve).
+    """
+    if not text:
+        return None
+    name, _, key = str(text).partition("#")
+    if not _K8S_NAME.match(name) or (key and not _CONFIGMAP_KEY.match(key)):
+        raise UserError(f"artifact repository {text!r}: expected configmap or configmap#key (Kubernetes names)")
+    return m.ArtifactRepositoryRef(config_map=name, key=key or None)
 
 
 def _parameters(configs: str, o: Options) -> list[Parameter]:
@@ -184,16 +196,17 @@ def _tmp_volume(o: Options) -> EmptyDirVolume:
 
 def _report_artifacts() -> list[Artifact]:
     # One artifact per file, stored as is (no tar), so the Argo UI links and previews each; optional, so a
-    # report without, say, a loss plot (no run finished) still uploads the rest.
+    # report without, say, a loss plot (no run finished) still uploads the rest. No key: the executor
+    # then stores each at the repository's keyFormat + "/" + file name (workflow/executor/executor.go:
+    # saveArtifactFromFile), in the repository's bucket. The report's own copy is under OUT/sweeps/.
     return [
-        S3Artifact(
+        Artifact(
             name=f.replace(".", "-").replace("_", "-"),
             path=f"{REPORT_DIR}/{f}",
-            key=f"{NAME}/{{{{workflow.name}}}}/report/{f}",
             archive=NoneArchiveStrategy(),
             optional=True,
         )
-        for f in REPORT_FILES
+        for f in steps.REPORT_FILES
     ]
 
 
@@ -225,6 +238,9 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
         service_account_name=o.service_account,
         parallelism=o.parallelism,
         pod_gc=m.PodGC(strategy="OnPodSuccess"),  # failed pods stay for `kubectl logs` until the TTL
+        # Succeeded pods are deleted at once, so their logs live only in the artifact repository.
+        archive_logs=o.archive_logs or None,
+        artifact_repository_ref=parse_artifact_repository(o.artifact_repository),
         ttl_strategy=m.TTLStrategy(seconds_after_success=o.ttl_success_s, seconds_after_failure=o.ttl_failure_s),
         # Pod level too, so Argo's init and wait containers run as non-root under the runtime's seccomp profile.
         security_context=m.PodSecurityContext(
@@ -260,7 +276,7 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
         train = Container(
             name="train",
             image="{{workflow.parameters.image}}",
-            inputs=[Parameter(name="name"), Parameter(name="spec"), Parameter(name="prepared")],
+            inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared")],
             command=steps.train(
                 "{{inputs.parameters.spec}}",
                 "{{inputs.parameters.prepared}}",
@@ -291,7 +307,10 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
                 Gauge(
                     name="meli_sweep_test_balanced_accuracy",
                     help="Final test balanced accuracy of a sweep run",
-                    labels=[Label(key="config", value="{{inputs.parameters.name}}")],
+                    labels=[
+                        Label(key="workflow", value="{{workflow.name}}"),
+                        Label(key="config", value="{{inputs.parameters.name}}"),
+                    ],
                     when="{{status}} == Succeeded",
                     realtime=False,
                     value="{{outputs.parameters.balanced-accuracy}}",
@@ -300,6 +319,7 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
                     name="meli_sweep_train_duration_seconds",
                     help="Duration of a sweep run's train pod in seconds",
                     labels=[
+                        Label(key="workflow", value="{{workflow.name}}"),
                         Label(key="config", value="{{inputs.parameters.name}}"),
                         Label(key="status", value="{{status}}"),
                     ],
@@ -339,6 +359,7 @@ def _sweep_dag(plan: Container, prepare: Container, train: Container, aggregate:
             with_param="{{tasks.plan.outputs.parameters.runs}}",
             arguments={
                 "name": "{{item.name}}",
+                "label": "{{item.label}}",
                 "spec": "{{item.spec}}",
                 "prepared": "{{tasks.prepare.outputs.parameters.prepared}}",
             },
@@ -351,22 +372,16 @@ def _sweep_dag(plan: Container, prepare: Container, train: Container, aggregate:
 
 
 def _name_train_nodes(w: Workflow) -> None:
-    """Show each train node as its run name in the Argo UI, not as the JSON of its item.
+    """Show each train node as its run's label in the Argo UI, not as the JSON of its item.
 
     Argo reads the display name from the template's own `annotations`; Hera's `annotations` field goes
-    to pod metadata instead, so the built template gets the annotation here.
+    to pod metadata instead, so the built template gets the annotation here. Argo v3.7+ checks it
+    after substitution against DISPLAY_NAME (workflow/controller/operator.go: executeTemplate) and
+    marks the node Error when it fails, hence the plan step's display-safe `label`, not the run name.
     """
     for i, t in enumerate(w.templates):
         if isinstance(t, Container) and t.name == "train":
             built = t._build_template()
-            built.annotations = {DISPLAY_NAME: "train {{inputs.parameters.name}}"}
+            built.annotations = {DISPLAY_NAME: "{{inputs.parameters.label}}"}
             w.templates[i] = built
 
-
-def manifest(w: Workflow) -> dict:
-    """The built resource as a plain dict (what the YAML and the API request hold)."""
-    return w.to_dict()
-
-
-def to_yaml(w: Workflow) -> str:
-    return w.to_yaml()

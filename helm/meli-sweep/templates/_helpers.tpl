@@ -79,7 +79,9 @@ Giving only one of the two keys is an error, not a silent fallback.
 {{- define "meli-sweep.s3.createSecret" -}}
 {{- $id := .Values.s3.accessKeyId | default "" }}
 {{- $key := .Values.s3.secretAccessKey | default "" }}
-{{- if and $id $key }}true
+{{- if and (or $id $key) (eq .Values.s3.credentials "sdk") }}
+{{- fail "s3.credentials is sdk (the pod's cloud identity): leave s3.accessKeyId and s3.secretAccessKey empty" }}
+{{- else if and $id $key }}true
 {{- else if or $id $key }}
 {{- fail "s3.accessKeyId and s3.secretAccessKey must be given together (or neither, to use s3.existingSecret)" }}
 {{- end }}
@@ -97,10 +99,32 @@ The Secret holding the S3 keys: the chart's own when credentials are given, else
 {{- end }}
 
 {{/*
-S3 endpoint as Argo's artifact repository wants it: host[:port], no scheme.
+S3 endpoint as Argo's artifact repository wants it: host[:port], no scheme. Never empty: the
+executor's S3 driver (minio-go, workflow/artifacts/s3/s3.go: newS3Client) refuses an empty
+endpoint, so AWS S3 is named as Argo's own docs name it.
 */}}
 {{- define "meli-sweep.s3.argoEndpoint" -}}
-{{- regexReplaceAll "^[a-zA-Z]+://" (.Values.s3.endpoint | default "") "" | trimSuffix "/" }}
+{{- regexReplaceAll "^[a-zA-Z]+://" (.Values.s3.endpoint | default "s3.amazonaws.com") "" | trimSuffix "/" }}
+{{- end }}
+
+{{/*
+Whether pods reach S3 with the pod's cloud identity (IRSA, workload identity) instead of keys.
+*/}}
+{{- define "meli-sweep.s3.sdkCreds" -}}
+{{- if eq .Values.s3.credentials "sdk" }}true
+{{- else if ne .Values.s3.credentials "keys" }}
+{{- fail (printf "s3.credentials %q: expected keys or sdk" .Values.s3.credentials) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of the Prometheus Operator objects: kube-prometheus-stack finds ServiceMonitors and rules
+by its `release` label unless told otherwise.
+*/}}
+{{- define "meli-sweep.monitoringLabels" -}}
+{{- with .Values.monitoring.release }}
+release: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/*
