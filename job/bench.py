@@ -377,7 +377,7 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
     model = build_model(family, VOCAB, EMBED_DIM, classes, vectors=vectors, **builder_kwargs(cfg))
     model.load_state_dict(init)
     model.to(device)
-    optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay)
     split = splits["train"]
     samples = 0
     with PeakMemory(device) as memory:
@@ -539,7 +539,7 @@ def profile_steps(family: str, data: dict, vectors: torch.Tensor, sizes: Sizes, 
     split = make_split(*data["train"], cfg.max_len, device)
     torch.manual_seed(cfg.seed)
     model = build_model(family, VOCAB, EMBED_DIM, sizes.classes, vectors=vectors, **builder_kwargs(cfg)).to(device)
-    optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay)
     order, batches = epoch_order(split.lengths_host, cfg.batch_size, np.random.default_rng(cfg.seed),
                                  train.batch_pieces(device, cfg.batch_size))
     warm = min(PROFILE_STEPS, len(batches) // 2)

@@ -112,7 +112,7 @@ def test_pieces_take_the_step_of_the_whole_batch(family, monkeypatch):
     for pieces in (1, 4):
         torch.manual_seed(0)
         model = build_model(family, 40, 8, 5, dropout=0.0)
-        optimizer = train.build_optimizer(model, 1e-2, 0.0, torch.device("cpu"))
+        optimizer = train.build_optimizer(model, 1e-2, 0.0)
         order, batches = epoch_order(split.lengths_host, 32, np.random.default_rng(5), pieces)
         loss, seen = train.train_epoch(model, optimizer, split, order, batches, torch.device("cpu"))
         results.append((loss, seen, model.state_dict()))
