@@ -6,8 +6,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 # interpreter that creates the venv
 PYTHON ?= python3
-# torch installed before the package (CPU build here; GPU images bring their own)
-TORCH_SPEC ?= torch==2.13.0
+# The one torch version: the venv (and so every test) installs it, the CUDA image too (images/Dockerfile
+# reads the same file), and the GPU bench prints it beside the torch it ran. Here pip finds the CPU build.
+TORCH_VERSION := $(shell cat images/torch-version)
 # local output prefix of demo and results
 RUNS ?= runs
 # config specs of the sweep (see README: Named configs)
@@ -26,10 +27,10 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml images/torch-version
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q "$(TORCH_SPEC)"
+	$(VPY) -m pip install -q "torch==$(TORCH_VERSION)"
 	$(VPY) -m pip install -q -e '.[test]'
 	touch $@
 

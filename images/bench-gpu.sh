@@ -1,23 +1,36 @@
 #!/usr/bin/env bash
-# Every training-throughput figure on one GPU machine (H100 or H200), in one run:
-# the seed-style loop against this project's training path, for the LSTM (hidden100), then
-# the CNN (cnn100) and the MLP (mlp256), on 2,000,000 synthetic rows of the course's shape.
+# Every training-throughput figure on one GPU machine (H100 or H200), in one run: the machine, the
+# torch, CUDA and cuDNN it ran (and whether that torch is the pinned one the image ships), then, for the
+# LSTM (hidden100), the CNN (cnn100) and the MLP (mlp256): the seed-style loop against this project's
+# path and against that path at 4x the batch, in interleaved rounds over several seeds (medians,
+# min..max, ratio of medians, mean accuracy and its spread, verdicts against the 10x target), peak GPU
+# memory, the 10-epoch time extrapolated to the course's 6.1 M rows, meli_train_gpu_memory_bytes as
+# train pushes it, and the profiler's table of a few of ours' steps.
 #
-#   images/bench-gpu.sh                    # from the repository root, with PyTorch (CUDA) installed
-#   ROWS=6100000 EPOCHS=10 images/bench-gpu.sh    # the full 10 epochs at the course's size
-#   FAMILIES=lstm images/bench-gpu.sh      # the LSTM only (about 2 minutes on an H200)
+#   images/bench-gpu.sh                          # from the repository root, with PyTorch (CUDA) installed
+#   FAMILY=lstm images/bench-gpu.sh              # one family (lstm, cnn, mlp or all)
+#   BENCH_ARGS="--rows 6119100 --epochs 10 --repeats 1 --seeds 1" images/bench-gpu.sh   # the course's size, once (no verdicts)
 #
-# Needs only torch, numpy and scikit-learn: the bench imports no gensim, boto3, hera or prometheus-client.
-# It prints the machine, then one table per family; keep the whole output with the figures.
+# The sizes are the bench's GPU defaults (job/bench.py DEFAULTS), chosen to fit in a few minutes.
+# Needs torch, numpy, scikit-learn and prometheus-client (for the metric): no gensim, boto3 or hera.
+# Keep the whole output with the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python}
-ROWS=${ROWS:-2000000}
-EPOCHS=${EPOCHS:-3}
-FAMILIES=${FAMILIES:-lstm cnn mlp}
+PYTHON=${PYTHON:-python3}
+FAMILY=${FAMILY:-all}
 
+date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())"
-for family in $FAMILIES; do
-    "$PYTHON" -m job bench --device cuda --family "$family" --rows "$ROWS" --epochs "$EPOCHS"
-done
+"$PYTHON" - "$(cat images/torch-version)" <<'EOF'
+import sys
+
+import torch
+
+pinned = sys.argv[1]
+print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "pinned", pinned)
+if torch.__version__.split("+")[0] != pinned:
+    print(f"note: torch {torch.__version__} is not the shipped torch: the image and every test run {pinned} (images/torch-version)")
+EOF
+# shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
+PYTHONUNBUFFERED=1 "$PYTHON" -m job bench --device cuda --family "$FAMILY" --profile ${BENCH_ARGS:-}
+echo "bench-gpu.sh: ${SECONDS} s in all, start-up included"

@@ -80,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--family", default="lstm", choices=("lstm", "cnn", "mlp", "all"), help="model family (default: lstm)")
     s.add_argument("--epochs", type=int, default=None, help="epochs for both loops (default: sized for the device)")
     s.add_argument("--classes", type=int, default=None, help="classes (default: 632 on cuda; fewer on cpu, to learn in minutes)")
+    s.add_argument("--repeats", type=int, default=None,
+                   help="timed runs of each loop, interleaved; the median and min..max are over them (default: sized for the device)")
+    s.add_argument("--seeds", type=int, default=None,
+                   help="seeds whose mean validation balanced accuracy is judged, the spread beside it (default: sized for the device)")
+    s.add_argument("--big-batch", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run ours at 4x the batch in each round (default: on cuda, not on cpu)")
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu; torch's own on cuda)")
+    s.add_argument("--profile", action="store_true", help="also print the profiler's table of a few of ours' training steps")
     return p
 
 

@@ -29,7 +29,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import basic_auth_handler, default_handler, delete_from_gateway, pushadd_to_gateway
+from prometheus_client.exposition import (basic_auth_handler, default_handler, delete_from_gateway, generate_latest,
+                                         pushadd_to_gateway)
 
 from job.errors import UserError
 
@@ -340,3 +341,13 @@ def delete_sweep(sweep: str, configs: list[str]) -> None:
                     gateway, sweep, _reason(e, password), gateway, JOB, sweep)
         return
     log.info("Pushgateway %s: deleted %d group(s) of sweep %s", gateway, len(names), sweep)
+
+
+def gpu_memory_sample() -> str:
+    """meli_train_gpu_memory_bytes now, as its line of the text a push would carry (the GPU bench prints it)."""
+    values = _Values()
+    values.set(gpu_memory_bytes=_gpu_memory_bytes())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(values)
+    text = generate_latest(registry).decode()
+    return next(line for line in text.splitlines() if line.startswith("meli_train_gpu_memory_bytes "))

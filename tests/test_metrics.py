@@ -374,3 +374,15 @@ def test_gpu_memory_reads_cuda_only_when_torch_already_uses_it(monkeypatch):
     assert metrics._gpu_memory_bytes() == 0
     monkeypatch.delitem(sys.modules, "torch")
     assert metrics._gpu_memory_bytes() == 0 and "torch" not in sys.modules
+
+
+def test_gpu_memory_sample_is_the_line_a_push_carries(monkeypatch):
+    """The GPU bench prints this line: the gauge read through the same collector and text format as a push."""
+    class Cuda:
+        is_available = is_initialized = staticmethod(lambda: True)
+        memory_allocated = staticmethod(lambda: 123456789)
+
+    monkeypatch.setitem(sys.modules, "torch", type("Torch", (), {"cuda": Cuda}))
+    assert metrics.gpu_memory_sample() == "meli_train_gpu_memory_bytes 1.23456789e+08"
+    monkeypatch.delitem(sys.modules, "torch")
+    assert metrics.gpu_memory_sample() == "meli_train_gpu_memory_bytes 0.0"
