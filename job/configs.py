@@ -74,6 +74,11 @@ NAMED: dict[str, TrainConfig] = {
     # Aimed at the best known result (0.946, an LSTM on fine-tuned embeddings): wider, two-way,
     # unfrozen vectors, stops when validation balanced accuracy stalls.
     "finetune256": TrainConfig(family="lstm", hidden=256, bidirectional=True, freeze_embeddings=False, patience=2),
+    # Tuned for the CNN and the MLP: vectors tuned with the model, learning rate and epochs set for it.
+    "cnn_tuned": TrainConfig(family="cnn", filters=200, fc=256, dropout=0.5, freeze_embeddings=False, epochs=15,
+                             patience=3),
+    "mlp_tuned": TrainConfig(family="mlp", mlp_hidden=256, batch_size=128, weight_decay=1e-5, freeze_embeddings=False,
+                             epochs=8),
     # The classic baseline every sweep adds (BASELINE): TF-IDF of word 1-2-grams and character 2-5-grams,
     # class-balanced logistic regression by SGD, one pass per epoch.
     "tfidf": TrainConfig(family="tfidf", epochs=5, weight_decay=1e-4),

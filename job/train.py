@@ -387,7 +387,8 @@ def finished(out: str, run: configs.Run) -> dict | None:
     uri = storage.join(out, "summary.json")
     if storage.exists(uri):
         done = storage.read_json(uri)
-        if done.get("status") == "ok" and done.get("spec") == run.spec:
+        # the config's values, not only its name: a named config may have changed since
+        if done.get("status") == "ok" and done.get("spec") == run.spec and done.get("config_values") == run.config.to_dict():
             return done
     return None
 
