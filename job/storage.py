@@ -8,8 +8,8 @@ mode, `S3_MAX_ATTEMPTS` tries in all); after that the error becomes one
 
 Writes never leave a half-written object where a reader would take it as
 complete: local files go to a temp name and are renamed, and an S3 PUT is
-only visible once the whole object has arrived. `write_bytes` carries the test-only kill points
-of job/faults.py (inert unless MELI_FAULT is set).
+only visible once the whole object has arrived. `write_bytes` and `put_file` carry the test-only
+kill points of job/faults.py (inert unless MELI_FAULT is set).
 """
 
 from __future__ import annotations
@@ -270,6 +270,23 @@ def upload_file(local: str | Path, uri: str) -> None:
     bucket, key = split_s3(uri)
     with s3_errors(uri):
         s3_client().upload_file(str(local), bucket, key)
+
+
+def put_file(local: str | Path, uri: str) -> None:
+    """Publish a finished local file at a URI, moving it: a rename on the same filesystem, else a copy or upload."""
+    faults.at("before-write", uri)
+    if is_s3(uri):
+        upload_file(local, uri)
+        os.unlink(local)
+    else:
+        dest = Path(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(local, dest)  # atomic: readers see the old file or the whole new one
+        except OSError:  # another filesystem
+            upload_file(local, uri)
+            os.unlink(local)
+    faults.at("after-write", uri)
 
 
 def download_file(uri: str, local: str | Path) -> Path:
