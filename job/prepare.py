@@ -254,7 +254,7 @@ def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Pa
         for result in results:
             corpus.add(result, f)
     corpus.finish()
-    figures.update(rows=corpus.rows_read, read_seconds=round(reading, 3), workers=workers,
+    figures.update(count=corpus.rows_read, read_seconds=round(reading, 3), workers=workers,
                    worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3), distinct_words=len(corpus.words),
                    tokens=int(corpus.lengths.sum()), spool_bytes=spool.stat().st_size)
     return corpus
@@ -456,15 +456,15 @@ class Phases:
         self.done: list[dict] = []
 
     @contextlib.contextmanager
-    def __call__(self, name: str, rows: int = 0):
+    def __call__(self, name: str, count: int = 0, unit: str = "rows"):
         _reset_peak_rss()
-        figures = {"phase": name, "rows": rows}
+        figures = {"phase": name, "count": count, "unit": unit}
         started, cpu = time.perf_counter(), time.process_time()
-        yield figures  # a phase adds its own figures (rows it went through, bytes written, ...)
+        yield figures  # a phase may set its count at its end, and add figures of its own
         figures.update(seconds=round(time.perf_counter() - started, 3), cpu_seconds=round(time.process_time() - cpu, 3),
                        peak_rss=_peak_rss())
         self.done.append(figures)
-        rate = f", {figures['rows'] / max(figures['seconds'], 1e-9):,.0f} rows/s" if figures["rows"] else ""
+        rate = f", {figures['count'] / max(figures['seconds'], 1e-9):,.0f} {figures['unit']}/s" if figures["count"] else ""
         log.info("%s: %.1f s%s, peak resident memory %.0f MB", name, figures["seconds"], rate, figures["peak_rss"] / 2**20)
 
 
@@ -564,24 +564,26 @@ def main(args) -> str:
         with phases("read and tokenize") as figures:
             corpus = tokenize_input(path, name, args.language, workers, staging / "spool.i32", figures)
         log.info("read %d rows from %s (%d workers)", corpus.rows_read, args.data, workers)
-        with phases("split", len(corpus.lengths)):
+        with phases("split", len(corpus.lengths), "titles"):
             rows = assign_splits(corpus, args.seed, args.data)
-        with phases("vocabulary", int((rows.split == 0).sum())):
+        with phases("vocabulary", int((rows.split == 0).sum()), "training titles"):
             vocabulary = build_vocabulary(corpus, rows)
         log.info("vocabulary: %d words (+2 specials) from %d training titles", len(vocabulary) - 2, int((rows.split == 0).sum()))
-        with phases("encode", len(corpus.lengths)):
+        with phases("encode", len(corpus.lengths), "titles"):
             files, split_rows, oov = encode(corpus, rows, vocabulary, staging)
         for split_name in ("validation", "test"):
             if split_rows[split_name] == 0:
                 raise UserError(f"{args.data}: the {split_name} split is empty after cleaning; need more rows per category")
-        with phases("embeddings", len(vocabulary)):
+        with phases("embeddings") as figures:
             vectors = _vectors(args, vocabulary, _Sentences(corpus, rows.split == 0))
+            figures.update(count=vectors.stats.get("lines", int((rows.split == 0).sum())),
+                           unit="lines" if "lines" in vectors.stats else "training titles")
         files["embeddings.npy"] = _npy(vectors.matrix)
         files["vocab.json"] = json.dumps(vocabulary, ensure_ascii=False).encode()
         files["labels.json"] = json.dumps(rows.label_names, ensure_ascii=False).encode()
         report = _report(args, corpus, rows, split_rows, oov, vocabulary, vectors)
         files["report.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode()
-        with phases("write", corpus.rows_read) as figures:
+        with phases("write") as figures:
             listed = _publish(out, files)
             manifest = {
                 "version": PREPARE_VERSION,
@@ -593,7 +595,7 @@ def main(args) -> str:
                 "splits": split_rows,
             }
             storage.write_json(storage.join(out, "manifest.json"), manifest)  # last: marks the folder complete
-            figures["bytes"] = sum(f["bytes"] for f in listed.values())
+            figures.update(count=sum(f["bytes"] for f in listed.values()), unit="bytes")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("prepared %s in %.1fs: %s rows, %d classes, vocab %d, OOV %s, coverage %.1f%%, dropped: %s", out,
