@@ -13,6 +13,7 @@ whose dimension disagrees with its header, or with most of its lines, is refused
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import logging
@@ -39,26 +40,27 @@ class Vectors:
 
 def _text_lines(path: Path, name: str) -> Iterator[str]:
     """The file's lines, without their "\\n": read and decoded READ_BLOCK bytes at a time, not a line at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()  # a character cut by a block's end waits for the next block
     with open(path, "rb") as raw, (gzip.open(raw) if name.endswith(".gz") else contextlib.nullcontext(raw)) as f:
-        carry, before = b"", 0
+        carry, before = "", 0  # the unfinished last line, and the lines yielded so far
         while True:
             block = f.read(READ_BLOCK)
-            data = carry + block
-            cut = data.rfind(b"\n") + 1 if block else len(data)  # whole lines only, until the end of the file
-            body, carry = data[:cut], data[cut:]
+            pending = decoder.getstate()[0]
             try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as e:
-                line = before + body.count(b"\n", 0, e.start) + 1
-                column = e.start - body.rfind(b"\n", 0, e.start)
-                raise UserError(f"{name}: not UTF-8 text (line {line}, byte {column}); "
+                text = carry + decoder.decode(block, final=not block)
+            except UnicodeDecodeError as e:  # refused at once, not after reading on to the next newline
+                data = pending + block
+                newlines = data.count(b"\n", 0, e.start)
+                column = e.start - data.rfind(b"\n", 0, e.start) + (0 if newlines else len(carry.encode()))
+                raise UserError(f"{name}: not UTF-8 text (line {before + newlines + 1}, byte {column}); "
                                 f"a binary word2vec file must end in .bin") from None
             lines = text.split("\n")
-            if lines[-1] == "":  # the text ended with a newline (or was empty)
-                lines.pop()
+            carry = lines.pop()
             yield from lines
             before += len(lines)
             if not block:
+                if carry:
+                    yield carry
                 return
 
 
