@@ -90,25 +90,28 @@ class Tokenized:
     category: np.ndarray  # int32 per tokenized title: index into categories
     split: np.ndarray  # int8 per tokenized title: index into SPLITS, -1 when unknown or absent
     cpu_seconds: float  # the worker's CPU time on this chunk
+    private_memory: int  # bytes: the worker's private resident memory at the chunk's end (its peak, near enough)
 
 
 def tokenize_chunk(task: tuple) -> Tokenized:
     """Clean, filter and tokenize one chunk: (title, category, split or None) Series and the stopword language."""
+    import pandas as pd
+
     titles, categories, splits, language = task
     started = time.process_time()
-    titles = titles.astype(str).str.strip()
-    cats = categories.astype(str).str.strip()
+    # A JSON record without the field (null, or absent) has an empty one, and is dropped and counted as such.
+    titles = titles.fillna("").astype(str).str.strip()
+    cats = categories.fillna("").astype(str).str.strip()
     too_long = titles.str.len() > MAX_TITLE_CHARS
     empty_title, empty_cat = titles == "", cats == ""
     dropped = {"empty title": int(empty_title.sum()), "empty category": int((~empty_title & empty_cat).sum()),
                OVER_LONG: int((too_long & ~empty_cat).sum())}
     keep = (~empty_title & ~empty_cat & ~too_long).to_numpy()
-    split_of = splits.astype(str).str.strip().str.lower().tolist() if splits is not None else None
+    split_of = splits.fillna("").astype(str).str.strip().str.lower().tolist() if splits is not None else None
     stop = text.stopwords(language)
-    title_list, cat_list = titles.tolist(), cats.tolist()
-    words: dict[str, int] = {}
-    cat_ids: dict[str, int] = {}
-    ids, lengths, category, split = [], [], [], []
+    title_list = titles.tolist()
+    tokens_all: list[str] = []
+    lengths, kept_rows, split = [], [], []
     no_tokens, first_no_tokens, first_bad_split = 0, -1, -1
     for i in np.flatnonzero(keep).tolist():
         tokens = text.tokenize(title_list[i], stop)
@@ -119,14 +122,17 @@ def tokenize_chunk(task: tuple) -> Tokenized:
         s = _SPLIT_CODE.get(split_of[i], -1) if split_of is not None else -1
         if s < 0 and first_bad_split < 0:
             first_bad_split = i
-        ids.extend([words.setdefault(w, len(words)) for w in tokens])
+        tokens_all += tokens
         lengths.append(len(tokens))
-        category.append(cat_ids.setdefault(cat_list[i], len(cat_ids)))
+        kept_rows.append(i)
         split.append(s)
-    return Tokenized(len(titles), dropped, no_tokens, first_no_tokens, first_bad_split, list(words),
-                     np.asarray(ids, dtype=np.int32), np.asarray(lengths, dtype=np.int32), list(cat_ids),
-                     np.asarray(category, dtype=np.int32), np.asarray(split, dtype=np.int8),
-                     time.process_time() - started)
+    # ids in order of first appearance, hashed in C: a dict per token in Python cost as much as tokenizing
+    ids, words = pd.factorize(np.asarray(tokens_all, dtype=object))
+    category, names = pd.factorize(cats.to_numpy(dtype=object)[kept_rows])
+    return Tokenized(len(titles), dropped, no_tokens, first_no_tokens, first_bad_split, words.tolist(),
+                     ids.astype(np.int32), np.asarray(lengths, dtype=np.int32), names.tolist(),
+                     category.astype(np.int32), np.asarray(split, dtype=np.int8),
+                     time.process_time() - started, _private_memory())
 
 
 # --- phase 1: read and tokenize, merged in input order -------------------------------------
@@ -149,6 +155,7 @@ class Corpus:
     category: np.ndarray | None = None  # int32 per tokenized title: provisional category id
     split: np.ndarray | None = None  # int8 per tokenized title: index into SPLITS, -1 unknown
     worker_cpu_seconds: float = 0.0
+    worker_private_memory: int = 0  # bytes: the largest private memory a worker reported
     _parts: list = field(default_factory=list)
 
     def add(self, chunk: Tokenized, spool) -> None:
@@ -162,6 +169,7 @@ class Corpus:
         self.no_tokens += chunk.no_tokens
         self.rows_read += chunk.rows
         self.worker_cpu_seconds += chunk.cpu_seconds
+        self.worker_private_memory = max(self.worker_private_memory, chunk.private_memory)
         word_ids = np.fromiter((self.words.setdefault(w, len(self.words)) for w in chunk.words), np.int32, len(chunk.words))
         cat_ids = np.fromiter((self.categories.setdefault(c, len(self.categories)) for c in chunk.categories), np.int32,
                               len(chunk.categories))
@@ -255,7 +263,8 @@ def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Pa
             corpus.add(result, f)
     corpus.finish()
     figures.update(count=corpus.rows_read, read_seconds=round(reading, 3), workers=workers,
-                   worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3), distinct_words=len(corpus.words),
+                   worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3),
+                   worker_private_memory=corpus.worker_private_memory if workers > 1 else 0, distinct_words=len(corpus.words),
                    tokens=int(corpus.lengths.sum()), spool_bytes=spool.stat().st_size)
     return corpus
 
@@ -280,7 +289,8 @@ def stratified_split(category: np.ndarray, names: list[str], seed: int) -> tuple
     split = np.zeros(len(category), dtype=np.int8)
     counts = np.bincount(category, minlength=len(names))
     starts = np.cumsum(counts) - counts
-    by_class = np.argsort(category, kind="stable")  # each class's rows together, in input order
+    narrow = category.astype(np.uint16) if len(names) <= 1 << 16 else category  # numpy radix-sorts 16-bit keys
+    by_class = np.argsort(narrow, kind="stable")  # each class's rows together, in input order
     small = 0
     for c in sorted(range(len(names)), key=names.__getitem__):  # classes in the order of their names
         if counts[c] == 0:
@@ -324,8 +334,9 @@ def assign_splits(corpus: Corpus, seed: int, data: str) -> Rows:
         split, small = stratified_split(corpus.category, names, seed)
     in_train = np.zeros(len(names), dtype=bool)
     in_train[corpus.category[kept & (split == 0)]] = True
-    seen, first = np.unique(corpus.category[kept], return_index=True)
-    order = seen[np.argsort(first)]  # categories in the order of their first kept row (the course's rule)
+    first = np.full(len(names), len(kept), dtype=np.int64)  # each category's first kept row
+    np.minimum.at(first, corpus.category[kept], np.flatnonzero(kept))
+    order = np.argsort(first, kind="stable")[:int((first < len(kept)).sum())]  # by first kept row (the course's rule)
     label_order = order[in_train[order]]
     if len(label_order) < 2:
         raise UserError(f"{data}: needs at least 2 categories in the training split, found {len(label_order)}")
@@ -447,6 +458,14 @@ def _peak_rss() -> int:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _private_memory() -> int:
+    """This process's private resident memory in bytes (what it alone holds: not the pages a fork shares), or 0."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/smaps_rollup") as f:
+            return 1024 * sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    return 0
 
 
 class Phases:

@@ -4,7 +4,8 @@
 
 Nothing here holds the whole file. Every problem with the file, in its header or in a chunk far
 into it, is one UserError that names the file. A chunk reads its columns as the whole-file read
-did (pandas, the same options), so the values, and so prepare's output, are the same.
+did (pandas, the same options but for CSV cells kept as plain Python strings, which the tokenizing
+workers convert as before), so the values, and so prepare's output, are the same.
 
 JSON lines have no header: a field missing from a chunk's records is added as NaN (what the
 whole-file read gave such records, and "nan" as text), and the file is refused at its end when no
@@ -62,7 +63,7 @@ def _open_reader(path: Path, name: str, rows: int):
         return pd.read_json(path, lines=True, dtype=False, compression=compression, chunksize=rows)
     if base.endswith(".csv"):
         _check_csv_header(path, name)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8",
+        return pd.read_csv(path, dtype=object, keep_default_na=False, na_filter=False, encoding="utf-8",
                            compression=compression, chunksize=rows)
     raise UserError(f"{name}: unknown data format (expected .csv, .csv.gz, .jsonl or .jsonl.gz)")
 
