@@ -60,12 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--sweep", default=None, help="sweep id, names the folder (default: sweep-<time>)")
     s.add_argument("--parallel", type=int, default=1, help="configs trained at once (default: 1)")
 
-    s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side")
+    s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side (--prepare: the prepare step)")
     s.add_argument("--rows", type=int, default=None, help="synthetic rows (default: sized for the device)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     s.add_argument("--family", default="lstm", choices=("lstm", "cnn", "mlp", "all"), help="model family (default: lstm)")
     s.add_argument("--epochs", type=int, default=None, help="epochs for both loops (default: sized for the device)")
     s.add_argument("--classes", type=int, default=None, help="classes (default: 632 on cuda; fewer on cpu, to learn in minutes)")
+    s.add_argument("--prepare", action="store_true",
+                   help="bench the prepare step instead: each phase at 1 M and 4 M rows (--rows: one size), 1 and 2 workers")
     return p
 
 
@@ -103,6 +105,10 @@ def _step(args) -> int | None:
         from job import sweep
 
         return sweep.main(args)
+    if args.prepare:
+        from job import prepare_bench
+
+        return prepare_bench.main(args)
     from job import bench
 
     return bench.main(args)
