@@ -14,7 +14,8 @@ Output, under <out>/prepared/<hash>/ where <hash> covers the inputs' content and
 A second run with the same inputs finds the manifest and does nothing. Trainers memory-map the
 arrays, so parallel runs on one machine share one copy in the page cache.
 
-The input is streamed, so memory does not grow with its rows but by a few bytes per title:
+The input is streamed: memory grows by 9 bytes per title (its length, category and split) and with
+the distinct words, never with the titles' text or tokens. In phases:
   1. read and tokenize: chunks of rows (job.tables) are cleaned and tokenized by a pool of `--workers`
      processes (default: the usable cores) and merged in input order, so the output is the same for
      any number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
@@ -559,6 +560,37 @@ def _publish(out: str, files: dict) -> dict:
     return listed
 
 
+def _prepare(args, workers: int, staging: Path, phases: Phases) -> tuple[dict, dict]:
+    """Phases 1 to 5: (the output files in write order, staged arrays or bytes; the report)."""
+    name = args.data.rsplit("/", 1)[-1]
+    path = storage.local_copy(args.data)
+    with phases("read and tokenize") as figures:
+        corpus = tokenize_input(path, name, args.language, workers, staging / "spool.i32", figures)
+    log.info("read %d rows from %s (%d workers)", corpus.rows_read, args.data, workers)
+    with phases("split", len(corpus.lengths), "titles"):
+        rows = assign_splits(corpus, args.seed, args.data)
+    train = rows.split == 0
+    with phases("vocabulary", int(train.sum()), "training titles"):
+        vocabulary = build_vocabulary(corpus, rows)
+    log.info("vocabulary: %d words (+2 specials) from %d training titles", len(vocabulary) - 2, int(train.sum()))
+    with phases("encode", len(corpus.lengths), "titles"):
+        files, split_rows, oov = encode(corpus, rows, vocabulary, staging)
+    for split_name in ("validation", "test"):
+        if split_rows[split_name] == 0:
+            raise UserError(f"{args.data}: the {split_name} split is empty after cleaning; need more rows per category")
+    with phases("embeddings") as figures:
+        vectors = _vectors(args, vocabulary, _Sentences(corpus, train))
+        from_file = "lines" in vectors.stats  # a vector file's rate is in lines; trained vectors', in titles
+        figures.update(count=vectors.stats["lines"] if from_file else int(train.sum()),
+                       unit="lines" if from_file else "training titles")
+    files["embeddings.npy"] = _npy(vectors.matrix)
+    files["vocab.json"] = json.dumps(vocabulary, ensure_ascii=False).encode()
+    files["labels.json"] = json.dumps(rows.label_names, ensure_ascii=False).encode()
+    report = _report(args, corpus, rows, split_rows, oov, vocabulary, vectors)
+    files["report.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode()
+    return files, report
+
+
 def main(args) -> str:
     storage.check_uri(args.data, "--data")
     storage.check_uri(args.out, "--out")
@@ -575,51 +607,21 @@ def main(args) -> str:
         _emit(out, args.result_file)
         return out
 
-    name = args.data.rsplit("/", 1)[-1]
-    path = storage.local_copy(args.data)
     phases = Phases()
     staging = _staging_dir(out, digest)
     try:
-        with phases("read and tokenize") as figures:
-            corpus = tokenize_input(path, name, args.language, workers, staging / "spool.i32", figures)
-        log.info("read %d rows from %s (%d workers)", corpus.rows_read, args.data, workers)
-        with phases("split", len(corpus.lengths), "titles"):
-            rows = assign_splits(corpus, args.seed, args.data)
-        with phases("vocabulary", int((rows.split == 0).sum()), "training titles"):
-            vocabulary = build_vocabulary(corpus, rows)
-        log.info("vocabulary: %d words (+2 specials) from %d training titles", len(vocabulary) - 2, int((rows.split == 0).sum()))
-        with phases("encode", len(corpus.lengths), "titles"):
-            files, split_rows, oov = encode(corpus, rows, vocabulary, staging)
-        for split_name in ("validation", "test"):
-            if split_rows[split_name] == 0:
-                raise UserError(f"{args.data}: the {split_name} split is empty after cleaning; need more rows per category")
-        with phases("embeddings") as figures:
-            vectors = _vectors(args, vocabulary, _Sentences(corpus, rows.split == 0))
-            figures.update(count=vectors.stats.get("lines", int((rows.split == 0).sum())),
-                           unit="lines" if "lines" in vectors.stats else "training titles")
-        files["embeddings.npy"] = _npy(vectors.matrix)
-        files["vocab.json"] = json.dumps(vocabulary, ensure_ascii=False).encode()
-        files["labels.json"] = json.dumps(rows.label_names, ensure_ascii=False).encode()
-        report = _report(args, corpus, rows, split_rows, oov, vocabulary, vectors)
-        files["report.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode()
+        files, report = _prepare(args, workers, staging, phases)
         with phases("write") as figures:
             listed = _publish(out, files)
-            manifest = {
-                "version": PREPARE_VERSION,
-                "inputs": inputs,
-                "files": listed,
-                "classes": len(rows.label_names),
-                "vocab_size": len(vocabulary),
-                "embedding_dim": int(vectors.matrix.shape[1]),
-                "splits": split_rows,
-            }
+            manifest = {"version": PREPARE_VERSION, "inputs": inputs, "files": listed, "classes": report["classes"],
+                        "vocab_size": report["vocab_size"], "embedding_dim": report["embedding_dim"], "splits": report["splits"]}
             storage.write_json(storage.join(out, "manifest.json"), manifest)  # last: marks the folder complete
             figures.update(count=sum(f["bytes"] for f in listed.values()), unit="bytes")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("prepared %s in %.1fs: %s rows, %d classes, vocab %d, OOV %s, coverage %.1f%%, dropped: %s", out,
-             time.time() - started, split_rows, len(rows.label_names), len(vocabulary), oov,
-             100 * report["embedding_coverage"], _reasons(rows.dropped))
+             time.time() - started, report["splits"], report["classes"], report["vocab_size"], report["oov_rate"],
+             100 * report["embedding_coverage"], _reasons(report["rows_dropped"]))
     if args.stats_file:
         Path(args.stats_file).write_text(json.dumps({"prepared": out, "workers": workers, "phases": phases.done}, indent=2))
     _emit(out, args.result_file)
