@@ -14,8 +14,8 @@ Output, under <out>/prepared/<hash>/ where <hash> covers the inputs' content and
 A second run with the same inputs finds the manifest and does nothing. Trainers memory-map the
 arrays, so parallel runs on one machine share one copy in the page cache.
 
-The input is streamed: memory grows by 9 bytes per title (its length, category and split) and with
-the distinct words, never with the titles' text or tokens. In phases:
+The input is streamed: memory grows with the titles only by a few bytes each (length, category and
+split) and with the distinct words, never with the titles' text or tokens. In phases:
   1. read and tokenize: chunks of rows (job.tables) are cleaned and tokenized by a pool of `--workers`
      processes (default: the usable cores) and merged in input order, so the output is the same for
      any number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
@@ -94,21 +94,28 @@ class Tokenized:
     private_memory: int  # bytes: the worker's private resident memory at the chunk's end (its peak, near enough)
 
 
+def _stripped(factorized: tuple[np.ndarray, np.ndarray]) -> list[str]:
+    """The distinct values of a factorized column (codes, values) as stripped text, then "" for a missing one (code -1)."""
+    import pandas as pd
+
+    return pd.Series(factorized[1], dtype=object).astype(str).str.strip().tolist() + [""]
+
+
 def tokenize_chunk(task: tuple) -> Tokenized:
-    """Clean, filter and tokenize one chunk: (title, category, split or None) Series and the stopword language."""
+    """Clean, filter and tokenize one chunk: (titles, factorized categories, factorized splits or None, language)."""
     import pandas as pd
 
     titles, categories, splits, language = task
     started = time.process_time()
     # A JSON record without the field (null, or absent) has an empty one, and is dropped and counted as such.
     titles = titles.fillna("").astype(str).str.strip()
-    cats = categories.fillna("").astype(str).str.strip()
-    too_long = titles.str.len() > MAX_TITLE_CHARS
-    empty_title, empty_cat = titles == "", cats == ""
+    cats = np.asarray(_stripped(categories), dtype=object)[categories[0]]  # code -1 picks the "" at the end
+    too_long = (titles.str.len() > MAX_TITLE_CHARS).to_numpy()
+    empty_title, empty_cat = (titles == "").to_numpy(), cats == ""
     dropped = {"empty title": int(empty_title.sum()), "empty category": int((~empty_title & empty_cat).sum()),
                OVER_LONG: int((too_long & ~empty_cat).sum())}
-    keep = (~empty_title & ~empty_cat & ~too_long).to_numpy()
-    split_of = splits.fillna("").astype(str).str.strip().str.lower().tolist() if splits is not None else None
+    keep = ~empty_title & ~empty_cat & ~too_long
+    split_of = None if splits is None else np.asarray([_SPLIT_CODE.get(v.lower(), -1) for v in _stripped(splits)])[splits[0]]
     stop = text.stopwords(language)
     title_list = titles.tolist()
     tokens_all: list[str] = []
@@ -120,7 +127,7 @@ def tokenize_chunk(task: tuple) -> Tokenized:
             first_no_tokens = i if no_tokens == 0 else first_no_tokens
             no_tokens += 1
             continue
-        s = _SPLIT_CODE.get(split_of[i], -1) if split_of is not None else -1
+        s = int(split_of[i]) if split_of is not None else -1
         if s < 0 and first_bad_split < 0:
             first_bad_split = i
         tokens_all += tokens
@@ -129,7 +136,7 @@ def tokenize_chunk(task: tuple) -> Tokenized:
         split.append(s)
     # ids in order of first appearance, hashed in C: a dict per token in Python cost as much as tokenizing
     ids, words = pd.factorize(np.asarray(tokens_all, dtype=object))
-    category, names = pd.factorize(cats.to_numpy(dtype=object)[kept_rows])
+    category, names = pd.factorize(cats[kept_rows])
     return Tokenized(len(titles), dropped, no_tokens, first_no_tokens, first_bad_split, words.tolist(),
                      ids.astype(np.int32), np.asarray(lengths, dtype=np.int32), names.tolist(),
                      category.astype(np.int32), np.asarray(split, dtype=np.int8),
@@ -171,9 +178,7 @@ class Corpus:
         self.rows_read += chunk.rows
         self.worker_cpu_seconds += chunk.cpu_seconds
         self.worker_private_memory = max(self.worker_private_memory, chunk.private_memory)
-        word_ids = np.fromiter((self.words.setdefault(w, len(self.words)) for w in chunk.words), np.int32, len(chunk.words))
-        cat_ids = np.fromiter((self.categories.setdefault(c, len(self.categories)) for c in chunk.categories), np.int32,
-                              len(chunk.categories))
+        word_ids, cat_ids = _number(self.words, chunk.words), _number(self.categories, chunk.categories)
         word_ids[chunk.ids].tofile(spool)
         self._parts.append((chunk.lengths, cat_ids[chunk.category], chunk.split))
 
@@ -196,6 +201,15 @@ class Corpus:
         for start, stop, ids in self.blocks():
             m = mask[start:stop]
             yield ids[np.repeat(m, self.lengths[start:stop])], self.lengths[start:stop][m]
+
+
+def _number(ids: dict, names: list) -> np.ndarray:
+    """The ids of distinct names, new ones numbered on from len(ids). Looked up in C first: after the first chunks
+    most words are known, and this runs in the one process that every chunk passes through."""
+    found = list(map(ids.get, names))
+    for j in [j for j, i in enumerate(found) if i is None]:
+        found[j] = ids[names[j]] = len(ids)
+    return np.asarray(found, dtype=np.int32)
 
 
 def usable_cores() -> int:
@@ -243,6 +257,8 @@ def _in_order(tasks: Iterator[tuple], workers: int) -> Iterator[Tokenized]:
 
 def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Path, figures: dict) -> Corpus:
     """Phase 1: read the input in chunks, tokenize them on `workers` processes, merge them in input order."""
+    import pandas as pd
+
     corpus = Corpus(spool)
     reading = 0.0
 
@@ -257,7 +273,9 @@ def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Pa
                 return
             has_split = "split" in chunk.columns
             corpus.splits_given |= has_split
-            yield chunk["title"], chunk["category"], chunk["split"] if has_split else None, language
+            # categories and splits repeat: they travel as codes into their few values, a third of the pickling
+            splits = pd.factorize(chunk["split"]) if has_split else None
+            yield chunk["title"], pd.factorize(chunk["category"]), splits, language
 
     with open(spool, "wb") as f, contextlib.closing(_in_order(tasks(), workers)) as results:
         for result in results:
