@@ -12,7 +12,7 @@ words, as a real one does. Printed:
   - the speed-up of 2 workers over 1 in the read-and-tokenize phase and in all, the growth of peak
     memory from the smallest to the largest row count, and whether every run wrote the same bytes;
   - memory with 8 workers (POD_CORES), measured at the smallest row count (its time means nothing
-    on fewer cores);
+    on fewer cores), and the same titles as the course's jsonl.gz (token lists and all) on 2 workers;
   - the vector file parsed the previous way (every line split) and this way (words outside the
     vocabulary skipped), in lines/s;
   - the time and memory extrapolated to FULL_ROWS rows on a POD_CORES-core pod, and the model used.
@@ -132,6 +132,18 @@ def make_titles(rows: int, categories: int = CATEGORIES, seed: int = SEED):
 def write_titles(path: Path, rows: int) -> None:
     # gzip level 1: the bench's time goes to prepare, not to compressing its input
     make_titles(rows).to_csv(path, index=False, compression={"method": "gzip", "compresslevel": 1, "mtime": 0})
+
+
+def write_course_jsonl(path: Path, rows: int) -> None:
+    """The same titles as the course's jsonl.gz records: split 80/10/10, and the token list and ids each carries."""
+    frame = make_titles(rows)
+    split = np.asarray(["train", "validation", "test"])[np.random.default_rng(SEED).choice(3, size=rows, p=[0.8, 0.1, 0.1])]
+    with gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as f:
+        for title, quality, category, s in zip(frame["title"], frame["label_quality"], frame["category"], split):
+            tokens = title.lower().split()
+            f.write(json.dumps({"language": "spanish", "label_quality": quality, "title": title, "category": category,
+                                "split": s, "tokenized_title": tokens, "data": list(range(2, 2 + len(tokens))),
+                                "target": 0, "n_labels": CATEGORIES, "size": len(tokens)}, ensure_ascii=False) + "\n")
 
 
 def write_vectors(path: Path, lines: int = VECTOR_LINES, dim: int = VECTOR_DIM, seed: int = SEED) -> None:
@@ -324,6 +336,20 @@ def _load() -> str:
     return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "n/a"
 
 
+def course_line(rows: int, work: Path, vectors: Path) -> str:
+    """The course's jsonl.gz form of the same titles, with 2 workers: its rate and peak memory."""
+    data = work / f"course-{rows}.jsonl.gz"
+    write_course_jsonl(data, rows)
+    run = run_prepare(data, vectors, work / "out-course", 2)
+    data.unlink()
+    subprocess.run(["rm", "-rf", str(work / "out-course")], check=True)
+    tokenize = phase(run, "read and tokenize")
+    return (f"\ncourse jsonl.gz, {rows:,} rows, 2 workers: read and tokenize {tokenize['seconds']:.1f} s "
+            f"({tokenize['count'] / tokenize['seconds']:,.0f} rows/s; reading JSON {tokenize['read_seconds']:.1f} s of it), "
+            f"whole step {run['wall']:.1f} s, peak {_mb(pod_memory(run))} MB "
+            f"(main {_mb(max(p['peak_rss'] for p in run['phases']))} MB + 2 x {_mb(tokenize['worker_private_memory'])} MB)")
+
+
 def _measure(rows: int, work: Path, vectors: Path, pod: bool) -> list[dict]:
     data = work / f"titles-{rows}.csv.gz"
     started = time.perf_counter()
@@ -363,6 +389,7 @@ def main(args) -> None:
             print(f"\n{POD_CORES} workers at {pod['rows']:,} rows (memory only; {cores} cores): whole step "
                   f"{_mb(pod_memory(pod))} MB = main {_mb(max(p['peak_rss'] for p in pod['phases']))} MB + "
                   f"{POD_CORES} x {_mb(phase(pod, 'read and tokenize')['worker_private_memory'])} MB", flush=True)
+        print(course_line(min(sizes), work, vectors), flush=True)
         vocab = {w: i for i, w in enumerate(by_size[min(sizes)][0]["vocab"])}
         old, new = parse_rates(vectors, vocab, VECTOR_LINES)
         print(f"\nvector file, {VECTOR_LINES:,} lines, {len(vocab):,}-word vocabulary: every line split {old:,.0f} lines/s, "
