@@ -101,6 +101,13 @@ predict: $(STAMP) ## classify INPUT's titles with SWEEP's best run, into <sweep 
 bench: $(STAMP) ## seed-style training loop vs ours, side by side (DEVICE=cpu|cuda, BENCH_ARGS=)
 	$(VPY) -m job bench --device $(or $(DEVICE),auto) $(BENCH_ARGS)
 
+# extra arguments of `make bench-prepare`, e.g. --rows 200000 for a quick look
+BENCH_PREPARE_ARGS ?=
+
+.PHONY: bench-prepare
+bench-prepare: $(STAMP) ## prepare's phases at 1 M and 4 M rows on 1 and 2 workers, and the 20 M-row extrapolation (BENCH_PREPARE_ARGS=)
+	$(VPY) -m job bench --prepare $(BENCH_PREPARE_ARGS)
+
 .PHONY: bench-gpu
 bench-gpu: ## every GPU throughput figure in one run (LSTM, CNN, MLP), with the machine's python and CUDA torch
 	images/bench-gpu.sh

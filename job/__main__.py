@@ -45,7 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--embedding-dim", type=int, default=100, help="vector size when --embeddings none (default: 100)")
     s.add_argument("--language", choices=("spanish", "portuguese"), default="spanish", help="stopword list (default: spanish)")
     s.add_argument("--seed", type=int, default=0, help="seed for splits and trained vectors (default: 0)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes that tokenize; the output is the same for any number (default: the usable cores)")
     s.add_argument("--result-file", help="also write the prepared URI to this file (an Argo output parameter)")
+    s.add_argument("--stats-file", help="also write each phase's time and peak memory to this local JSON file")
 
     s = sub.add_parser("train", help="train one config on prepared data")
     s.add_argument("--config", required=True, help="one config spec, e.g. hidden100:lr=3e-4")
@@ -74,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="leave out the tfidf baseline run every sweep adds")
 
-    s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side")
+    s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side (--prepare: the prepare step)")
     s.add_argument("--rows", type=int, default=None, help="synthetic rows (default: sized for the device)")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     s.add_argument("--family", default="lstm", choices=("lstm", "cnn", "mlp", "all"), help="model family (default: lstm)")
@@ -88,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also run ours at 4x the batch in each round (default: on cuda, not on cpu)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu; torch's own on cuda)")
     s.add_argument("--profile", action="store_true", help="also print the profiler's table of a few of ours' training steps")
+    s.add_argument("--prepare", action="store_true",
+                   help="bench the prepare step instead: each phase at 1 M and 4 M rows (--rows: one size), 1 and 2 workers")
     return p
 
 
@@ -113,8 +118,7 @@ def _step(args, on_batch=None) -> int:
     if args.step == "prepare":
         from job import prepare
 
-        prepare.main(args)  # returns the prepared URI, already printed
-        return 0
+        return prepare.main(args)
     if args.step == "train":
         from job import train
 
@@ -131,6 +135,10 @@ def _step(args, on_batch=None) -> int:
         from job import sweep
 
         return sweep.main(args)
+    if args.prepare:
+        from job import prepare_bench
+
+        return prepare_bench.main(args)
     from job import bench
 
     return bench.main(args)

@@ -1,6 +1,6 @@
 """Prepare a dataset once: tokenize, build the vocabulary, split, encode, and filter the word vectors.
 
-    python -m job prepare --data runs/data/synthetic.csv.gz --embeddings none --out runs
+    python -m job prepare --data runs/data/synthetic.csv.gz --embeddings none --out runs [--workers N]
 
 Input: the challenge CSV (`title,label_quality,language,category`, `.csv` or `.csv.gz`) or the
 course's `.jsonl.gz` (its `split` field is used). A CSV with a `split` column keeps its splits;
@@ -13,25 +13,46 @@ Output, under <out>/prepared/<hash>/ where <hash> covers the inputs' content and
   manifest.json                                                  written last: its presence means complete
 A second run with the same inputs finds the manifest and does nothing. Trainers memory-map the
 arrays, so parallel runs on one machine share one copy in the page cache.
+
+The input is streamed: memory grows with the titles only by a few bytes each (length, category and
+split) and with the distinct words, never with the titles' text or tokens. In phases:
+  1. read and tokenize: chunks of rows (job.tables) are cleaned and tokenized by a pool of `--workers`
+     processes (default: the usable cores) and merged in input order, so the output is the same for
+     any number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
+     provisional list of every distinct word; memory keeps per title its length, category and split.
+  2. split: the input's splits, or the stratified draw, and the class ids.
+  3. vocabulary: the course's gensim vocabulary over the training titles, counted from the spool (job.vocab).
+  4. encode: one more pass over the spool writes the .npy files to a staging folder.
+  5. embeddings: the word vectors of the vocabulary, read from a file or trained.
+  6. write: the staged files are moved (or uploaded) into place, then the manifest.
+Staging is a hidden folder beside the output (a local --out) or in the temp folder (S3); it needs
+about 4 bytes per token for the spool plus the outputs' size. `--stats-file` writes each phase's
+time and peak memory (what `make bench-prepare` reads); the prepared folder never holds timings.
 """
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import hashlib
 import io
 import json
 import logging
+import multiprocessing
+import os
+import resource
+import shutil
+import tempfile
 import time
-import zlib
-from collections import Counter
-from dataclasses import dataclass
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from job import embeddings as emb
-from job import storage, text
+from job import steps, storage, tables, text, vocab
 from job.errors import UserError
 
 log = logging.getLogger("job.prepare")
@@ -43,85 +64,257 @@ SPLITS = ("train", "validation", "test")
 SPLIT_SHARES = (0.8, 0.1, 0.1)  # used when the input has no splits of its own
 SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                  "val": "validation", "dev": "validation", "test": "test"}
-VOCAB_NO_BELOW = 2  # gensim filter_extremes, as the course did
-VOCAB_NO_ABOVE = 1.0
-VOCAB_KEEP_N = 50000
 SPECIALS = ("[PAD]", "[UNK]")  # ids 0 and 1
+IN_FLIGHT = 2  # chunks queued per worker: keeps each busy while the next is read, and bounds what is held
+SPOOL_BLOCK_ROWS = 200_000  # titles read back from the spool at once (~3 MB of ids)
+
+OVER_LONG = f"title over {MAX_TITLE_CHARS} characters"
+_SPLIT_CODE = {alias: SPLITS.index(name) for alias, name in SPLIT_ALIASES.items()}
 
 
-# --- reading ------------------------------------------------------------------
+# --- one chunk, cleaned and tokenized (in a worker process) -----------------------------
 
 
-def _read_header(path: Path, name: str) -> list[str]:
-    opener = gzip.open if name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            first = f.readline(1 << 20)
-    except (EOFError, OSError, zlib.error) as e:
-        raise UserError(f"{name}: cannot read ({type(e).__name__}: {e})") from None
-    if not first.strip():
-        raise UserError(f"{name}: empty file (no header line)")
-    try:
-        line = first.decode("utf-8").lstrip("\ufeff").strip()
-    except UnicodeDecodeError:
-        raise UserError(f"{name}: not UTF-8 text in the header line (binary file?)") from None
-    return [c.strip() for c in line.split(",")]
+@dataclass
+class Tokenized:
+    """One chunk of rows as the later phases need it: compact arrays, words and categories named once."""
+
+    rows: int  # rows read
+    dropped: dict  # rows dropped before tokenizing, by reason
+    no_tokens: int  # titles left with no tokens after cleaning
+    first_no_tokens: int  # row (in the chunk) of the first of those, or -1
+    first_bad_split: int  # row (in the chunk) of the first tokenized title with no known split, or -1
+    words: list  # the chunk's distinct words, in order of first appearance
+    ids: np.ndarray  # int32: each tokenized title's tokens as indices into words, title after title
+    lengths: np.ndarray  # int32 per tokenized title: its tokens, all of them (MAX_TOKENS cuts when encoding)
+    categories: list  # the chunk's categories, in order of first appearance
+    category: np.ndarray  # int32 per tokenized title: index into categories
+    split: np.ndarray  # int8 per tokenized title: index into SPLITS, -1 when unknown or absent
+    cpu_seconds: float  # the worker's CPU time on this chunk
+    private_memory: int  # bytes: the worker's private resident memory at the chunk's end (its peak, near enough)
 
 
-def read_table(path: Path, name: str):
-    """The input as a DataFrame of strings with at least title and category."""
+def _stripped(factorized: tuple[np.ndarray, np.ndarray]) -> list[str]:
+    """The distinct values of a factorized column (codes, values) as stripped text, then "" for a missing one (code -1)."""
     import pandas as pd
 
-    base = name[:-3] if name.endswith(".gz") else name
+    return pd.Series(factorized[1], dtype=object).astype(str).str.strip().tolist() + [""]
+
+
+def tokenize_chunk(task: tuple) -> Tokenized:
+    """Clean, filter and tokenize one chunk: (titles, factorized categories, factorized splits or None, language)."""
+    import pandas as pd
+
+    titles, categories, splits, language = task
+    started = time.process_time()
+    # A JSON record without the field (null, or absent) has an empty one, and is dropped and counted as such.
+    titles = titles.fillna("").astype(str).str.strip()
+    cats = np.asarray(_stripped(categories), dtype=object)[categories[0]]  # code -1 picks the "" at the end
+    too_long = (titles.str.len() > MAX_TITLE_CHARS).to_numpy()
+    empty_title, empty_cat = (titles == "").to_numpy(), cats == ""
+    dropped = {"empty title": int(empty_title.sum()), "empty category": int((~empty_title & empty_cat).sum()),
+               OVER_LONG: int((too_long & ~empty_cat).sum())}
+    keep = ~empty_title & ~empty_cat & ~too_long
+    split_of = None if splits is None else np.asarray([_SPLIT_CODE.get(v.lower(), -1) for v in _stripped(splits)])[splits[0]]
+    stop = text.stopwords(language)
+    title_list = titles.tolist()
+    tokens_all: list[str] = []
+    lengths, kept_rows, split = [], [], []
+    no_tokens, first_no_tokens, first_bad_split = 0, -1, -1
+    for i in np.flatnonzero(keep).tolist():
+        tokens = text.tokenize(title_list[i], stop)
+        if not tokens:
+            first_no_tokens = i if no_tokens == 0 else first_no_tokens
+            no_tokens += 1
+            continue
+        s = int(split_of[i]) if split_of is not None else -1
+        if s < 0 and first_bad_split < 0:
+            first_bad_split = i
+        tokens_all += tokens
+        lengths.append(len(tokens))
+        kept_rows.append(i)
+        split.append(s)
+    # ids in order of first appearance, hashed in C: a dict per token in Python cost as much as tokenizing
+    ids, words = pd.factorize(np.asarray(tokens_all, dtype=object))
+    category, names = pd.factorize(cats[kept_rows])
+    return Tokenized(len(titles), dropped, no_tokens, first_no_tokens, first_bad_split, words.tolist(),
+                     ids.astype(np.int32), np.asarray(lengths, dtype=np.int32), names.tolist(),
+                     category.astype(np.int32), np.asarray(split, dtype=np.int8),
+                     time.process_time() - started, _private_memory())
+
+
+# --- phase 1: read and tokenize, merged in input order -------------------------------------
+
+
+@dataclass
+class Corpus:
+    """The tokenized input: per title with tokens its length, category and split; its token ids in the spool."""
+
+    spool: Path  # int32 ids into `words` of every tokenized title's tokens, in input order
+    words: dict = field(default_factory=dict)  # word -> provisional id, in order of first appearance
+    categories: dict = field(default_factory=dict)  # category -> provisional id, in order of first appearance
+    rows_read: int = 0
+    dropped: dict = field(default_factory=lambda: {"empty title": 0, "empty category": 0, OVER_LONG: 0})
+    no_tokens: int = 0
+    first_no_tokens: int = -1  # input row of the first title left with no tokens, or -1
+    first_bad_split: int = -1  # input row of the first tokenized title with no known split, or -1
+    splits_given: bool = False  # the input has a split column (field)
+    lengths: np.ndarray | None = None  # int32 per tokenized title
+    category: np.ndarray | None = None  # int32 per tokenized title: provisional category id
+    split: np.ndarray | None = None  # int8 per tokenized title: index into SPLITS, -1 unknown
+    worker_cpu_seconds: float = 0.0
+    worker_private_memory: int = 0  # bytes: the largest private memory a worker reported
+    _parts: list = field(default_factory=list)
+
+    def add(self, chunk: Tokenized, spool) -> None:
+        """Append one chunk: its words and categories get provisional ids, its ids go to the spool file."""
+        for reason, n in chunk.dropped.items():
+            self.dropped[reason] += n
+        if chunk.no_tokens and self.first_no_tokens < 0:
+            self.first_no_tokens = self.rows_read + chunk.first_no_tokens
+        if chunk.first_bad_split >= 0 and self.first_bad_split < 0:
+            self.first_bad_split = self.rows_read + chunk.first_bad_split
+        self.no_tokens += chunk.no_tokens
+        self.rows_read += chunk.rows
+        self.worker_cpu_seconds += chunk.cpu_seconds
+        self.worker_private_memory = max(self.worker_private_memory, chunk.private_memory)
+        word_ids, cat_ids = _number(self.words, chunk.words), _number(self.categories, chunk.categories)
+        word_ids[chunk.ids].tofile(spool)
+        self._parts.append((chunk.lengths, cat_ids[chunk.category], chunk.split))
+
+    def finish(self) -> None:
+        parts = self._parts
+        self.lengths = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+        self.category = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
+        self.split = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int8)
+        self._parts = []
+
+    def blocks(self, rows: int = SPOOL_BLOCK_ROWS) -> Iterator[tuple[int, int, np.ndarray]]:
+        """(first title, end title, their token ids) over the spool, in input order."""
+        with open(self.spool, "rb") as f:
+            for start in range(0, len(self.lengths), rows):
+                stop = min(start + rows, len(self.lengths))
+                yield start, stop, np.fromfile(f, dtype=np.int32, count=int(self.lengths[start:stop].sum()))
+
+    def titles(self, mask: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(ids, lengths) of the titles where mask is true, a block at a time."""
+        for start, stop, ids in self.blocks():
+            m = mask[start:stop]
+            yield ids[np.repeat(m, self.lengths[start:stop])], self.lengths[start:stop][m]
+
+
+def _number(ids: dict, names: list) -> np.ndarray:
+    """The ids of distinct names, new ones numbered on from len(ids). Looked up in C first: after the first chunks
+    most words are known, and this runs in the one process that every chunk passes through."""
+    found = list(map(ids.get, names))
+    for j in [j for j, i in enumerate(found) if i is None]:
+        found[j] = ids[names[j]] = len(ids)
+    return np.asarray(found, dtype=np.int32)
+
+
+def usable_cores() -> int:
+    """CPUs this process may use: its CPU affinity, capped by a cgroup CPU limit (a pod's limits.cpu), rounded down."""
     try:
-        if base.endswith(".jsonl") or base.endswith(".json"):
-            frame = pd.read_json(path, lines=True, dtype=False, compression="gzip" if name.endswith(".gz") else None)
-        elif base.endswith(".csv"):
-            header = _read_header(path, name)
-            dupes = sorted({c for c in header if header.count(c) > 1})
-            if dupes:
-                raise UserError(f"{name}: duplicate column(s) {', '.join(dupes)}")
-            missing = [c for c in ("title", "category") if c not in header]
-            if missing:
-                hint = " (the file looks ';' or tab separated; expected commas)" if len(header) == 1 and (";" in header[0] or "\t" in header[0]) else ""
-                raise UserError(f"{name}: missing column(s) {', '.join(missing)}; found {', '.join(header)[:200]}{hint}")
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8",
-                                compression="gzip" if name.endswith(".gz") else None)
-        else:
-            raise UserError(f"{name}: unknown data format (expected .csv, .csv.gz, .jsonl or .jsonl.gz)")
-    except UserError:
-        raise
-    except UnicodeDecodeError as e:
-        raise UserError(f"{name}: not UTF-8 text (invalid byte at position {e.start})") from None
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{name}: empty file") from None
-    except pd.errors.ParserError as e:
-        raise UserError(f"{name}: malformed CSV: {str(e).strip().splitlines()[-1]}") from None
-    except (EOFError, OSError, zlib.error) as e:
-        raise UserError(f"{name}: cannot read, truncated or corrupt ({type(e).__name__}: {e})") from None
-    except ValueError as e:
-        raise UserError(f"{name}: malformed JSON lines ({str(e).splitlines()[0][:200]})") from None
-    missing = [c for c in ("title", "category") if c not in frame.columns]
-    if missing:
-        raise UserError(f"{name}: missing field(s) {', '.join(missing)}")
-    if len(frame) == 0:
-        raise UserError(f"{name}: no data rows (header only)")
-    return frame
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(cores, int(limit))) if limit else cores
 
 
-# --- splitting and the vocabulary ------------------------------------------------
+def _cgroup_cpu_limit() -> float | None:
+    """cgroup v2 cpu.max ("<quota> <period>", or "max <period>"), else v1's cfs quota; None when there is none."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 else None
+    return None
 
 
-def stratified_split(categories: list[str], seed: int) -> tuple[np.ndarray, int]:
-    """80/10/10 per category, seeded; classes with under 3 rows stay in train (counted)."""
+def _in_order(tasks: Iterator[tuple], workers: int) -> Iterator[Tokenized]:
+    """tokenize_chunk over the tasks, results in input order: in this process, or in a pool of `workers`."""
+    if workers == 1:
+        for task in tasks:
+            yield tokenize_chunk(task)
+        return
+    # fork: the workers share the parent's imported modules instead of importing pandas again each
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    try:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append(pool.submit(tokenize_chunk, task))
+            if len(pending) >= IN_FLIGHT * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Path, figures: dict) -> Corpus:
+    """Phase 1: read the input in chunks, tokenize them on `workers` processes, merge them in input order."""
+    import pandas as pd
+
+    corpus = Corpus(spool)
+    reading = 0.0
+
+    def tasks():
+        nonlocal reading
+        chunks = tables.read_chunks(path, name)
+        while True:
+            started = time.perf_counter()
+            chunk = next(chunks, None)
+            reading += time.perf_counter() - started
+            if chunk is None:
+                return
+            has_split = "split" in chunk.columns
+            corpus.splits_given |= has_split
+            # categories and splits repeat: they travel as codes into their few values, a third of the pickling
+            splits = pd.factorize(chunk["split"]) if has_split else None
+            yield chunk["title"], pd.factorize(chunk["category"]), splits, language
+
+    with open(spool, "wb") as f, contextlib.closing(_in_order(tasks(), workers)) as results:
+        for result in results:
+            corpus.add(result, f)
+    corpus.finish()
+    figures.update(count=corpus.rows_read, read_seconds=round(reading, 3), workers=workers,
+                   worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3),
+                   worker_private_memory=corpus.worker_private_memory if workers > 1 else 0, distinct_words=len(corpus.words),
+                   tokens=int(corpus.lengths.sum()), spool_bytes=spool.stat().st_size)
+    return corpus
+
+
+# --- phase 2: splits and class ids -----------------------------------------------------------
+
+
+@dataclass
+class Rows:
+    """Per tokenized title: its split and class id (-1: dropped); the class names and what was dropped."""
+
+    split: np.ndarray  # int8: index into SPLITS, -1 when the title is dropped (unknown split)
+    label: np.ndarray  # int32: class id, -1 when dropped (unknown split, or a category not in the training split)
+    label_names: list
+    dropped: dict  # reason -> rows, in the order each reason first happened in the input
+    small_classes: int  # classes with too few rows to split (all kept in train)
+
+
+def stratified_split(category: np.ndarray, names: list[str], seed: int) -> tuple[np.ndarray, int]:
+    """80/10/10 per category (category: index into names, per row), seeded; classes with under 3 rows stay in train."""
     rng = np.random.default_rng(seed)
-    split = np.zeros(len(categories), dtype=np.int8)
-    by_class: dict[str, list[int]] = {}
-    for i, c in enumerate(categories):
-        by_class.setdefault(c, []).append(i)
+    split = np.zeros(len(category), dtype=np.int8)
+    counts = np.bincount(category, minlength=len(names))
+    starts = np.cumsum(counts) - counts
+    narrow = category.astype(np.uint16) if len(names) <= 1 << 16 else category  # numpy radix-sorts 16-bit keys
+    by_class = np.argsort(narrow, kind="stable")  # each class's rows together, in input order
     small = 0
-    for c in sorted(by_class):
-        rows = np.asarray(by_class[c])
+    for c in sorted(range(len(names)), key=names.__getitem__):  # classes in the order of their names
+        if counts[c] == 0:
+            continue
+        rows = by_class[starts[c]:starts[c] + counts[c]]
         if len(rows) < 3:
             small += 1
             continue
@@ -133,22 +326,184 @@ def stratified_split(categories: list[str], seed: int) -> tuple[np.ndarray, int]
     return split, small
 
 
-def build_vocab(train_tokens: list[list[str]]) -> list[str]:
-    from gensim.corpora import Dictionary
+def _dropped_before_labels(corpus: Corpus, unknown_split: int) -> dict:
+    """Rows dropped so far by reason; the later reasons in the order they first happened in the input."""
+    dropped = dict(corpus.dropped)
+    later = []
+    if corpus.no_tokens:
+        later.append((corpus.first_no_tokens, "no tokens after cleaning", corpus.no_tokens))
+    if unknown_split:
+        later.append((corpus.first_bad_split, "unknown split value", unknown_split))
+    for _, reason, n in sorted(later):
+        dropped[reason] = n
+    return dropped
 
-    dictionary = Dictionary(train_tokens)
-    dictionary.filter_extremes(no_below=VOCAB_NO_BELOW, no_above=VOCAB_NO_ABOVE, keep_n=VOCAB_KEEP_N)
-    words = [w for w, _ in sorted(dictionary.token2id.items(), key=lambda kv: kv[1])]
-    return list(SPECIALS) + words
+
+def assign_splits(corpus: Corpus, seed: int, data: str) -> Rows:
+    """Phase 2: each tokenized title's split and class id; class ids follow the categories' first appearance."""
+    kept = corpus.split >= 0 if corpus.splits_given else np.ones(len(corpus.lengths), dtype=bool)
+    dropped = _dropped_before_labels(corpus, int((~kept).sum()))
+    if not kept.any():
+        raise UserError(f"{data}: no usable rows ({corpus.rows_read} read; dropped: {_reasons(dropped)})")
+    names = list(corpus.categories)
+    small = 0
+    if corpus.splits_given:
+        split = corpus.split.copy()
+    else:
+        split, small = stratified_split(corpus.category, names, seed)
+    in_train = np.zeros(len(names), dtype=bool)
+    in_train[corpus.category[kept & (split == 0)]] = True
+    first = np.full(len(names), len(kept), dtype=np.int64)  # each category's first kept row
+    np.minimum.at(first, corpus.category[kept], np.flatnonzero(kept))
+    order = np.argsort(first, kind="stable")[:int((first < len(kept)).sum())]  # by first kept row (the course's rule)
+    label_order = order[in_train[order]]
+    if len(label_order) < 2:
+        raise UserError(f"{data}: needs at least 2 categories in the training split, found {len(label_order)}")
+    label_of = np.full(len(names), -1, dtype=np.int32)
+    label_of[label_order] = np.arange(len(label_order), dtype=np.int32)
+    label = np.where(kept, label_of[corpus.category], -1).astype(np.int32)
+    dropped["category not in training split"] = int((kept & (label < 0)).sum())
+    return Rows(np.where(kept, split, -1).astype(np.int8), label, [names[c] for c in label_order], dropped, small)
 
 
-def encode(rows: list[list[str]], vocab: dict[str, int]) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Token lists -> (concatenated ids, offsets, tokens total, unknown tokens)."""
-    lengths = np.fromiter((min(len(r), MAX_TOKENS) for r in rows), dtype=np.int64, count=len(rows))
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    ids = np.fromiter((vocab.get(w, 1) for r in rows for w in r[:MAX_TOKENS]), dtype=np.int32, count=int(offsets[-1]))
-    return ids, offsets, int(offsets[-1]), int((ids == 1).sum())
+# --- phases 3 and 4: the vocabulary, and the arrays --------------------------------------------
+
+
+def build_vocabulary(corpus: Corpus, rows: Rows) -> list[str]:
+    """Phase 3: the course's vocabulary (specials first) over the training titles, their words in full."""
+    words = list(corpus.words)
+    train = rows.split == 0
+    return list(SPECIALS) + vocab.build(lambda: corpus.titles(train), words)
+
+
+class NpyWriter:
+    """A 1-d .npy file written in pieces: its header (final length) first, as np.save writes it, hashed as it goes."""
+
+    def __init__(self, path: Path, dtype, length: int):
+        self.path, self.dtype, self.length, self.written = path, np.dtype(dtype), length, 0
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                      "fortran_order": False, "shape": (length,)})
+        self.file = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self._put(header.getvalue())
+
+    def _put(self, data: bytes) -> None:
+        self.file.write(data)
+        self.sha256.update(data)
+
+    def write(self, values: np.ndarray) -> None:
+        self._put(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+        self.written += len(values)
+
+    def close(self) -> dict:
+        self.file.close()
+        assert self.written == self.length, f"{self.path.name}: wrote {self.written} of {self.length} values"
+        return {"path": self.path, "bytes": self.path.stat().st_size, "sha256": self.sha256.hexdigest()}
+
+
+def _split_writers(corpus: Corpus, rows: Rows, staging: Path) -> dict:
+    cut = np.minimum(corpus.lengths, MAX_TOKENS)
+    writers = {}
+    for k, name in enumerate(SPLITS):
+        sel = (rows.label >= 0) & (rows.split == k)
+        n_rows = int(sel.sum())
+        writers[name] = (NpyWriter(staging / f"tokens_{name}.npy", np.int32, int(cut[sel].sum())),
+                         NpyWriter(staging / f"offsets_{name}.npy", np.int64, n_rows + 1),
+                         NpyWriter(staging / f"labels_{name}.npy", np.int32, n_rows))
+        writers[name][1].write(np.zeros(1, dtype=np.int64))
+    return writers
+
+
+def encode(corpus: Corpus, rows: Rows, words: list[str], staging: Path) -> tuple[dict, dict, dict]:
+    """Phase 4: tokens, offsets and labels of each split into staging; (files, rows per split, OOV rate per split)."""
+    remap = np.ones(len(corpus.words), dtype=np.int32)  # provisional id -> vocabulary id; [UNK] = 1
+    remap[[corpus.words[w] for w in words[len(SPECIALS):]]] = np.arange(len(SPECIALS), len(words), dtype=np.int32)
+    writers = _split_writers(corpus, rows, staging)
+    ends = dict.fromkeys(SPLITS, 0)
+    unknown = dict.fromkeys(SPLITS, 0)
+    for start, stop, ids in corpus.blocks():
+        lengths = corpus.lengths[start:stop]
+        first = np.cumsum(lengths) - lengths  # each title's first token in ids
+        cut = np.minimum(lengths, MAX_TOKENS)
+        for k, name in enumerate(SPLITS):
+            sel = np.flatnonzero((rows.label[start:stop] >= 0) & (rows.split[start:stop] == k))
+            n = cut[sel]
+            within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+            tokens = remap[ids[np.repeat(first[sel], n) + within]]
+            tok_file, off_file, lab_file = writers[name]
+            tok_file.write(tokens)
+            off_file.write(ends[name] + np.cumsum(n, dtype=np.int64))
+            lab_file.write(rows.label[start:stop][sel])
+            ends[name] += int(n.sum())
+            unknown[name] += int((tokens == 1).sum())
+    files = {}
+    for name in SPLITS:
+        for writer in writers[name]:
+            files[writer.path.name] = writer.close()
+    split_rows = {name: writers[name][2].length for name in SPLITS}
+    oov = {name: round(unknown[name] / ends[name], 4) if ends[name] else 0.0 for name in SPLITS}
+    return files, split_rows, oov
+
+
+class _Sentences:
+    """The training titles as lists of words, read again from the spool on each of gensim's passes."""
+
+    def __init__(self, corpus: Corpus, train: np.ndarray):
+        self.corpus, self.train, self.count = corpus, train, int(train.sum())
+
+    def __iter__(self):
+        return vocab.documents(self.corpus.titles(self.train), list(self.corpus.words))
+
+    def __len__(self) -> int:
+        return self.count
+
+
+# --- measuring the phases --------------------------------------------------------------------
+
+
+def _reset_peak_rss() -> None:
+    """Start a new peak of this process's resident memory (Linux; elsewhere the peak is the lifetime one)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes since the last reset (VmHWM), else its lifetime peak."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _private_memory() -> int:
+    """This process's private resident memory in bytes (what it alone holds: not the pages a fork shares), or 0."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/smaps_rollup") as f:
+            return 1024 * sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
+    return 0
+
+
+class Phases:
+    """Wall time, CPU time and this process's peak resident memory of each phase: for the log and --stats-file."""
+
+    def __init__(self):
+        self.done: list[dict] = []
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, count: int = 0, unit: str = "rows"):
+        _reset_peak_rss()
+        figures = {"phase": name, "count": count, "unit": unit}
+        started, cpu = time.perf_counter(), time.process_time()
+        yield figures  # a phase may set its count at its end, and add figures of its own
+        figures.update(seconds=round(time.perf_counter() - started, 3), cpu_seconds=round(time.process_time() - cpu, 3),
+                       peak_rss=_peak_rss())
+        self.done.append(figures)
+        rate = f", {figures['count'] / max(figures['seconds'], 1e-9):,.0f} {figures['unit']}/s" if figures["count"] else ""
+        log.info("%s: %.1f s%s, peak resident memory %.0f MB", name, figures["seconds"], rate, figures["peak_rss"] / 2**20)
 
 
 # --- the step ----------------------------------------------------------------------
@@ -162,7 +517,7 @@ def input_hash(data: str, embeddings: str, args) -> tuple[str, dict]:
         "embedding_dim": args.embedding_dim if embeddings == "none" else None,
         "language": args.language,
         "seed": args.seed,
-    }
+    }  # no worker count: the output is the same for any
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     return digest, inputs
 
@@ -173,140 +528,131 @@ def _npy(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def main(args) -> str:
+def _staging_dir(out: str, digest: str) -> Path:
+    """A fresh folder for the spool and the staged arrays: beside a local output (so a rename publishes), else in temp."""
+    if storage.is_s3(out):
+        return Path(tempfile.mkdtemp(prefix=f"meli-prepare-{digest}-"))
+    parent = Path(out).parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{digest}.staging-", dir=parent))
+
+
+def _vectors(args, vocabulary: list[str], sentences: _Sentences) -> emb.Vectors:
+    word_id = {w: i for i, w in enumerate(vocabulary)}
+    if args.embeddings == "none":
+        return emb.train(sentences, word_id, args.embedding_dim, args.seed)
+    name = args.embeddings.rsplit("/", 1)[-1]
+    return emb.load(storage.local_copy(args.embeddings), name, word_id, args.seed)
+
+
+def _report(args, corpus: Corpus, rows: Rows, split_rows: dict, oov: dict, vocabulary: list, vectors: emb.Vectors) -> dict:
+    return {
+        "data": args.data,
+        "embeddings": args.embeddings,
+        "rows_read": corpus.rows_read,
+        "rows_kept": sum(split_rows.values()),
+        "rows_dropped": {k: v for k, v in rows.dropped.items() if v},
+        "splits": split_rows,
+        "splits_from_input": corpus.splits_given,
+        "classes": len(rows.label_names),
+        "classes_too_small_to_split": rows.small_classes,
+        "vocab_size": len(vocabulary),
+        "oov_rate": oov,
+        "embedding_dim": int(vectors.matrix.shape[1]),
+        "embedding_coverage": round(vectors.found / max(1, len(vocabulary) - 2), 4),
+        "embedding_file": vectors.stats,
+    }  # no timings: the prepared folder is a pure function of its hash, so concurrent prepares write identical bytes
+
+
+def _publish(out: str, files: dict) -> dict:
+    """Write every file (staged arrays are moved, the rest written), in order; returns the manifest's file list."""
+    listed = {}
+    for fname, item in files.items():
+        uri = storage.join(out, fname)
+        if isinstance(item, dict):
+            storage.put_file(item["path"], uri)
+            listed[fname] = {"bytes": item["bytes"], "sha256": item["sha256"]}
+        else:
+            storage.write_bytes(uri, item)
+            listed[fname] = {"bytes": len(item), "sha256": hashlib.sha256(item).hexdigest()}
+    return listed
+
+
+def _prepare(args, workers: int, staging: Path, phases: Phases) -> tuple[dict, dict]:
+    """Phases 1 to 5: (the output files in write order, staged arrays or bytes; the report)."""
+    name = args.data.rsplit("/", 1)[-1]
+    path = storage.local_copy(args.data)
+    with phases("read and tokenize") as figures:
+        corpus = tokenize_input(path, name, args.language, workers, staging / "spool.i32", figures)
+    log.info("read %d rows from %s (%d workers)", corpus.rows_read, args.data, workers)
+    with phases("split", len(corpus.lengths), "titles"):
+        rows = assign_splits(corpus, args.seed, args.data)
+    train = rows.split == 0
+    with phases("vocabulary", int(train.sum()), "training titles"):
+        vocabulary = build_vocabulary(corpus, rows)
+    log.info("vocabulary: %d words (+2 specials) from %d training titles", len(vocabulary) - 2, int(train.sum()))
+    with phases("encode", len(corpus.lengths), "titles"):
+        files, split_rows, oov = encode(corpus, rows, vocabulary, staging)
+    for split_name in ("validation", "test"):
+        if split_rows[split_name] == 0:
+            raise UserError(f"{args.data}: the {split_name} split is empty after cleaning; need more rows per category")
+    with phases("embeddings") as figures:
+        vectors = _vectors(args, vocabulary, _Sentences(corpus, train))
+        from_file = "lines" in vectors.stats  # a vector file's rate is in lines; trained vectors', in titles
+        figures.update(count=vectors.stats["lines"] if from_file else int(train.sum()),
+                       unit="lines" if from_file else "training titles")
+    files["embeddings.npy"] = _npy(vectors.matrix)
+    files["vocab.json"] = json.dumps(vocabulary, ensure_ascii=False).encode()
+    files["labels.json"] = json.dumps(rows.label_names, ensure_ascii=False).encode()
+    report = _report(args, corpus, rows, split_rows, oov, vocabulary, vectors)
+    files["report.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode()
+    return files, report
+
+
+def main(args) -> int:
+    """Prepare once per dataset: prints the prepared URI and writes it to --result-file (Argo's output)."""
     storage.check_uri(args.data, "--data")
     storage.check_uri(args.out, "--out")
     if args.embeddings != "none":
         storage.check_uri(args.embeddings, "--embeddings")
+    workers = usable_cores() if args.workers is None else args.workers
+    if workers < 1:
+        raise UserError(f"--workers {workers}: must be >= 1")
     started = time.time()
     digest, inputs = input_hash(args.data, args.embeddings, args)
     out = storage.join(args.out, "prepared", digest)
     if storage.exists(storage.join(out, "manifest.json")):
         log.info("already prepared: %s (same inputs, manifest found)", out)
-        _emit(out, args.result_file)
-        return out
+        return _emit(out, args.result_file)
 
-    name = args.data.rsplit("/", 1)[-1]
-    frame = read_table(storage.local_copy(args.data), name)
-    rows_read = len(frame)
-    log.info("read %d rows from %s", rows_read, args.data)
-    dropped: Counter = Counter()
-
-    titles = frame["title"].astype(str).str.strip()
-    cats = frame["category"].astype(str).str.strip()
-    too_long = titles.str.len() > MAX_TITLE_CHARS
-    keep = (titles != "") & (cats != "") & ~too_long
-    dropped["empty title"] = int((titles == "").sum())
-    dropped["empty category"] = int(((titles != "") & (cats == "")).sum())
-    dropped[f"title over {MAX_TITLE_CHARS} characters"] = int((too_long & (cats != "")).sum())
-    splits_given = "split" in frame.columns
-    split_col = frame["split"].astype(str).str.strip().str.lower() if splits_given else None
-
-    stop = text.stopwords(args.language)
-    tokens, categories, split_names = [], [], []
-    for i in np.flatnonzero(keep.to_numpy()):
-        toks = text.tokenize(titles.iat[i], stop)
-        if not toks:
-            dropped["no tokens after cleaning"] += 1
-            continue
-        if splits_given:
-            s = SPLIT_ALIASES.get(split_col.iat[i])
-            if s is None:
-                dropped["unknown split value"] += 1
-                continue
-            split_names.append(s)
-        tokens.append(toks)
-        categories.append(cats.iat[i])
-    if not tokens:
-        raise UserError(f"{args.data}: no usable rows ({rows_read} read; dropped: {_reasons(dropped)})")
-
-    small_classes = 0
-    if splits_given:
-        split = np.asarray([SPLITS.index(s) for s in split_names], dtype=np.int8)
-    else:
-        split, small_classes = stratified_split(categories, args.seed)
-    train_cats = {c for c, s in zip(categories, split) if s == 0}
-    # Class ids follow the order in which categories first appear (the course's rule).
-    label_names = list(dict.fromkeys(c for c in categories if c in train_cats))
-    if len(label_names) < 2:
-        raise UserError(f"{args.data}: needs at least 2 categories in the training split, found {len(label_names)}")
-    label_id = {c: i for i, c in enumerate(label_names)}
-    unseen = sum(1 for c in categories if c not in label_id)
-    dropped["category not in training split"] = unseen
-
-    train_tokens = [t for t, s in zip(tokens, split) if s == 0]
-    vocab = build_vocab(train_tokens)
-    word_id = {w: i for i, w in enumerate(vocab)}
-    log.info("vocabulary: %d words (+2 specials) from %d training titles", len(vocab) - 2, len(train_tokens))
-
-    files: dict[str, bytes] = {}
-    split_rows, oov = {}, {}
-    for k, split_name in enumerate(SPLITS):
-        idx = [i for i in range(len(tokens)) if split[i] == k and categories[i] in label_id]
-        ids, offsets, total, unknown = encode([tokens[i] for i in idx], word_id)
-        labels = np.asarray([label_id[categories[i]] for i in idx], dtype=np.int32)
-        files[f"tokens_{split_name}.npy"] = _npy(ids)
-        files[f"offsets_{split_name}.npy"] = _npy(offsets)
-        files[f"labels_{split_name}.npy"] = _npy(labels)
-        split_rows[split_name] = len(idx)
-        oov[split_name] = round(unknown / total, 4) if total else 0.0
-    for split_name in ("validation", "test"):
-        if split_rows[split_name] == 0:
-            raise UserError(f"{args.data}: the {split_name} split is empty after cleaning; need more rows per category")
-
-    if args.embeddings == "none":
-        vectors = emb.train(train_tokens, word_id, args.embedding_dim, args.seed)
-    else:
-        ename = args.embeddings.rsplit("/", 1)[-1]
-        vectors = emb.load(storage.local_copy(args.embeddings), ename, word_id, args.seed)
-    files["embeddings.npy"] = _npy(vectors.matrix)
-    files["vocab.json"] = json.dumps(vocab, ensure_ascii=False).encode()
-    files["labels.json"] = json.dumps(label_names, ensure_ascii=False).encode()
-
-    report = {
-        "data": args.data,
-        "embeddings": args.embeddings,
-        "rows_read": rows_read,
-        "rows_kept": sum(split_rows.values()),
-        "rows_dropped": {k: v for k, v in dropped.items() if v},
-        "splits": split_rows,
-        "splits_from_input": splits_given,
-        "classes": len(label_names),
-        "classes_too_small_to_split": small_classes,
-        "vocab_size": len(vocab),
-        "oov_rate": oov,
-        "embedding_dim": int(vectors.matrix.shape[1]),
-        "embedding_coverage": round(vectors.found / max(1, len(vocab) - 2), 4),
-        "embedding_file": vectors.stats,
-    }  # no timings: the prepared folder is a pure function of its hash, so concurrent prepares write identical bytes
-    files["report.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode()
-    for fname, blob in files.items():
-        storage.write_bytes(storage.join(out, fname), blob)
-    manifest = {
-        "version": PREPARE_VERSION,
-        "inputs": inputs,
-        "files": {f: {"bytes": len(b), "sha256": hashlib.sha256(b).hexdigest()} for f, b in files.items()},
-        "classes": len(label_names),
-        "vocab_size": len(vocab),
-        "embedding_dim": int(vectors.matrix.shape[1]),
-        "splits": split_rows,
-    }
-    storage.write_json(storage.join(out, "manifest.json"), manifest)  # last: marks the folder complete
+    phases = Phases()
+    staging = _staging_dir(out, digest)
+    try:
+        files, report = _prepare(args, workers, staging, phases)
+        with phases("write") as figures:
+            listed = _publish(out, files)
+            manifest = {"version": PREPARE_VERSION, "inputs": inputs, "files": listed, "classes": report["classes"],
+                        "vocab_size": report["vocab_size"], "embedding_dim": report["embedding_dim"], "splits": report["splits"]}
+            storage.write_json(storage.join(out, "manifest.json"), manifest)  # last: marks the folder complete
+            figures.update(count=sum(f["bytes"] for f in listed.values()), unit="bytes")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("prepared %s in %.1fs: %s rows, %d classes, vocab %d, OOV %s, coverage %.1f%%, dropped: %s", out,
-             time.time() - started, split_rows, len(label_names), len(vocab), oov, 100 * report["embedding_coverage"],
-             _reasons(dropped))
-    _emit(out, args.result_file)
-    return out
+             time.time() - started, report["splits"], report["classes"], report["vocab_size"], report["oov_rate"],
+             100 * report["embedding_coverage"], _reasons(report["rows_dropped"]))
+    if args.stats_file:
+        Path(args.stats_file).write_text(json.dumps({"prepared": out, "workers": workers, "phases": phases.done}, indent=2))
+    return _emit(out, args.result_file)
 
 
-def _reasons(dropped: Counter) -> str:
+def _reasons(dropped: dict) -> str:
     return ", ".join(f"{v} {k}" for k, v in dropped.items() if v) or "none"
 
 
-def _emit(out: str, result_file: str | None) -> None:
-    if result_file:
-        Path(result_file).write_text(out)
+def _emit(out: str, result_file: str | None) -> int:
+    steps.write_result(result_file, out)
     print(out)
+    return 0
 
 
 # --- reading it back ---------------------------------------------------------------
@@ -315,7 +661,6 @@ def _emit(out: str, result_file: str | None) -> None:
 @dataclass
 class Prepared:
     uri: str
-    manifest: dict
     arrays: dict  # name -> numpy array (memory-mapped)
     vocab_size: int
     classes: int
@@ -348,5 +693,5 @@ def open_prepared(uri: str, cache_dir: str | Path | None = None) -> Prepared:
             arrays[fname[:-4]] = np.load(local / fname, mmap_mode="r", allow_pickle=False)
     labels = json.loads((local / "labels.json").read_text(encoding="utf-8"))
     vocab = json.loads((local / "vocab.json").read_text(encoding="utf-8"))
-    return Prepared(uri, manifest, arrays, manifest["vocab_size"], manifest["classes"], labels, vocab,
+    return Prepared(uri, arrays, manifest["vocab_size"], manifest["classes"], labels, vocab,
                     manifest["inputs"]["language"])

@@ -168,6 +168,9 @@ class Backend(Protocol):
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write all of `data`, or leave nothing a reader takes for the object."""
 
+    def put_file(self, local: Path, uri: str) -> None:
+        """Move a finished local file to the object, all of it or nothing; the local file is gone after."""
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -211,6 +214,15 @@ class LocalBackend:
                 os.unlink(tmp)
             raise
 
+    def put_file(self, local: Path, uri: str) -> None:
+        dest = Path(uri)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(local, dest)  # atomic: readers see the old file or the whole new one
+        except OSError:  # another filesystem
+            _copy_local(local, dest)
+            os.unlink(local)
+
 
 class S3Backend:
     """Objects: one PUT each, which S3 shows only once the whole body has arrived."""
@@ -237,6 +249,12 @@ class S3Backend:
         bucket, key = split_s3(uri)
         with s3_errors(uri):
             s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+
+    def put_file(self, local: Path, uri: str) -> None:
+        bucket, key = split_s3(uri)
+        with s3_errors(uri):
+            s3_client().upload_file(str(local), bucket, key)  # multipart for large files: visible when complete
+        os.unlink(local)
 
 
 # The backend of each kind of URI. The seam for tests: they wrap an entry (storage.BACKENDS["s3"] = ...).
@@ -292,6 +310,12 @@ def _copy_local(source: str | Path, dest: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def put_file(local: str | Path, uri: str) -> None:
+    """Publish a finished local file at a URI, moving it: a rename on the same filesystem, else a copy or
+    an upload (large S3 objects go up in parts, visible only when complete)."""
+    backend(uri).put_file(Path(local), uri)
 
 
 def download_file(uri: str, local: str | Path) -> Path:

@@ -88,6 +88,13 @@ class FaultyBackend:
         if self.fault.matches("after-write", uri):
             self.fault.fire()
 
+    def put_file(self, local, uri: str) -> None:
+        if self.fault.matches("before-write", uri):
+            self.fault.fire()
+        self.inner.put_file(local, uri)
+        if self.fault.matches("after-write", uri):
+            self.fault.fire()
+
     def _leave_half(self, uri: str, data: bytes) -> None:
         """What a write cut off halfway leaves behind, where the real backend would leave it."""
         if self.kind == "local":

@@ -132,6 +132,8 @@ SKIPPED = [
     ("class with one row", "one_row_class.csv", "none",
      lambda r: r["classes_too_small_to_split"] == 1 and r["classes"] == 4 and r["splits"]["train"] == 31),
     ("unknown split value", "unknown_split.csv", "none", lambda r: r["rows_dropped"]["unknown split value"] == 1),
+    ("JSON record with no title or category", "missing_fields.jsonl", "none",
+     lambda r: r["rows_dropped"] == {"empty title": 1, "empty category": 2} and r["rows_kept"] == 33),
     ("huge title", "MADE/huge_title.csv", "none", lambda r: r["rows_dropped"]["title over 2000 characters"] == 1 and r["rows_kept"] == 36),
     ("vectors: duplicate words", "good.csv", "vectors_duplicates.txt",
      lambda r: r["embedding_file"]["duplicate_words"] == 2 and r["embedding_coverage"] == 1.0),

@@ -56,3 +56,49 @@ def test_bad_vector_files(tmp_path, lines, message):
 def test_unknown_format(tmp_path):
     with pytest.raises(UserError, match="unknown word-vector format"):
         embeddings.load(write(tmp_path / "v.csv", ["a 1"]), "v.csv", VOCAB)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_lines_split_across_read_blocks(tmp_path, monkeypatch, gz):
+    """Blocks end anywhere, even inside a word or a multi-byte character: the vectors are those of one whole read."""
+    lines = ["4 3", "casa 1 2 3\r", "", "perro 4 5 6", "ñandú 7 8 9", "gato 1 1 1"]  # a CRLF line, a blank one, no final newline
+    data = "\n".join(lines).encode()
+    path = tmp_path / ("v.txt.gz" if gz else "v.txt")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    vocab = {**VOCAB, "ñandú": 5}
+    whole = embeddings.load(path, path.name, vocab)
+    for block in (1, 2, 5, 7, 13):
+        monkeypatch.setattr(embeddings, "READ_BLOCK", block)
+        vec = embeddings.load(path, path.name, vocab)
+        assert vec.matrix.tobytes() == whole.matrix.tobytes() and vec.stats == whole.stats
+    assert whole.matrix[4].tolist() == [1, 1, 1] and whole.matrix[5].tolist() == [7, 8, 9] and whole.stats["lines"] == 4
+
+
+def test_invalid_utf8_names_its_line(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_bytes(b"casa 1 2\nperro 3 4\ngat\xff 5 6\n")
+    with pytest.raises(UserError, match=r"v.txt: not UTF-8 text \(line 3, byte 4\)"):
+        embeddings.load(path, "v.txt", VOCAB)
+
+
+def test_words_outside_the_vocabulary_are_counted_not_parsed(tmp_path):
+    """An unknown word's values are never parsed (its garbage is not a bad line); a wrong count still is one."""
+    lines = ["casa 1 2 3", "zzz x y z", "www 1 2", "perro 4 5 6"]
+    vec = embeddings.load(write(tmp_path / "v.txt", lines), "v.txt", VOCAB)
+    assert vec.stats == {"lines": 4, "bad_lines": 1, "duplicate_words": 0, "dim": 3} and vec.found == 2
+
+
+def test_a_binary_file_is_refused_before_it_is_read_whole(tmp_path):
+    """No newline for tens of megabytes: the first block that does not decode is refused, not the whole file read."""
+    import tracemalloc
+
+    path = tmp_path / "v.txt"
+    path.write_bytes(b"x" * 5000 + b"\xff" + b"y" * (6 * embeddings.READ_BLOCK))
+    tracemalloc.start()
+    try:
+        with pytest.raises(UserError, match=r"not UTF-8 text \(line 1, byte 5001\)"):
+            embeddings.load(path, "v.txt", VOCAB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * embeddings.READ_BLOCK  # a block, its text and a copy; the file is 6 blocks

@@ -112,3 +112,112 @@ def test_bad_csv_is_one_line(tmp_path, content, message):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and message in proc.stderr and "Traceback" not in proc.stderr
     assert not list((tmp_path / "out").rglob("manifest.json"))
+
+
+# --- streaming, workers, and the bytes written -------------------------------------------------
+
+from job import tables  # noqa: E402
+from job.prepare import NpyWriter, usable_cores  # noqa: E402
+from job.prepare_bench import make_titles  # noqa: E402
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+
+
+def test_the_arrays_are_the_bytes_the_whole_file_reader_wrote(tmp_path):
+    """sha256 (first 16 hex digits) of what prepare wrote before it streamed its input: a split column, an unknown split."""
+    uri, _ = prepare(CORPUS / "unknown_split.csv", tmp_path / "out", "--workers", "2")
+    written = {f: m["sha256"][:16] for f, m in json.loads((Path(uri) / "manifest.json").read_text())["files"].items()}
+    assert written | {"embeddings.npy": None, "report.json": None} == {
+        "tokens_train.npy": "79a588642e2e4f60", "offsets_train.npy": "073bba61a568d7aa", "labels_train.npy": "e9423c42efe5b998",
+        "tokens_validation.npy": "74ce108306486ee8", "offsets_validation.npy": "89146b45ca276955",
+        "labels_validation.npy": "16bdd391ebed3594", "tokens_test.npy": "238cbae945597d96",
+        "offsets_test.npy": "89146b45ca276955", "labels_test.npy": "16bdd391ebed3594",
+        "vocab.json": "1348a9e799925b81", "labels.json": "7365486ff018f122", "embeddings.npy": None, "report.json": None}
+
+
+def _folder_bytes(uri: str) -> dict:
+    return {p.name: p.read_bytes() for p in Path(uri).iterdir()}
+
+
+@pytest.mark.slow
+def test_any_number_of_workers_writes_the_same_bytes(tmp_path):
+    """Three chunks, the last one short: 1 worker (in this process) and 3 workers (a pool) write identical folders."""
+    frame = make_titles(2 * tables.CHUNK_ROWS + 1234, categories=40)
+    data = tmp_path / "titles.csv"
+    frame.to_csv(data, index=False)
+    words = sorted({w for t in frame["title"][:500] for w in t.lower().split() if w.isalpha()})
+    vectors = write_vectors(tmp_path / "v.txt", words[::2])
+    folders = {}
+    for workers in (1, 3):
+        uri, _ = prepare(data, tmp_path / f"out{workers}", "--embeddings", str(vectors), "--workers", str(workers))
+        folders[workers] = _folder_bytes(uri)
+        assert [p.name for p in Path(uri).parent.iterdir()] == [Path(uri).name]  # the staging folder is gone
+    assert folders[1] == folders[3]
+    report = json.loads(folders[1]["report.json"])
+    assert report["rows_read"] == len(frame) and report["classes"] == 40 and report["vocab_size"] > 1000
+
+
+def write_vectors(path: Path, words: list[str], dim: int = 4) -> Path:
+    path.write_text("".join(f"{w} " + " ".join(f"{(i * 7 + j) % 11 / 10:.1f}" for j in range(dim)) + "\n"
+                            for i, w in enumerate(words)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_json_lines_splits_are_decided_over_the_whole_file(tmp_path):
+    """A chunk whose records carry no split field is, as in a whole-file read, a chunk of unknown splits; any workers."""
+    frame = make_titles(2 * tables.CHUNK_ROWS + 500, categories=20)
+    path = tmp_path / "course.jsonl.gz"
+    names = ["train", "train", "train", "Validation", "test", "bogus"]
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        for i, (title, cat) in enumerate(zip(frame["title"], frame["category"])):
+            record = {"title": title, "category": cat, "tokenized_title": title.split(), "data": [2, 3]}
+            if not tables.CHUNK_ROWS <= i < 2 * tables.CHUNK_ROWS:  # the second chunk has no split field at all
+                record["split"] = names[i % len(names)]
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    folders = {}
+    for workers in (1, 2):
+        uri, _ = prepare(path, tmp_path / f"out{workers}", "--workers", str(workers))
+        folders[workers] = _folder_bytes(uri)
+    assert folders[1] == folders[2]
+    report = json.loads(folders[1]["report.json"])
+    bogus = sum(1 for i in range(len(frame)) if names[i % len(names)] == "bogus"
+                and not tables.CHUNK_ROWS <= i < 2 * tables.CHUNK_ROWS)
+    assert report["splits_from_input"] is True
+    assert report["rows_dropped"]["unknown split value"] == tables.CHUNK_ROWS + bogus
+
+
+@pytest.mark.parametrize("bad_row, message", [
+    (b"a,b,c,d,e\n", "malformed CSV: Error tokenizing data. C error: Expected 4 fields in line {line}, saw 5"),
+    (b"caf\xe9 con leche,reliable,spanish,FOOD\n", "not UTF-8 text"),
+])
+def test_a_bad_row_far_into_the_file_is_one_line(tmp_path, bad_row, message):
+    """The row after the first chunk: the same one-line message a whole-file read gave, and nothing left behind."""
+    good = b"".join(b"zapatilla running azul,reliable,spanish,SHOES\n" for _ in range(tables.CHUNK_ROWS + 100))
+    data = tmp_path / "late.csv"
+    data.write_bytes(b"title,label_quality,language,category\n" + good + bad_row + good[:470])
+    proc = run_job("prepare", "--data", str(data), "--out", str(tmp_path / "out"), "--workers", "2", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "late.csv" in errors[0], proc.stderr[-2000:]
+    assert message.format(line=tables.CHUNK_ROWS + 102) in errors[0]
+    assert not list((tmp_path / "out").rglob("*.npy")) and not list((tmp_path / "out").rglob("*staging*"))
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 1000])
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_npy_writer_writes_what_np_save_writes(tmp_path, length, dtype):
+    values = np.arange(length, dtype=dtype) * 3 - 5
+    writer = NpyWriter(tmp_path / "a.npy", dtype, length)
+    for piece in np.array_split(values, 3):
+        writer.write(piece)
+    meta = writer.close()
+    np.save(tmp_path / "b.npy", values)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    assert meta["bytes"] == (tmp_path / "b.npy").stat().st_size
+
+
+def test_workers_default_to_the_usable_cores_and_must_be_positive(tmp_path):
+    assert 1 <= usable_cores() <= len(__import__("os").sched_getaffinity(0))
+    proc = run_job("prepare", "--data", str(CORPUS / "good.csv"), "--out", str(tmp_path / "out"), "--workers", "0", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --workers 0: must be >= 1"

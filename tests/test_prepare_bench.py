@@ -1,0 +1,69 @@
+"""The prepare bench: its data, one real run of each worker count, and the arithmetic of its summary.
+
+Benchmarks print figures; nothing here asserts a timing.
+"""
+
+import numpy as np
+
+from job import prepare_bench as pb
+from job import text
+
+
+def test_titles_are_synths_kind_and_their_words_keep_growing():
+    a, b = pb.make_titles(4000, categories=40), pb.make_titles(4000, categories=40)
+    assert a.equals(b)  # seeded
+    assert list(a.columns) == ["title", "label_quality", "language", "category"] and a["category"].nunique() == 40
+    stop = text.stopwords("spanish")
+    tokens = [text.tokenize(t, stop) for t in a["title"]]
+    assert all(tokens) and 3 < np.mean([len(t) for t in tokens]) < 8
+    assert a["title"].str.contains("<").any() and a["title"].str.isupper().any()  # HTML and capitals to clean
+
+    def distinct(frame):
+        return len({w for t in frame["title"] for w in text.tokenize(t, stop)})
+
+    big = pb.make_titles(40_000, categories=40)
+    assert distinct(big) > distinct(big.head(10_000)) * 1.1  # the rare words: not a vocabulary fixed from the start
+
+
+def test_runs_of_1_and_2_workers_report_every_phase_and_the_same_bytes(tmp_path):
+    data, vectors = tmp_path / "t.csv.gz", tmp_path / "v.txt.gz"
+    pb.make_titles(6000, categories=30).to_csv(data, index=False)
+    pb.write_vectors(vectors, lines=3000, dim=8)
+    runs = []
+    for workers in (1, 2):
+        run = pb.run_prepare(data, vectors, tmp_path / f"out{workers}", workers)
+        run["rows"] = pb.phase(run, "read and tokenize")["count"]
+        runs.append(run)
+    assert [p["phase"] for p in runs[0]["phases"]] == ["read and tokenize", "split", "vocabulary", "encode", "embeddings", "write"]
+    assert runs[0]["rows"] == 6000 and pb.phase(runs[0], "embeddings")["count"] == 3000  # lines of the vector file
+    assert pb.phase(runs[1], "read and tokenize")["worker_private_memory"] > 0
+    table = pb.phase_table(runs)
+    assert "1 worker:" in table and "2 workers:" in table and "whole step" in table
+    assert "6,000 rows: output of 1, 2 workers byte for byte the same: yes" in pb.summary({6000: runs})
+
+
+def _run(rows, workers, main_cpu, worker_cpu, peak, private=0):
+    phases = [{"phase": "read and tokenize", "count": rows, "unit": "rows", "seconds": 10.0, "cpu_seconds": main_cpu,
+               "worker_cpu_seconds": worker_cpu, "worker_private_memory": private, "peak_rss": peak,
+               "spool_bytes": 20 * rows, "distinct_words": 1000},
+              {"phase": "vocabulary", "count": rows, "unit": "training titles", "seconds": 1.0, "peak_rss": peak},
+              {"phase": "embeddings", "count": 100_000, "unit": "lines", "seconds": 5.0, "peak_rss": peak}]
+    return {"rows": rows, "workers": workers, "phases": phases, "wall": 20.0,
+            "files": {"tokens_train.npy": {"bytes": 16 * rows, "sha256": "x"}, "embeddings.npy": {"bytes": 10**8, "sha256": "y"}}}
+
+
+def test_summary_and_extrapolation_arithmetic():
+    mb = 2**20
+    small, large = _run(10**6, 2, 4.0, 12.0, 200 * mb, 40 * mb), _run(4 * 10**6, 2, 16.0, 48.0, 230 * mb, 40 * mb)
+    pod = _run(10**6, 8, 4.0, 12.0, 300 * mb, 40 * mb)
+    assert pb.pod_memory(small) == 280 * mb  # main 200 + 2 x 40 while the workers run
+    one = dict(_run(10**6, 1, 16.0, 12.0, 190 * mb), phases=[dict(p, seconds=20.0) for p in small["phases"]])
+    lines = pb.summary({10**6: [one, small], 4 * 10**6: [dict(one, rows=4 * 10**6), large]})
+    assert "2 workers over 1: read and tokenize 2.00x (target >= 1.7x) PASS" in lines[0]
+    assert any("peak memory 4,000,000 / 1,000,000 rows, 2 workers: 310 / 280 MB = 1.11x" in line and "PASS" in line for line in lines)
+    text = "\n".join(pb.extrapolate(small, large, pod))
+    # read and tokenize: max(16, (16 + 48) / 8) x (20 M / 4 M) = 80 s; vocabulary 1 s x 5; 1,000,653 lines at 20,000/s
+    assert "read and tokenize 80 s, vocabulary 5 s, embeddings 50 s" in text
+    # 300 + 8 x 40 = 620 MB at 1 M rows, + 30 MB per 3 M rows up to 20 M rows: 620 + 190 = 810 MB
+    assert f"= {810 / 1024:.2f} GiB" in text
+    assert f"{(20 + 16) * 20_000_000 / 2**30:.1f} GiB" in text  # the spool and the arrays, not the embeddings
