@@ -573,7 +573,7 @@ def _machine(device: torch.device) -> str:
         where = (f"{torch.cuda.get_device_name(device)}, CUDA {torch.version.cuda}, "
                  f"cuDNN {torch.backends.cudnn.version()}")
     else:
-        where = f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} threads"
+        where = f"{os.cpu_count()} CPU cores, {_count(torch.get_num_threads(), 'thread')}"
     if hasattr(os, "getloadavg"):  # other work on the machine slows the many small ops of the seed-style loop most
         where += f", load average {os.getloadavg()[0]:.1f}"
     return where

@@ -259,7 +259,7 @@ def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_wit
     assert run.returncode == 0, run.stdout + run.stderr
     out = run.stdout
     assert "300 training and 75 validation rows" in out and "20 classes" in out
-    assert f"4 round(s) of {' then '.join(loops)} (seeds 0..2)" in out and "1 threads, load average" in out
+    assert f"4 round(s) of {' then '.join(loops)} (seeds 0..2)" in out and "1 thread, load average" in out
     blocks = _family_blocks(out)
     assert list(blocks) == (["lstm", "cnn", "mlp"] if family == "all" else [family])
     for family, block in blocks.items():
