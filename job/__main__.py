@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--embeddings", default="none", help="word vectors (.txt/.vec[.gz] or word2vec .bin), or 'none' to train them (default)")
     s.add_argument("--out", required=True, help="output prefix; writes <out>/prepared/<hash>/")
     s.add_argument("--embedding-dim", type=int, default=100, help="vector size when --embeddings none (default: 100)")
+    s.add_argument("--allow-low-coverage", action="store_true",
+                   help="use a vector file that covers under 10%% of the vocabulary (refused by default)")
     s.add_argument("--language", choices=("spanish", "portuguese"), default="spanish", help="stopword list (default: spanish)")
     s.add_argument("--seed", type=int, default=0, help="seed for splits and trained vectors (default: 0)")
     s.add_argument("--workers", type=int, default=None,

@@ -17,6 +17,7 @@ import codecs
 import contextlib
 import gzip
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -27,7 +28,9 @@ from job.errors import UserError
 
 log = logging.getLogger("job.embeddings")
 
-MAX_BAD_SHARE = 0.01  # refuse a file where more than this share of lines is malformed
+MAX_BAD_SHARE = 0.01  # refuse a file where more than this share of lines is malformed (beyond BAD_FLOOR lines)
+BAD_FLOOR = 10  # malformed lines a big file may have before MAX_BAD_SHARE applies
+MIN_COVERAGE = 0.10  # refuse vectors covering less of the vocabulary than this: a wrong language or a wrong file
 READ_BLOCK = 8 << 20  # bytes read and decoded at once (8 MiB): one C call each instead of one per line
 
 
@@ -90,9 +93,10 @@ def load_text(path: Path, name: str, vocab: dict[str, int], seed: int = 0) -> Ve
                 continue
             if space <= 0:  # no numbers, or no word
                 if line.strip():
+                    lines += 1
                     bad += 1
                 continue
-            lines += 1
+            lines += 1  # every non-empty line but the header; `bad` of them are malformed
             values = line.count(" ")
             if dim is None:
                 dim = header_dim or values
@@ -122,8 +126,9 @@ def load_text(path: Path, name: str, vocab: dict[str, int], seed: int = 0) -> Ve
         raise UserError(f"{name}: cannot read word vectors ({type(e).__name__}: {e})") from None
     if matrix is None:
         raise UserError(f"{name}: no word vectors found (empty file or no 'word v1 v2 ...' lines)")
-    if bad > max(10, MAX_BAD_SHARE * (lines + bad)):
-        raise UserError(f"{name}: {bad} of {lines + bad} lines are malformed (expected a word and {dim} numbers); "
+    # More malformed lines than good ones is never a vector file, however small it is.
+    if bad > lines - bad or bad > max(BAD_FLOOR, MAX_BAD_SHARE * lines):
+        raise UserError(f"{name}: {bad} of {lines} lines are malformed (expected a word and {dim} numbers); "
                         f"is the dimension right?")
     _fill_missing(matrix, found_mask, seed)
     return Vectors(matrix, int(found_mask[2:].sum()), {"lines": lines, "bad_lines": bad, "duplicate_words": duplicates, "dim": dim})
@@ -155,6 +160,22 @@ def load(path: Path, name: str, vocab: dict[str, int], seed: int = 0) -> Vectors
     return load_text(path, name, vocab, seed)
 
 
+def stable_hash(text: str) -> int:
+    """The same number for the same string in every process (Python's hash() of a str is salted per process)."""
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def check_coverage(vectors: Vectors, vocab_words: int, name: str, allow_low: bool) -> float:
+    """The share of the vocabulary the file had vectors for, logged; under MIN_COVERAGE it is refused."""
+    coverage = vectors.found / max(1, vocab_words)
+    log.info("%s: vectors for %d of %d vocabulary words (coverage %.1f%%)", name, vectors.found, vocab_words, 100 * coverage)
+    if coverage < MIN_COVERAGE and not allow_low:
+        raise UserError(f"{name}: vectors for only {vectors.found} of {vocab_words} vocabulary words ({100 * coverage:.1f}%, "
+                        f"under {100 * MIN_COVERAGE:.0f}%): the wrong language or the wrong file? "
+                        f"--allow-low-coverage uses it anyway")
+    return coverage
+
+
 def train(sentences: list[list[str]], vocab: dict[str, int], dim: int, seed: int = 0) -> Vectors:
     """Word2Vec on the training titles, for when no pretrained vectors are given.
 
@@ -165,10 +186,12 @@ def train(sentences: list[list[str]], vocab: dict[str, int], dim: int, seed: int
 
     if dim < 1:
         raise UserError(f"--embedding-dim {dim}: must be >= 1")
-    # One worker keeps the vectors, and so the whole run, reproducible for a seed; it costs
-    # seconds at demo size and a few minutes on the full 4.9 M titles.
-    workers = 1 if len(sentences) < 500_000 else 4
-    model = Word2Vec(sentences=sentences, vector_size=dim, window=5, min_count=1, workers=workers, seed=seed, epochs=10, sg=1)
+    # One worker and a hash that does not change with PYTHONHASHSEED (gensim seeds each word's initial
+    # vector from hashfxn) keep the vectors, and so the prepared folder, a pure function of its hash. Several
+    # workers would race over the shared weights; one costs seconds at demo size, minutes on 4.9 M titles.
+    workers = 1
+    model = Word2Vec(sentences=sentences, vector_size=dim, window=5, min_count=1, workers=workers, seed=seed, epochs=10,
+                     sg=1, hashfxn=stable_hash)
     matrix = np.zeros((len(vocab), dim), dtype=np.float32)
     found_mask = np.zeros(len(vocab), dtype=bool)
     for word, idx in vocab.items():

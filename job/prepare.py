@@ -57,7 +57,7 @@ from job.errors import UserError
 
 log = logging.getLogger("job.prepare")
 
-PREPARE_VERSION = 2  # bump when the output format or the preprocessing changes: it enters the hash
+PREPARE_VERSION = 3  # bump when the output format or the preprocessing changes: it enters the hash
 MAX_TOKENS = 64  # tokens stored per title; configs cut further with max_len
 MAX_TITLE_CHARS = 2000  # longer "titles" are pasted descriptions or garbage: dropped and counted (real ones are < 200)
 SPLITS = ("train", "validation", "test")
@@ -300,6 +300,7 @@ class Rows:
     label_names: list
     dropped: dict  # reason -> rows, in the order each reason first happened in the input
     small_classes: int  # classes with too few rows to split (all kept in train)
+    duplicates: dict  # titles equal after cleaning: how many, and how their splits were kept together
 
 
 def stratified_split(category: np.ndarray, names: list[str], seed: int) -> tuple[np.ndarray, int]:
@@ -324,6 +325,36 @@ def stratified_split(category: np.ndarray, names: list[str], seed: int) -> tuple
         split[rows[:n_val]] = 1
         split[rows[n_val:n_val + n_test]] = 2
     return split, small
+
+
+def title_keys(corpus: Corpus) -> np.ndarray:
+    """A key per tokenized title from its cleaned tokens: titles equal after cleaning share it.
+
+    Python's hash of the ids' bytes: equal titles get equal keys within this run, which is all the
+    grouping needs (each group takes its first title's split, whatever the keys' values)."""
+    keys = np.empty(len(corpus.lengths), dtype=np.int64)
+    for start, stop, ids in corpus.blocks():
+        ends = np.cumsum(corpus.lengths[start:stop], dtype=np.int64)
+        data = ids.tobytes()
+        begin = 0
+        for i, end in enumerate((ends * 4).tolist()):  # int32 ids: 4 bytes each
+            keys[start + i] = hash(data[begin:end])
+            begin = end
+    return keys
+
+
+def keep_duplicates_together(split: np.ndarray, keys: np.ndarray, splits_given: bool) -> tuple[np.ndarray, dict]:
+    """Drawn splits: every copy of a title goes to its first copy's split, so no title is both trained on
+    and tested. Given splits are kept as they are; copies across them are counted."""
+    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    together = split[first][inverse]
+    spread = np.zeros(len(first), dtype=bool)
+    np.logical_or.at(spread, inverse, together != split)  # groups whose copies sat in more than one split
+    stats = {"titles": int(len(keys)), "distinct": int(len(first)), "extra_copies": int(len(keys) - len(first)),
+             "repeated_titles": int((counts > 1).sum()),
+             ("across_given_splits" if splits_given else "kept_together"): int(spread.sum())}
+    return (split if splits_given else together), stats
 
 
 def _dropped_before_labels(corpus: Corpus, unknown_split: int) -> dict:
@@ -351,6 +382,7 @@ def assign_splits(corpus: Corpus, seed: int, data: str) -> Rows:
         split = corpus.split.copy()
     else:
         split, small = stratified_split(corpus.category, names, seed)
+    split, duplicates = keep_duplicates_together(split, title_keys(corpus), corpus.splits_given)
     in_train = np.zeros(len(names), dtype=bool)
     in_train[corpus.category[kept & (split == 0)]] = True
     first = np.full(len(names), len(kept), dtype=np.int64)  # each category's first kept row
@@ -363,7 +395,8 @@ def assign_splits(corpus: Corpus, seed: int, data: str) -> Rows:
     label_of[label_order] = np.arange(len(label_order), dtype=np.int32)
     label = np.where(kept, label_of[corpus.category], -1).astype(np.int32)
     dropped["category not in training split"] = int((kept & (label < 0)).sum())
-    return Rows(np.where(kept, split, -1).astype(np.int8), label, [names[c] for c in label_order], dropped, small)
+    return Rows(np.where(kept, split, -1).astype(np.int8), label, [names[c] for c in label_order], dropped, small,
+                duplicates)
 
 
 # --- phases 3 and 4: the vocabulary, and the arrays --------------------------------------------
@@ -542,7 +575,9 @@ def _vectors(args, vocabulary: list[str], sentences: _Sentences) -> emb.Vectors:
     if args.embeddings == "none":
         return emb.train(sentences, word_id, args.embedding_dim, args.seed)
     name = args.embeddings.rsplit("/", 1)[-1]
-    return emb.load(storage.local_copy(args.embeddings), name, word_id, args.seed)
+    vectors = emb.load(storage.local_copy(args.embeddings), name, word_id, args.seed)
+    emb.check_coverage(vectors, len(vocabulary) - 2, name, getattr(args, "allow_low_coverage", False))
+    return vectors
 
 
 def _report(args, corpus: Corpus, rows: Rows, split_rows: dict, oov: dict, vocabulary: list, vectors: emb.Vectors) -> dict:
@@ -556,6 +591,7 @@ def _report(args, corpus: Corpus, rows: Rows, split_rows: dict, oov: dict, vocab
         "splits_from_input": corpus.splits_given,
         "classes": len(rows.label_names),
         "classes_too_small_to_split": rows.small_classes,
+        "duplicates": rows.duplicates,  # titles equal after cleaning (kept_together: groups moved to one split)
         "vocab_size": len(vocabulary),
         "oov_rate": oov,
         "embedding_dim": int(vectors.matrix.shape[1]),

@@ -102,3 +102,33 @@ def test_a_binary_file_is_refused_before_it_is_read_whole(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 4 * embeddings.READ_BLOCK  # a block, its text and a copy; the file is 6 blocks
+
+
+def test_more_malformed_lines_than_good_ones_is_refused_however_small_the_file(tmp_path):
+    with pytest.raises(UserError, match="2 of 3 lines are malformed"):
+        embeddings.load(write(tmp_path / "v.txt", ["casa 1 2 3", "gato 1 x 3", "perro"]), "v.txt", VOCAB)
+    one_bad = embeddings.load(write(tmp_path / "w.txt", ["casa 1 2 3", "gato 4 5 6", "perro"]), "w.txt", VOCAB)
+    assert one_bad.stats["bad_lines"] == 1 and one_bad.found == 2
+
+
+def test_vectors_covering_under_a_tenth_of_the_vocabulary_are_refused_unless_allowed(caplog):
+    vectors = embeddings.Vectors(np.zeros((22, 3), dtype=np.float32), found=1)
+    with pytest.raises(UserError, match=r"vectors for only 1 of 20 vocabulary words \(5.0%, under 10%\).*--allow-low-coverage"):
+        embeddings.check_coverage(vectors, 20, "en.vec", allow_low=False)
+    with caplog.at_level("INFO", logger="job.embeddings"):
+        assert embeddings.check_coverage(vectors, 20, "en.vec", allow_low=True) == 0.05
+    assert "coverage 5.0%" in caplog.text  # printed either way
+    assert embeddings.check_coverage(embeddings.Vectors(vectors.matrix, found=2), 20, "es.vec", allow_low=False) == 0.1
+
+
+def test_trained_vectors_do_not_depend_on_the_process_hash_seed(tmp_path):
+    """gensim seeds each word's vector from hashfxn; Python's own str hash changes with PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from job import embeddings; v = embeddings.train([['casa', 'gato'], ['gato', 'perro']] * 50, "
+            "{'[PAD]': 0, '[UNK]': 1, 'casa': 2, 'gato': 3, 'perro': 4}, 8); sys.stdout.buffer.write(v.matrix.tobytes())")
+    outs = [subprocess.run([sys.executable, "-c", code], capture_output=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert outs[0] == outs[1] and len(outs[0]) == 5 * 8 * 4

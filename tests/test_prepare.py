@@ -24,9 +24,10 @@ def prepare(data, out, *extra):
 def small_rows():
     rows = []
     for i in range(40):
-        rows.append((f"zapatilla running {['azul', 'roja'][i % 2]}", "reliable", "spanish", "SHOES"))
-        rows.append((f"remera algodon manga {['corta', 'larga'][i % 2]}", "unreliable", "spanish", "SHIRTS"))
-        rows.append((f"taladro percutor {['bosch', 'black'][i % 2]}", "reliable", "spanish", "DRILLS"))
+        model = f"mod{chr(97 + i % 26)}{chr(97 + i // 26)}"  # each title distinct: copies would share a split
+        rows.append((f"zapatilla running {['azul', 'roja'][i % 2]} {model}", "reliable", "spanish", "SHOES"))
+        rows.append((f"remera algodon manga {['corta', 'larga'][i % 2]} {model}", "unreliable", "spanish", "SHIRTS"))
+        rows.append((f"taladro percutor {['bosch', 'black'][i % 2]} {model}", "reliable", "spanish", "DRILLS"))
     rows.append(("palabraunica solitaria", "reliable", "spanish", "SHOES"))
     return rows
 
@@ -221,3 +222,27 @@ def test_workers_default_to_the_usable_cores_and_must_be_positive(tmp_path):
     assert 1 <= usable_cores() <= len(__import__("os").sched_getaffinity(0))
     proc = run_job("prepare", "--data", str(CORPUS / "good.csv"), "--out", str(tmp_path / "out"), "--workers", "0", check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --workers 0: must be >= 1"
+
+
+def test_titles_equal_after_cleaning_share_one_split_and_are_counted(tmp_path):
+    """No title is both trained on and tested: every copy goes where its first copy was drawn."""
+    rows = []
+    colors, sizes = ["azul", "roja", "verde", "negra", "blanca"], ["chica", "mediana", "grande", "enorme"]
+    for i in range(60):  # 20 titles per category, each written three ways that clean to the same tokens
+        cat = ["SHOES", "SHIRTS", "DRILLS"][i % 3]
+        j = i // 3  # every word in many titles, so in the vocabulary: distinct titles keep distinct ids
+        base = f"{['zapatilla', 'remera', 'taladro'][i % 3]} {colors[j % 5]} {sizes[j // 5]}"
+        rows += [(base, "reliable", "spanish", cat), (base.upper() + " 2024!", "reliable", "spanish", cat),
+                 (f"<b>{base}</b>", "unreliable", "spanish", cat)]
+    uri, _ = prepare(write_csv(tmp_path / "dup.csv", rows), tmp_path / "out")
+    p = open_prepared(uri)
+    seen = {}
+    for split in ("train", "validation", "test"):
+        ids, offsets = p.arrays[f"tokens_{split}"], p.arrays[f"offsets_{split}"]
+        for s, e in zip(offsets[:-1], offsets[1:]):
+            assert seen.setdefault(tuple(ids[s:e]), split) == split  # a title's copies never span two splits
+    assert len(seen) == 60
+    report = json.loads((Path(uri) / "report.json").read_text())
+    assert report["duplicates"]["titles"] == 180 and report["duplicates"]["distinct"] == 60
+    assert report["duplicates"]["extra_copies"] == 120 and report["duplicates"]["repeated_titles"] == 60
+    assert report["duplicates"]["kept_together"] > 0  # the stratified draw had split some of them
