@@ -38,7 +38,7 @@ def run_names(spec: str) -> list[str]:
 
 def start_sweep(configs: str, sweep: str, data: Path, out: Path, parallel: int, logs: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "job", "sweep", "--configs", configs, "--data", str(data),
-                             "--out", str(out), "--sweep", sweep, "--parallel", str(parallel)],
+                             "--out", str(out), "--sweep", sweep, "--parallel", str(parallel), "--no-baseline"],
                             cwd=ROOT, stdout=open(logs / f"{sweep}.out", "w"), stderr=open(logs / f"{sweep}.err", "w"),
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # tiny runs: threads only contend
 

@@ -297,7 +297,7 @@ def test_sweep_with_failing_configs_finishes_the_others_and_reports_every_reason
     env = {**os.environ, "MELI_FAULT": f"oom:mid-epoch:{oom}/epoch-2",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests" / "faultinject"), os.environ.get("PYTHONPATH")]))}
     proc = run_job("sweep", "--configs", configs, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", "failing",
-                   "--parallel", "2", env=env, check=False, timeout=300)
+                   "--parallel", "2", "--no-baseline", env=env, check=False, timeout=300)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert f"failed: {', '.join(sorted([nan, oom]))}" in proc.stdout and "Traceback" not in proc.stderr
     report = tmp_path / "sweeps" / "failing" / "report"

@@ -37,7 +37,8 @@ def check_report(summary: dict, history: dict):
 
 @pytest.mark.slow
 def test_local_sweep(tiny_csv, tmp_path):
-    proc = run_job("sweep", "--configs", CONFIGS, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", "t1")
+    proc = run_job("sweep", "--configs", CONFIGS, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", "t1",
+                   "--no-baseline")  # the neural runs only (tests/test_results.py covers the baseline row)
     report = tmp_path / "sweeps" / "t1" / "report"
     assert f"report: {report}/summary.md" in proc.stdout
     assert {p.name for p in report.iterdir()} == REPORT_FILES
@@ -65,7 +66,8 @@ def test_s3_sweep(tiny_csv, s3_env):
     s3 = boto3.client("s3")
     s3.upload_file(str(tiny_csv), bucket, "meli/tiny.csv.gz")
     out = f"s3://{bucket}/meli-sweep"
-    run_job("sweep", "--configs", CONFIGS, "--data", f"s3://{bucket}/meli/tiny.csv.gz", "--out", out, "--sweep", "s3t", env=env)
+    run_job("sweep", "--configs", CONFIGS, "--data", f"s3://{bucket}/meli/tiny.csv.gz", "--out", out, "--sweep", "s3t",
+            "--no-baseline", env=env)
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="meli-sweep/")["Contents"]}
     report = {k.rsplit("/", 1)[-1] for k in keys if k.startswith("meli-sweep/sweeps/s3t/report/")}
     assert report == REPORT_FILES
