@@ -48,6 +48,7 @@ CATEGORIES = 632  # the course's Spanish subset
 WORKERS = (1, 2)  # worker counts compared at every row count
 POD_CORES = 8  # the pod the figures are extrapolated to; its worker count's memory is measured too
 FULL_ROWS = 20_000_000  # the whole challenge file (two languages)
+CORE_COUNTS = (2, 4, POD_CORES)  # pods the read-and-tokenize time is extrapolated to, side by side
 RARE_SHARE = 0.3  # titles that carry one rare word
 RARE_ZIPF = 1.2  # Zipf exponent of the rare words: distinct ones grow about as rows ** (1 / 1.2)
 VECTOR_LINES = 100_000  # lines of the bench's vector file (the vocabulary and other words)
@@ -301,7 +302,10 @@ def extrapolate(small: dict, large: dict, pod: dict | None) -> list[str]:
     scale = FULL_ROWS / large["rows"]
     tokenize = phase(large, "read and tokenize")
     main_cpu, worker_cpu = tokenize["cpu_seconds"], tokenize["worker_cpu_seconds"]
-    seconds = {"read and tokenize": max(main_cpu, (main_cpu + worker_cpu) / POD_CORES) * scale}
+    def tokenize_seconds(cores: int) -> float:
+        return max(main_cpu, (main_cpu + worker_cpu) / cores) * scale
+
+    seconds = {"read and tokenize": tokenize_seconds(POD_CORES)}
     vectors = phase(large, "embeddings")
     for p in large["phases"]:
         if p["phase"] == "embeddings":
@@ -313,7 +317,10 @@ def extrapolate(small: dict, large: dict, pod: dict | None) -> list[str]:
              f"{large['rows']:,}-row run with 2 workers ({main_cpu:.1f} s + {worker_cpu:.1f} s CPU), x {scale:g};",
              f"        a {FULL_VECTOR_LINES:,}-line vector file at the measured {vectors['count'] / vectors['seconds']:,.0f} lines/s; "
              f"the other phases x {scale:g} (one process)",
-             "        " + ", ".join(f"{name} {s:,.0f} s" for name, s in seconds.items()) + f"; in all {sum(seconds.values()) / 60:.1f} min"]
+             "        " + ", ".join(f"{name} {s:,.0f} s" for name, s in seconds.items()) + f"; in all {sum(seconds.values()) / 60:.1f} min",
+             "        read and tokenize on " + " / ".join(str(c) for c in CORE_COUNTS) + " cores: "
+             + " / ".join(f"{tokenize_seconds(c):,.0f}" for c in CORE_COUNTS) + " s; past "
+             f"{(main_cpu + worker_cpu) / max(main_cpu, 1e-9):.1f} cores the one reading process is the limit"]
     grown = large["rows"] - small["rows"]
     per_row = (pod_memory(large) - pod_memory(small)) / grown if grown else 0.0  # one row count: growth not measured
     if pod is not None:
