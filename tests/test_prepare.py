@@ -221,3 +221,11 @@ def test_workers_default_to_the_usable_cores_and_must_be_positive(tmp_path):
     assert 1 <= usable_cores() <= len(__import__("os").sched_getaffinity(0))
     proc = run_job("prepare", "--data", str(CORPUS / "good.csv"), "--out", str(tmp_path / "out"), "--workers", "0", check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --workers 0: must be >= 1"
+
+
+def test_the_step_command_passes_workers_when_given():
+    from job import steps
+
+    assert steps.prepare("s3://b/d.csv", "none", "s3://b/o") == [
+        "python", "-m", "job", "prepare", "--data", "s3://b/d.csv", "--embeddings", "none", "--out", "s3://b/o"]
+    assert steps.prepare("d.csv", "none", "o", result_file="/tmp/p", workers="4")[-4:] == ["--workers", "4", "--result-file", "/tmp/p"]
