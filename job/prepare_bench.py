@@ -1,13 +1,14 @@
 """Prepare at scale: each phase's rate and peak memory at 1 M and 4 M rows, on 1 and 2 workers, side by side.
 
-    python -m job bench --prepare [--rows N] [--keep DIR]
+    python -m job bench --prepare [--rows N]
     make bench-prepare [BENCH_PREPARE_ARGS="--rows 200000"]
 
 Each run is `python -m job prepare --workers W --stats-file ...` in a child process, on synthetic
 titles in 632 categories and a 300-d word-vector file (gz) that covers the vocabulary among other
 words, as a real one does. Printed:
-  - per phase and run (the fastest of REPEATS runs, which alternate between the worker counts): seconds, rows/s (lines/s for the vector file), and the main process's peak
-    resident memory (VmHWM, reset per phase); the output arrays are written to files, never held;
+  - per phase and run (the fastest of REPEATS runs, alternating between the worker counts): seconds,
+    rows/s (lines/s for the vector file), and the main process's peak resident memory (VmHWM, reset
+    per phase); the output arrays are written to files, never held;
   - the workers' private memory (each one's peak, sampled after every chunk);
   - the speed-up of 2 workers over 1 in the read-and-tokenize phase and in all, the growth of peak
     memory from the smallest to the largest row count, and whether every run wrote the same bytes;
@@ -53,7 +54,7 @@ RARE_SHARE = 0.3  # titles that carry one rare word
 RARE_ZIPF = 1.2  # Zipf exponent of the rare words: distinct ones grow about as rows ** (1 / 1.2)
 VECTOR_LINES = 100_000  # lines of the bench's vector file (the vocabulary and other words)
 VECTOR_DIM = 300  # the SBW vectors' dimension
-FULL_VECTOR_LINES = 1_000_653  # lines of SBW-vectors-300-min5.txt.gz, for the extrapolated parse time
+FULL_VECTOR_LINES = 1_000_000  # SBW-vectors-300-min5.txt.gz holds about 1 M words: the extrapolated parse time
 REPEATS = 2  # runs of each worker count per row count, alternating; the fastest is shown
 TARGET_MEMORY_GROWTH = 1.3  # the issue's targets: peak memory at the largest row count / at the smallest ...
 TARGET_SPEEDUP = 1.7  # ... and 2 workers over 1 in the tokenize phase
