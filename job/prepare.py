@@ -189,6 +189,12 @@ class Corpus:
         self.split = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int8)
         self._parts = []
 
+    def release(self, keep_lengths: bool) -> None:
+        """Drop the per-title arrays once the arrays are encoded: all but the lengths, which reading titles again needs."""
+        self.category = self.split = None
+        if not keep_lengths:
+            self.lengths = None
+
     def blocks(self, rows: int = SPOOL_BLOCK_ROWS) -> Iterator[tuple[int, int, np.ndarray]]:
         """(first title, end title, their token ids) over the spool, in input order."""
         with open(self.spool, "rb") as f:
@@ -570,7 +576,7 @@ def _staging_dir(out: str, digest: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{digest}.staging-", dir=parent))
 
 
-def _vectors(args, vocabulary: list[str], sentences: _Sentences) -> emb.Vectors:
+def _vectors(args, vocabulary: list[str], sentences: _Sentences | None) -> emb.Vectors:
     word_id = {w: i for i, w in enumerate(vocabulary)}
     if args.embeddings == "none":
         return emb.train(sentences, word_id, args.embedding_dim, args.seed)
@@ -632,10 +638,14 @@ def _prepare(args, workers: int, staging: Path, phases: Phases) -> tuple[dict, d
     for split_name in ("validation", "test"):
         if split_rows[split_name] == 0:
             raise UserError(f"{args.data}: the {split_name} split is empty after cleaning; need more rows per category")
+    # Only trained vectors read the titles again: the per-title arrays go before the embeddings phase.
+    sentences = _Sentences(corpus, train) if args.embeddings == "none" else None
+    corpus.release(keep_lengths=sentences is not None)
+    rows.split = rows.label = train = None
     with phases("embeddings") as figures:
-        vectors = _vectors(args, vocabulary, _Sentences(corpus, train))
+        vectors = _vectors(args, vocabulary, sentences)
         from_file = "lines" in vectors.stats  # a vector file's rate is in lines; trained vectors', in titles
-        figures.update(count=vectors.stats["lines"] if from_file else int(train.sum()),
+        figures.update(count=vectors.stats["lines"] if from_file else len(sentences),
                        unit="lines" if from_file else "training titles")
     files["embeddings.npy"] = _npy(vectors.matrix)
     files["vocab.json"] = json.dumps(vocabulary, ensure_ascii=False).encode()

@@ -61,9 +61,14 @@ def plan(configs: str, baseline: str = "true", result_file: str | None = None) -
     return args
 
 
-def prepare(data: str, embeddings: str, out: str, result_file: str | None = None) -> list[str]:
-    """Prepare the data once; prints (and writes to result_file) the prepared URI."""
+def prepare(data: str, embeddings: str, out: str, result_file: str | None = None, workers: str | None = None) -> list[str]:
+    """Prepare the data once; prints (and writes to result_file) the prepared URI.
+
+    workers: tokenizing processes; None = the usable cores, which in a pod with no CPU limit are all the node's.
+    """
     args = MODULE + ["prepare", "--data", data, "--embeddings", embeddings, "--out", out]
+    if workers:
+        args += ["--workers", workers]
     if result_file:
         args += ["--result-file", result_file]
     return args

@@ -246,3 +246,11 @@ def test_titles_equal_after_cleaning_share_one_split_and_are_counted(tmp_path):
     assert report["duplicates"]["titles"] == 180 and report["duplicates"]["distinct"] == 60
     assert report["duplicates"]["extra_copies"] == 120 and report["duplicates"]["repeated_titles"] == 60
     assert report["duplicates"]["kept_together"] > 0  # the stratified draw had split some of them
+
+
+def test_the_step_command_passes_workers_when_given():
+    from job import steps
+
+    assert steps.prepare("s3://b/d.csv", "none", "s3://b/o") == [
+        "python", "-m", "job", "prepare", "--data", "s3://b/d.csv", "--embeddings", "none", "--out", "s3://b/o"]
+    assert steps.prepare("d.csv", "none", "o", result_file="/tmp/p", workers="4")[-4:] == ["--workers", "4", "--result-file", "/tmp/p"]

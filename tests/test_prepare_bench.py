@@ -62,8 +62,9 @@ def test_summary_and_extrapolation_arithmetic():
     assert "2 workers over 1: read and tokenize 2.00x (target >= 1.7x) PASS" in lines[0]
     assert any("peak memory 4,000,000 / 1,000,000 rows, 2 workers: 310 / 280 MB = 1.11x" in line and "PASS" in line for line in lines)
     text = "\n".join(pb.extrapolate(small, large, pod))
-    # read and tokenize: max(16, (16 + 48) / 8) x (20 M / 4 M) = 80 s; vocabulary 1 s x 5; 1,000,653 lines at 20,000/s
+    # read and tokenize: max(16, (16 + 48) / 8) x (20 M / 4 M) = 80 s; vocabulary 1 s x 5; 1,000,000 lines at 20,000/s
     assert "read and tokenize 80 s, vocabulary 5 s, embeddings 50 s" in text
+    assert "read and tokenize on 2 / 4 / 8 cores: 160 / 80 / 80 s; past 4.0 cores the one reading process is the limit" in text
     # 300 + 8 x 40 = 620 MB at 1 M rows, + 30 MB per 3 M rows up to 20 M rows: 620 + 190 = 810 MB
     assert f"= {810 / 1024:.2f} GiB" in text
     assert f"{(20 + 16) * 20_000_000 / 2**30:.1f} GiB" in text  # the spool and the arrays, not the embeddings
