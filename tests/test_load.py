@@ -99,7 +99,7 @@ def test_twelve_configs_and_a_second_sweep_under_the_same_prefix(tiny_csv, tmp_p
     for sweep, spec in (("load-a", SWEEP_A), ("load-b", SWEEP_B)):
         names = run_names(spec)
         folder = out / "sweeps" / sweep
-        assert sorted(p.name for p in folder.iterdir()) == sorted(names + ["report"])
+        assert sorted(p.name for p in folder.iterdir()) == sorted(names + ["best", "report"])
         for name in names:
             summary = json.loads((folder / name / "summary.json").read_text())
             assert summary["config"] == name and summary["status"] == "ok" and summary["epochs"] == 1
