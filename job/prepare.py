@@ -340,26 +340,36 @@ def title_keys(corpus: Corpus) -> np.ndarray:
     grouping needs (each group takes its first title's split, whatever the keys' values)."""
     keys = np.empty(len(corpus.lengths), dtype=np.int64)
     for start, stop, ids in corpus.blocks():
-        ends = np.cumsum(corpus.lengths[start:stop], dtype=np.int64)
-        data = ids.tobytes()
+        data = memoryview(ids.tobytes())
         begin = 0
-        for i, end in enumerate((ends * 4).tolist()):  # int32 ids: 4 bytes each
-            keys[start + i] = hash(data[begin:end])
+        for i, end in enumerate((np.cumsum(corpus.lengths[start:stop], dtype=np.int64) * 4).tolist()):  # int32: 4 bytes
+            keys[start + i] = hash(data[begin:end].tobytes())
             begin = end
     return keys
+
+
+KEY_BUCKETS = 64  # duplicates are grouped a bucket of keys at a time: a sort's scratch memory is 1/64 of the titles'
 
 
 def keep_duplicates_together(split: np.ndarray, keys: np.ndarray, splits_given: bool) -> tuple[np.ndarray, dict]:
     """Drawn splits: every copy of a title goes to its first copy's split, so no title is both trained on
     and tested. Given splits are kept as they are; copies across them are counted."""
-    _, first, inverse, counts = np.unique(keys, return_index=True, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    together = split[first][inverse]
-    spread = np.zeros(len(first), dtype=bool)
-    np.logical_or.at(spread, inverse, together != split)  # groups whose copies sat in more than one split
-    stats = {"titles": int(len(keys)), "distinct": int(len(first)), "extra_copies": int(len(keys) - len(first)),
-             "repeated_titles": int((counts > 1).sum()),
-             ("across_given_splits" if splits_given else "kept_together"): int(spread.sum())}
+    together = split.copy()
+    bucket = (keys.view(np.uint64) % KEY_BUCKETS).astype(np.uint8)
+    stats = {"titles": int(len(keys)), "distinct": 0, "extra_copies": 0, "repeated_titles": 0, "moved_groups": 0}
+    for b in range(KEY_BUCKETS):
+        rows = np.flatnonzero(bucket == b)  # input order, so a group's first index is its first copy
+        _, first, inverse, counts = np.unique(keys[rows], return_index=True, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        first_split = split[rows[first]][inverse]
+        spread = np.zeros(len(first), dtype=bool)
+        np.logical_or.at(spread, inverse, first_split != split[rows])  # groups whose copies sat in 2+ splits
+        together[rows] = first_split
+        stats["distinct"] += int(len(first))
+        stats["repeated_titles"] += int((counts > 1).sum())
+        stats["moved_groups"] += int(spread.sum())
+    stats["extra_copies"] = stats["titles"] - stats["distinct"]
+    stats["across_given_splits" if splits_given else "kept_together"] = stats.pop("moved_groups")
     return (split if splits_given else together), stats
 
 
@@ -388,7 +398,9 @@ def assign_splits(corpus: Corpus, seed: int, data: str) -> Rows:
         split = corpus.split.copy()
     else:
         split, small = stratified_split(corpus.category, names, seed)
-    split, duplicates = keep_duplicates_together(split, title_keys(corpus), corpus.splits_given)
+    keys = title_keys(corpus)
+    split, duplicates = keep_duplicates_together(split, keys, corpus.splits_given)
+    del keys  # 8 bytes a title: gone before the vocabulary phase
     in_train = np.zeros(len(names), dtype=bool)
     in_train[corpus.category[kept & (split == 0)]] = True
     first = np.full(len(names), len(kept), dtype=np.int64)  # each category's first kept row
