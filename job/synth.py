@@ -58,7 +58,7 @@ def _words(rng: np.random.Generator, n: int, taken: set[str]) -> list[str]:
     return out
 
 
-def _zipf(n: int, s: float) -> np.ndarray:
+def zipf(n: int, s: float) -> np.ndarray:
     p = 1.0 / np.arange(1, n + 1) ** s
     return p / p.sum()
 
@@ -81,10 +81,10 @@ def generate(rows: int, categories: int, seed: int = 0):
     dept_of = np.arange(categories) // DEPARTMENT_SIZE
 
     # Zipf class sizes, shuffled so class id order says nothing about size.
-    sizes = _zipf(categories, 0.8)[rng.permutation(categories)]
+    sizes = zipf(categories, 0.8)[rng.permutation(categories)]
     labels = rng.choice(categories, size=rows, p=sizes)
-    word_p = _zipf(CATEGORY_WORDS, 1.0)
-    dept_p = _zipf(DEPARTMENT_WORDS, 0.7)
+    word_p = zipf(CATEGORY_WORDS, 1.0)
+    dept_p = zipf(DEPARTMENT_WORDS, 0.7)
 
     titles, quality, shown = [], [], []
     for c in labels:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "helm"))  # helmbin: the helm binary the chart targets and tests use
 
 
 def free_port() -> int:

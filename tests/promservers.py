@@ -1,6 +1,6 @@
 """Pytest fixture and helpers: Debian's Prometheus and Pushgateway on free loopback ports.
 
-`prom` starts both once per session through `job.observe.serve` (the same code as `make observe`):
+`prom` starts both once per session through `workflows.observe.serve` (the same code as `make observe`):
 Prometheus scrapes the Pushgateway every second with `honor_labels: true`. The binaries come from
 Debian's `prometheus` and `prometheus-pushgateway`; `make test` and `.ci/run` install them when
 missing. If they are still missing the tests fail: server-backed tests are never skipped.
@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from job import observe
+from workflows import observe
 from job.errors import UserError
 
 SCRAPE_INTERVAL_S = 1.0  # short, so a test sees a push within about a second

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from job import bench, train
+from job import bench, bench_seed, train
 from job.data import epoch_order, make_split
 from job.errors import UserError
 from job.models import build_model
@@ -34,7 +34,7 @@ def _batch(rows=16, width=9, vocab=50, seed=0):
 def test_unpacked_lstm_gives_the_packed_lstm_logits_and_loss():
     torch.manual_seed(0)
     fast = build_model("lstm", 50, 12, 5, hidden=7)
-    seed = bench.SeedRNN(torch.randn(50, 12), 7, 5, dropout=0.3)
+    seed = bench_seed.SeedRNN(torch.randn(50, 12), 7, 5, dropout=0.3)
     seed.load_state_dict(fast.state_dict())  # same names, so both loops start from the same weights
     fast.eval(), seed.eval()
     tokens, lengths, labels = _batch()
@@ -72,7 +72,7 @@ def test_cnn_is_its_three_convolutions_pooled_over_the_windows_that_start_in_the
     pooled = [torch.relu(conv(x)[:, :, :tokens.shape[1]].masked_fill(starts >= lengths.view(-1, 1, 1), float("-inf")).amax(2))
               for conv in model.convs]
     torch.testing.assert_close(model(tokens, lengths), model.fc(torch.cat(pooled, dim=1)), rtol=1e-5, atol=1e-5)
-    bench.SeedCNN(torch.randn(50, 12), 7, (2, 3, 4), 9, 0.3, 5).load_state_dict(model.state_dict())  # the same names
+    bench_seed.SeedCNN(torch.randn(50, 12), 7, (2, 3, 4), 9, 0.3, 5).load_state_dict(model.state_dict())  # the same names
 
 
 def test_epoch_order_random_batches_cut_into_length_pieces():
@@ -141,11 +141,11 @@ def test_embedding_dropout_keeps_one_minus_p_and_scales():
 
 
 def test_bench_data_shape_and_learnable_labels():
-    ids, offsets, labels = bench.make_rows(20000, classes=40)
+    ids, offsets, labels = bench_seed.make_rows(20000, classes=40)
     lengths = np.diff(offsets)
-    assert ids.dtype == np.int32 and lengths.min() >= 1 and lengths.max() <= bench.MAX_LENGTH
+    assert ids.dtype == np.int32 and lengths.min() >= 1 and lengths.max() <= bench_seed.MAX_LENGTH
     assert 6.5 < lengths.mean() < 7.5  # Poisson(6) + 1
-    assert ids.min() >= 2 and ids.max() < bench.VOCAB
+    assert ids.min() >= 2 and ids.max() < bench_seed.VOCAB
     assert set(np.unique(labels)) == set(range(40))
     # a title's most common word names its class far above chance: the labels are learnable
     first = ids[offsets[:-1]]
@@ -154,13 +154,13 @@ def test_bench_data_shape_and_learnable_labels():
         word_class.setdefault(w, []).append(c)
     purity = np.mean([np.bincount(v).max() / len(v) for v in word_class.values() if len(v) >= 5])
     assert purity > 0.3
-    again = bench.make_rows(20000, classes=40)
+    again = bench_seed.make_rows(20000, classes=40)
     assert all(np.array_equal(a, b) for a, b in zip((ids, offsets, labels), again))  # deterministic
 
 
 def test_seed_collate_pads_to_the_batch_and_the_widest_filter():
     items = [{"data": [5, 6], "target": 1}, {"data": [7], "target": 0}]
-    batch = bench.seed_collate(items)
+    batch = bench_seed.seed_collate(items)
     assert batch["data"].tolist() == [[5, 6, 0, 0], [7, 0, 0, 0]]
     assert batch["lengths"].tolist() == [2, 1] and batch["target"].tolist() == [1, 0]
 

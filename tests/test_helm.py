@@ -3,7 +3,7 @@
     make test PYTEST_ARGS="-m helm"     # these tests only
 
 helm comes from PATH, else from the PyPI package that ships the official binary
-(tests/helmbin.py). The rendered manifests are checked as a cluster would see them:
+(helm/helmbin.py). The rendered manifests are checked as a cluster would see them:
 core kinds with kubernetes-validate, the WorkflowTemplate strictly against Argo's
 schema ($ARGO_SCHEMA), and the alerts with promtool against made-up series.
 """

@@ -1,4 +1,4 @@
-"""`python -m job.observe` (what `make observe` runs): real servers up, the command sees them, then they stop.
+"""`python -m workflows.observe` (what `make observe` runs): real servers up, the command sees them, then they stop.
 
     make test PYTEST_ARGS=tests/test_observe.py
 """
@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from job import observe
+from workflows import observe
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "helm" / "meli-sweep" / "dashboards" / "meli-sweep.json"
@@ -33,7 +33,7 @@ def _listening(url: str) -> bool:
 def test_observe_runs_the_command_against_both_servers_and_stops_them(tmp_path):
     child = ("import os, urllib.request; url = os.environ['PUSHGATEWAY_URL']; "
              "assert urllib.request.urlopen(url + '/-/ready').status == 200; raise SystemExit(7)")
-    r = subprocess.run([sys.executable, "-m", "job.observe", "--dir", str(tmp_path), "--prometheus-port", "0",
+    r = subprocess.run([sys.executable, "-m", "workflows.observe", "--dir", str(tmp_path), "--prometheus-port", "0",
                         "--pushgateway-port", "0", "--scrape-interval", "1", "--", sys.executable, "-c", child],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 7, r.stderr  # the command's own exit status
@@ -83,7 +83,7 @@ urllib.request.urlopen(urllib.request.Request(url, data=body, method="PUT")).rea
 @pytest.mark.prometheus
 def test_hold_keeps_both_servers_up_with_links_that_show_the_sweep(tmp_path):
     """What `make observe` does: a fresh sweep id, links to the dashboard's queries, servers up until Ctrl-C."""
-    proc = subprocess.Popen([sys.executable, "-m", "job.observe", "--dir", str(tmp_path), "--prometheus-port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "workflows.observe", "--dir", str(tmp_path), "--prometheus-port", "0",
                              "--pushgateway-port", "0", "--scrape-interval", "1", "--hold", "--sweep", "observe-test",
                              "--dashboard", str(DASHBOARD), "--", sys.executable, "-c", _PUSH_ONE],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,4 +1,4 @@
-"""The Argo sweep as rendered by workflows/sweep.py: models, strict schema, golden files, DAG shape.
+"""The Argo sweep as rendered by workflows/dag.py: models, strict schema, golden files, DAG shape.
 
     make test PYTEST_ARGS="-k workflow"       # or: .venv/bin/python -m pytest tests/test_workflow.py
 
@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from job import steps
-from workflows.sweep import RETRY_WHEN, Options, build
+from workflows.dag import RETRY_WHEN, Options, build
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "workflows" / "sweep.yaml"
@@ -389,7 +389,7 @@ def test_bad_input_is_one_line_and_no_yaml(args, message):
 def test_workflows_never_import_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import workflows.sweep, workflows.cli\n"
+        "import workflows.dag, workflows.cli\n"
         "sys.exit(workflows.cli.main(['render', '--configs', 'hidden50,hidden100']))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

