@@ -118,47 +118,32 @@ clean: ## remove local runs and caches (keeps the venv)
 
 # --- Argo Workflows: render, submit, results, golden files, images ----------------
 
-# training data the cluster reads (s3://); empty = the default in workflows/dag.py
-DATA ?=
-# word vectors (s3://) or none; empty = the default in workflows/dag.py
-EMBEDDINGS ?=
-# output prefix of prepared data and sweeps (s3://); empty = the default in workflows/dag.py
-OUT ?=
-# training image (CUDA); push it where the cluster can pull it, e.g. IMAGE=registry.example/ml/meli-sweep:0.1.0
+# Every option of render and submit is a variable of its name in capitals, unset by default, so that its default
+# lives only in workflows/dag.py (Options): DATA, EMBEDDINGS, OUT, IMAGE, CPU_IMAGE, PUSHGATEWAY_URL, BASELINE,
+# TRAIN_MEMORY, TRAIN_CPU, GPUS, NODE_SELECTOR, TOLERATIONS, PARALLELISM, NAMESPACE, ARTIFACT_REPOSITORY, ...
+# (`.venv/bin/python -m workflows.cli render --help` lists them). make passes them on; the CLI reads them (--from-env).
+# training image (CUDA) of `make image` / `make push`; the sweep's image parameter when given on the command line
 IMAGE ?= meli-sweep:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' job/__init__.py)
-# image of the plan, prepare and aggregate steps (no CUDA)
+# image of the plan, prepare and aggregate steps (no CUDA), for `make image` / `make push`
 CPU_IMAGE ?= $(IMAGE)-cpu
-# Kubernetes namespace of the sweep; empty = $$ARGO_NAMESPACE, else argo
-NAMESPACE ?=
-# GPU training pods at once
-PARALLELISM ?= 4
-# node labels the GPU pods require, comma-separated key=value; empty = none
-NODE_SELECTOR ?=
-# Pushgateway the train pods push live metrics to, as the pods reach it, e.g. http://prometheus-pushgateway.monitoring:9091; empty = no push
-PUSHGATEWAY_URL ?=
-# Argo artifact repository the sweep names, configmap or configmap#key (the chart's: artifact-repositories#meli-sweep-s3); empty = the namespace's default
-ARTIFACT_REPOSITORY ?=
 # sweep id (the workflow name printed by submit) for `make results`
 SWEEP ?=
 # container build tool for `make image` / `make push`
 DOCKER ?= docker
 
 GOLDEN := workflows/sweep.yaml
-CHART_TEMPLATE := helm/meli-sweep/files/workflowtemplate.yaml
-SWEEP_ARGS = --configs '$(CONFIGS)' --image '$(IMAGE)' --cpu-image '$(CPU_IMAGE)' --parallelism '$(PARALLELISM)' \
-	$(if $(DATA),--data '$(DATA)') $(if $(EMBEDDINGS),--embeddings '$(EMBEDDINGS)') $(if $(OUT),--out '$(OUT)') \
-	$(if $(NAMESPACE),--namespace '$(NAMESPACE)') $(if $(NODE_SELECTOR),--node-selector '$(NODE_SELECTOR)') \
-	$(if $(PUSHGATEWAY_URL),--pushgateway-url '$(PUSHGATEWAY_URL)') $(if $(ARTIFACT_REPOSITORY),--artifact-repository '$(ARTIFACT_REPOSITORY)') \
-	$(if $(filter 0,$(BASELINE)),--no-baseline)
+CHART_TEMPLATE := helm/meli-sweep/files/workflowtemplate-spec.yaml
+CHART_SCHEMA := helm/meli-sweep/values.schema.json
+SWEEP_ARGS = --configs '$(CONFIGS)' --from-env
 
 # The venv is made with its output on stderr, so that stdout holds only the YAML.
 .PHONY: render
-render: ## print the sweep's Argo Workflow YAML and nothing else (CONFIGS= DATA= EMBEDDINGS= OUT= IMAGE= ...)
+render: ## print the sweep as a standalone Argo Workflow, YAML and nothing else (CONFIGS= DATA= OUT= TRAIN_MEMORY= ...)
 	@$(MAKE) --no-print-directory -s $(STAMP) 1>&2
 	@$(VPY) -m workflows.cli render $(SWEEP_ARGS)
 
 .PHONY: submit
-submit: ## check the configs, submit the sweep to ARGO_SERVER, print its name and Argo UI URL
+submit: ## check the configs, submit a sweep of the chart's WorkflowTemplate to ARGO_SERVER, print its name and URL
 	@$(MAKE) --no-print-directory -s $(STAMP) 1>&2
 	@$(VPY) -m workflows.cli submit $(SWEEP_ARGS)
 
@@ -177,13 +162,14 @@ check-golden: golden ## fail when workflows/sweep.yaml differs from what the cod
 	git diff --exit-code -- $(GOLDEN)
 
 .PHONY: chart-template
-chart-template: $(STAMP) ## regenerate the Helm chart's WorkflowTemplate file from workflows/dag.py
-	$(VPY) -m workflows.cli render --kind WorkflowTemplate --configs hidden50,hidden100 -o $(CHART_TEMPLATE)
+chart-template: $(STAMP) ## regenerate the chart's WorkflowTemplate spec and values schema from workflows/dag.py
+	$(VPY) -m workflows.cli render --chart --configs hidden50,hidden100 -o $(CHART_TEMPLATE)
+	$(VPY) -m workflows.cli chart-schema -o $(CHART_SCHEMA)
 
 .PHONY: check-chart-template
-check-chart-template: chart-template ## fail when the chart's WorkflowTemplate file differs from workflows/dag.py
-	@git ls-files --error-unmatch $(CHART_TEMPLATE) >/dev/null
-	git diff --exit-code -- $(CHART_TEMPLATE)
+check-chart-template: chart-template ## fail when the chart's generated files differ from workflows/dag.py
+	@git ls-files --error-unmatch $(CHART_TEMPLATE) $(CHART_SCHEMA) >/dev/null
+	git diff --exit-code -- $(CHART_TEMPLATE) $(CHART_SCHEMA)
 
 .PHONY: image
 image: ## build the CUDA training image IMAGE and the CPU image CPU_IMAGE

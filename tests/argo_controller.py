@@ -150,6 +150,7 @@ class Node:
     backoffs: list = field(default_factory=list)  # Retry nodes: seconds waited before each retry decision
     retried: bool = False  # NodeFlag.Retried: an attempt of a Retry node
     stuck: bool = False  # its pod never starts (ContainerCreating, CreateContainerConfigError)
+    pod_spec: dict = field(default_factory=dict)  # the pod's spec as created: containers (main), volumes, placement
     started: float = 0.0
     finished: float = 0.0
 
@@ -712,6 +713,14 @@ class _Validator:
         for p in args.get("parameters", []):
             if "value" not in p and "valueFrom" not in p:
                 raise SpecError(f"{prefix}{p['name']}.value or {prefix}{p['name']}.valueFrom is required")
+            source = p.get("valueFrom") or {}
+            if source and not (source.get("configMapKeyRef") or source.get("event") or "supplied" in source):
+                raise SpecError(f"{prefix}{p['name']}.valueFrom only allows: default, configMapKeyRef and supplied")
+            # validateArgumentsValues: an enum needs a value to check (a ConfigMap-valued parameter has none yet)
+            if "enum" in p and "value" not in p:
+                raise SpecError(f"{prefix}{p['name']}.value is required")
+            if "enum" in p and _text(p["value"]) not in p["enum"]:
+                raise SpecError(f"{prefix}{p['name']}.value should be present in {prefix}{p['name']}.enum list")
 
     def _dag(self, tmpl: dict, scope: set) -> None:
         """validate.go validateDAG."""
@@ -950,6 +959,55 @@ def s3_endpoint_error(endpoint: str) -> str | None:
 # --- running a pod -----------------------------------------------------------------------------------
 
 
+class _PodNotCreated(Exception):
+    """The controller could not make the pod (workflowpod.go createWorkflowPod errs): the node is Error."""
+
+
+# Kubernetes' strategic merge keys of the PodSpec fields a pod spec patch here touches; other lists are replaced
+# (tolerations, for one, has no merge key: a patch's list replaces the pod's).
+_POD_MERGE_KEYS = {("containers",): "name", ("volumes",): "name", ("containers", "env"): "name",
+                   ("containers", "volumeMounts"): "mountPath", ("containers", "envFrom"): None}
+_QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?$")
+
+
+def _pod_merge(base, patch, path: tuple = ()):
+    """A strategic merge patch over a PodSpec (util.go ApplyPodSpecPatch: strategicpatch.StrategicMergePatch)."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = copy.deepcopy(base)
+        for key, value in patch.items():
+            sub = path[-1:] + (key,) if path else (key,)
+            out[key] = _pod_merge(out[key], value, sub) if key in out and value is not None else copy.deepcopy(value)
+            if value is None:
+                out.pop(key, None)
+        return out
+    key = _POD_MERGE_KEYS.get(path)
+    if key and isinstance(base, list) and isinstance(patch, list):
+        out = copy.deepcopy(base)
+        index = {item.get(key): i for i, item in enumerate(out)}
+        for item in patch:
+            if item.get(key) in index:
+                out[index[item[key]]] = _pod_merge(out[index[item[key]]], item, path)
+            else:
+                out.append(copy.deepcopy(item))
+        return out
+    return copy.deepcopy(patch)
+
+
+def _check_pod_spec(patch, text: str) -> None:
+    """util.go ApplyPodSpecPatch: the patch must unmarshal as a PodSpec; quantities must parse there."""
+    if not isinstance(patch, dict):
+        raise _PodNotCreated(f"invalid podSpecPatch {text!r}: cannot unmarshal into a PodSpec")
+    for c in patch.get("containers") or []:
+        for kind in ("requests", "limits"):
+            for name, q in ((c.get("resources") or {}).get(kind) or {}).items():
+                if not _QUANTITY.match(str(q)):
+                    raise _PodNotCreated(f"invalid podSpecPatch {text!r}: quantities must match the regular expression "
+                                         f"(resources.{kind}.{name}: {q!r})")
+    for key, kind in (("nodeSelector", dict), ("tolerations", list)):
+        if key in patch and not isinstance(patch[key], kind):
+            raise _PodNotCreated(f"invalid podSpecPatch {text!r}: {key} has the wrong type")
+
+
 class _PodStuck(Exception):
     """The kubelet cannot start the pod: it stays Pending with this reason."""
 
@@ -976,6 +1034,7 @@ class _Pod:
 
     def run(self) -> None:
         """Create the pod, run its main container, then do what the wait container does."""
+        self.tmpl = self._patched(self.tmpl)
         location = self._archive_location()
         self._check_secret_volumes(location)  # raises _PodStuck before anything runs
         container = self.tmpl["container"]
@@ -1009,6 +1068,34 @@ class _Pod:
         return "Succeeded", ""
 
     # -- pod creation (workflow/controller/workflowpod.go) --
+
+    def _patched(self, tmpl: dict) -> dict:
+        """workflowpod.go processPodSpecPatch: the workflow's pod spec patch, then the template's, each substituted
+        with the globals and pod.name, checked as a PodSpec and merged over the pod (ApplyPodSpecPatch)."""
+        texts = [t for t in (self.op.spec.get("podSpecPatch"), tmpl.get("podSpecPatch")) if t]
+        pod = {"containers": [{"name": "main", **tmpl["container"]}], "volumes": tmpl.get("volumes") or []}
+        for key in ("nodeSelector", "tolerations"):
+            if key in tmpl:
+                pod[key] = tmpl[key]
+        if "securityContext" in self.op.spec:
+            pod["securityContext"] = self.op.spec["securityContext"]
+        for text in texts:
+            text = replace_tags(text, {**self.op.globals, "pod.name": self.node.pod_name})
+            try:
+                patch = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise _PodNotCreated(f"Failed to convert the PodSpecPatch yaml to json: {e}".splitlines()[0]) from None
+            _check_pod_spec(patch, text)
+            pod = _pod_merge(pod, patch)
+        out = dict(tmpl)
+        main = next(c for c in pod["containers"] if c["name"] == "main")
+        out["container"] = {k: v for k, v in main.items() if k != "name"}
+        out["volumes"] = pod.get("volumes") or []
+        for key in ("nodeSelector", "tolerations"):
+            if key in pod:
+                out[key] = pod[key]
+        self.node.pod_spec = pod
+        return out
 
     def _archive_location(self) -> dict | None:
         """workflowpod.go addArchiveLocation: the repository's location when an artifact or the log needs one.
@@ -1085,14 +1172,21 @@ class _Pod:
         return env
 
     def _env_from(self, source: dict) -> dict:
-        if "secretRef" not in source:
-            raise NotModelled(f"envFrom {sorted(source)}: only secretRef is modelled")
-        ref = source["secretRef"]
-        secret = self.op.cluster.secrets.get(ref.get("name", ""))
+        if "configMapRef" in source:
+            ref = source["configMapRef"]
+            cm = self.op.cluster.configmap(self.op.namespace, ref.get("name", ""))
+            secret = None if cm is None else cm.get("data") or {}
+            kind = "configmap"
+        elif "secretRef" in source:
+            ref = source["secretRef"]
+            secret = self.op.cluster.secrets.get(ref.get("name", ""))
+            kind = "secret"
+        else:
+            raise NotModelled(f"envFrom {sorted(source)}: only secretRef and configMapRef are modelled")
         if secret is None:
             if ref.get("optional"):
                 return {}
-            raise _PodStuck("CreateContainerConfigError", f'secret "{ref.get("name")}" not found')
+            raise _PodStuck("CreateContainerConfigError", f'{kind} "{ref.get("name")}" not found')
         prefix = source.get("prefix", "")
         # Keys that are not valid variable names are skipped by the kubelet.
         return {prefix + k: str(v) for k, v in secret.items() if re.fullmatch(r"[-._a-zA-Z][-._a-zA-Z0-9]*", prefix + k)}
@@ -1391,6 +1485,25 @@ class _Operation:
             raise ArgoError(f'workflowtemplates.argoproj.io "{ref.get("name")}" not found')
         return join_workflow_spec(spec, template.get("spec", {}))
 
+    def _configmap_parameter(self, p: dict) -> str:
+        """operator.go setGlobalParameters with common/configmap.go GetConfigMapValue: the key of a ConfigMap that
+        carries the configmap-type: Parameter label; on any failure the default if there is one, else an error."""
+        ref, default = p["valueFrom"]["configMapKeyRef"], p["valueFrom"].get("default")
+        cm = self.cluster.configmap(self.namespace, ref.get("name", ""))
+        labels = ((cm or {}).get("metadata") or {}).get("labels") or {}
+        if cm is None:
+            why = f"ConfigMap '{ref.get('name')}' does not exist"
+        elif labels.get("workflows.argoproj.io/configmap-type") != "Parameter":
+            why = f"ConfigMap '{ref.get('name')}' needs to have the label workflows.argoproj.io/configmap-type: Parameter"
+        elif ref.get("key") not in (cm.get("data") or {}):
+            why = f"ConfigMap '{ref.get('name')}' does not have the key '{ref.get('key')}'"
+        else:
+            return _text(cm["data"][ref["key"]])
+        if default is None:
+            raise ArgoError(f"failed to set global parameter {p['name']} from configmap with name {ref.get('name')} "
+                            f"and key {ref.get('key')}: {why}")
+        return _text(default)
+
     def _global_params(self) -> dict:
         """operator.go setGlobalParameters (and setGlobalRuntimeParameters for status and duration)."""
         params = self.spec.get("arguments", {}).get("parameters", [])
@@ -1406,8 +1519,10 @@ class _Operation:
         for p in params:
             if "value" in p:
                 g[f"workflow.parameters.{p['name']}"] = _text(p["value"])
+            elif (p.get("valueFrom") or {}).get("configMapKeyRef"):
+                g[f"workflow.parameters.{p['name']}"] = self._configmap_parameter(p)
             elif "valueFrom" in p:
-                raise NotModelled(f"workflow parameter {p['name']}: valueFrom")
+                raise NotModelled(f"workflow parameter {p['name']}: valueFrom {sorted(p['valueFrom'])}")
             else:
                 raise ArgoError(f"either value or valueFrom must be specified in order to set global parameter {p['name']}")
         for kind in ("annotations", "labels"):
@@ -1541,6 +1656,8 @@ class _Operation:
         self._mark(node, "Running")
         try:
             _Pod(self, node, tmpl, attempt).run()
+        except _PodNotCreated as e:
+            node.phase, node.message = "Error", str(e)
         except _PodStuck as stuck:
             node.phase, node.message, node.stuck = "Pending", f"{stuck.reason}: {stuck.message}", True
             return node

@@ -11,6 +11,7 @@ where the chart's artifact repository puts them, retries after a preemption.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -26,6 +27,7 @@ import yaml
 import argo_controller as argo
 import helmbin
 from conftest import ROOT
+from workflows.dag import Options, reference
 
 CHART = ROOT / "helm" / "meli-sweep"
 NAMESPACE = "ml"
@@ -110,8 +112,13 @@ def moto_chart_values(bucket: str, s3_server: str) -> tuple[str, ...]:
     return (f"s3.bucket={bucket}", f"s3.endpoint={s3_server}", "s3.insecure=true", "s3.region=us-east-1")
 
 
+def _holds_a_repository(configmap: dict) -> bool:
+    values = [yaml.safe_load(v) for v in (configmap.get("data") or {}).values()]
+    return any(isinstance(v, dict) and "s3" in v for v in values)
+
+
 def artifact_repository_configmap(docs: list[dict]) -> dict:
-    found = [d for d in docs if d["kind"] == "ConfigMap" and "s3:" in json.dumps(d.get("data", {}))]
+    found = [d for d in docs if d["kind"] == "ConfigMap" and _holds_a_repository(d)]
     assert len(found) == 1, [d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"]
     return found[0]
 
@@ -119,6 +126,11 @@ def artifact_repository_configmap(docs: list[dict]) -> dict:
 def repository_of(configmap: dict, key: str | None = None) -> dict:
     key = key or configmap["metadata"].get("annotations", {}).get(argo.DEFAULT_REPO_KEY) or next(iter(configmap["data"]))
     return yaml.safe_load(configmap["data"][key])
+
+
+def chart_configmaps(docs: list[dict]) -> list[dict]:
+    """Every ConfigMap the chart installs (artifact repository, parameters, env, semaphore): what the cluster holds."""
+    return [d for d in docs if d["kind"] == "ConfigMap"]
 
 
 def render_workflow(configs: str, bucket: str) -> dict:
@@ -456,6 +468,56 @@ def test_workflow_arguments_override_the_workflow_templates(tmp_path):
     assert missing.phase == "Error" and 'workflowtemplates.argoproj.io "nope" not found' in missing.message
 
 
+# --- parameters from a ConfigMap, pod spec patches ------------------------------------------------------------
+
+
+def parameter_configmap(data: dict, labelled: bool = True) -> dict:
+    labels = {"workflows.argoproj.io/configmap-type": "Parameter"} if labelled else {}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "labels": labels}, "data": data}
+
+
+def test_configmap_parameters_fall_back_to_their_default_on_any_lookup_failure(tmp_path):
+    def say(default: str | None) -> dict:
+        source = {"configMapKeyRef": {"name": "settings", "key": "greeting"}, **({"default": default} if default else {})}
+        manifest = workflow([container("say", "print('{{workflow.parameters.greeting}}')")], [{"name": "say", "template": "say"}])
+        manifest["spec"]["arguments"]["parameters"] = [{"name": "greeting", "valueFrom": source}]
+        return manifest
+
+    def log(result) -> str:
+        assert result.phase == "Succeeded", result.describe()
+        return result.task("say")[0].log
+
+    assert log(run(say("hello"), tmp_path / "a", configmaps=[parameter_configmap({"greeting": "hola"})])) == "hola\n"
+    assert log(run(say("hello"), tmp_path / "b", configmaps=[parameter_configmap({"other": "x"})])) == "hello\n"
+    # without the configmap-type label the controller does not read it: the default again
+    assert log(run(say("hello"), tmp_path / "c", configmaps=[parameter_configmap({"greeting": "hola"}, labelled=False)])) == "hello\n"
+    failed = run(say(None), tmp_path / "d")
+    assert failed.phase == "Error" and "failed to set global parameter greeting" in failed.message
+
+
+def test_enum_parameter_needs_a_value_to_check():
+    spec = {"entrypoint": "main", "templates": [{"name": "main", "dag": {"tasks": []}}],
+            "arguments": {"parameters": [{"name": "baseline", "enum": ["true", "false"],
+                                          "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "baseline"}}}]}}
+    with pytest.raises(argo.SpecError, match="baseline.value is required"):
+        argo.validate(spec)
+
+
+@pytest.mark.parametrize("memory, phase", [("1Gi", "Succeeded"), ("16 GB", "Error")])
+def test_pod_spec_patch_is_substituted_checked_and_merged_per_pod(tmp_path, memory, phase):
+    patch = '{"nodeSelector": {"pool": "gpu"}, "containers": [{"name": "main", "resources": {"limits": {"memory": "{{workflow.parameters.memory}}"}}}]}'
+    manifest = workflow([container("say", "print('hi')", podSpecPatch=patch)], [{"name": "say", "template": "say"}],
+                        params={"memory": memory})
+    result = run(manifest, tmp_path)
+    [pod] = result.pods("say")
+    assert pod.phase == phase, result.describe()
+    if phase == "Succeeded":
+        assert pod.pod_spec["containers"][0]["resources"]["limits"]["memory"] == "1Gi"
+        assert pod.pod_spec["nodeSelector"] == {"pool": "gpu"} and pod.pod_spec["containers"][0]["command"][0] == "python"
+    else:
+        assert "invalid podSpecPatch" in pod.message
+
+
 # --- the chart's artifact repository, as the controller and executor read it ----------------------------------
 
 
@@ -571,21 +633,30 @@ def test_rendered_workflow_runs_to_success_and_saves_the_report(tmp_path, s3, s3
 @pytest.mark.s3
 @pytest.mark.helm
 def test_chart_workflowtemplate_by_reference_runs_to_success(tmp_path, s3, s3_server, bucket, secrets, helm):
+    """The install's settings reach the pods through the parameters ConfigMap; what `make submit` sends wins."""
     docs = helm_template(helm, *moto_chart_values(bucket, s3_server),
-                         "artifactRepository.configMapName=meli-sweep-artifacts", "artifactRepository.default=false")
+                         "artifactRepository.configMapName=meli-sweep-artifacts", "artifactRepository.default=false",
+                         f"workflowTemplate.parameters.data=s3://{bucket}/data/tiny.csv.gz",
+                         "workflowTemplate.parameters.embeddings=none", "workflowTemplate.parameters.train-memory=3Gi",
+                         "workflowTemplate.gpu.nodeSelector.pool=gpu")
     wft = next(d for d in docs if d["kind"] == "WorkflowTemplate")
     ours = artifact_repository_configmap(docs)
     other = new_bucket(s3, "other-team")  # the namespace's default repository is another team's
     theirs = repository_configmap("artifact-repositories", {"bucket": other, "endpoint": host_port(s3_server),
                                                             "insecure": True, "useSDKCreds": True})
-    params = {"configs": ONE_RUN, "data": f"s3://{bucket}/data/tiny.csv.gz", "embeddings": "none", "out": f"s3://{bucket}/meli"}
-    submitted = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
-                 "metadata": {"generateName": "meli-sweep-", "namespace": NAMESPACE},
-                 "spec": {"workflowTemplateRef": {"name": wft["metadata"]["name"]},
-                          "arguments": {"parameters": [{"name": k, "value": v} for k, v in params.items()]}}}
-    result = run(submitted, tmp_path, configmaps=[ours, theirs], secrets=secrets, workflow_templates=[wft],
-                 image_env=image_env, cloud_credentials=secrets[S3_SECRET])
+    # `make submit CONFIGS=... OUT=...`: the CLI's own Workflow, naming the template and only what was given
+    options = dataclasses.replace(Options(), out=f"s3://{bucket}/meli", namespace=NAMESPACE)
+    submitted = reference(ONE_RUN, options, {"out"}).build().model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert {p["name"] for p in submitted["spec"]["arguments"]["parameters"]} == {"configs", "out"}
+    secrets_without_endpoint = {S3_SECRET: {k: v for k, v in secrets[S3_SECRET].items() if k != "AWS_ENDPOINT_URL"}}
+    result = run(submitted, tmp_path, configmaps=chart_configmaps(docs) + [theirs], secrets=secrets_without_endpoint,
+                 workflow_templates=[wft], image_env=image_env, cloud_credentials=secrets[S3_SECRET])
     assert result.phase == "Succeeded", result.describe()
+    for train in result.pods("train"):  # the run and the tfidf baseline
+        main = train.pod_spec["containers"][0]
+        assert main["resources"]["limits"]["memory"] == "3Gi" and main["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        assert train.pod_spec["nodeSelector"] == {"pool": "gpu"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train.pod_spec["tolerations"]
     assert_train_nodes_named_for_the_ui(result, "hidden50_epochs=1_max_train_rows=400")
     assert result.artifact_repository_ref["configMap"] == "meli-sweep-artifacts"
     summary = assert_report_in_repository(s3, result, repository_of(ours))

@@ -17,58 +17,74 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
+import re
 import sys
 from pathlib import Path
+
+import yaml
 
 from job import configs as job_configs
 from job import steps, storage
 from job.errors import UserError, run_cli
-from workflows.dag import CHART_ARTIFACT_REPOSITORY, Options, build, parse_artifact_repository, parse_node_selector, parse_toleration
+from workflows.dag import (
+    NAME, PARAMETER, WORKFLOW, Options, build, parameter_fields, parameter_name, parse_artifact_repository,
+    parse_node_selector, parse_toleration, reference,
+)
 
 DEFAULTS = Options()
 TIMEOUT_S = 30.0  # seconds to wait for the Argo server to connect and answer
+# Chart mode of render: what the chart's WorkflowTemplate spec holds (the chart sets the rest from its values).
+CHART_OPTIONS = dict(namespace=None, service_account="", artifact_repository="", gpu_semaphore="meli-sweep-semaphore#gpu-pods")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")  # a Kubernetes resource quantity
 
 
-def _add_sweep_options(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
+def env_name(f) -> str:
+    """The environment variable (and Makefile variable) of an option: train_memory -> TRAIN_MEMORY."""
+    return f.name.upper()
+
+
+def _flag_fields(roles: tuple[str, ...]) -> list:
+    return [f for f in dataclasses.fields(Options) if f.metadata["flag"] and f.metadata["role"] in roles]
+
+
+def _add_options(p: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
+    """One flag per Options field: its help and default come from the field. Unset flags stay None, so that
+    what was given can be told from the defaults (submit sends only what was given)."""
     p.add_argument("--configs", required=True, help="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")
-    p.add_argument("--data", default=d.data, help=f"training data, s3:// (default: {d.data})")
-    p.add_argument("--embeddings", default=d.embeddings, help=f"word vectors, s3://, or none (default: {d.embeddings})")
-    p.add_argument("--out", default=d.out, help=f"output prefix, s3:// (default: {d.out})")
-    p.add_argument("--image", default=d.image, help=f"training image (default: {d.image})")
-    p.add_argument("--cpu-image", default=d.cpu_image, help="image of plan, prepare, aggregate (default: IMAGE-cpu)")
-    p.add_argument("--parallelism", type=int, default=d.parallelism, help=f"GPU pods at once (default: {d.parallelism})")
-    p.add_argument("--namespace", default=None, help="namespace (default: $ARGO_NAMESPACE, else argo)")
-    p.add_argument("--service-account", default=d.service_account, help=f"pods' service account (default: {d.service_account})")
-    p.add_argument("--s3-secret", default=d.s3_secret, help=f"Secret holding the S3 credentials (default: {d.s3_secret})")
-    p.add_argument("--pushgateway-url", default=d.pushgateway_url, help="Pushgateway URL for live metrics (default: none)")
-    p.add_argument("--no-baseline", dest="baseline", action="store_false", help="leave out the tfidf baseline run")
-    p.add_argument(
-        "--artifact-repository",
-        default=d.artifact_repository,
-        help="Argo artifact repository the sweep names: configmap or configmap#key (default: the namespace's default)",
-    )
-    p.add_argument("--node-selector", default="", help="train pods: comma-separated key=value node labels")
-    p.add_argument(
-        "--toleration",
-        action="append",
-        default=None,
-        help="train pods: key[=value][:effect], repeatable (default: nvidia.com/gpu:NoSchedule)",
-    )
+    for f in _flag_fields(roles):
+        default = getattr(DEFAULTS, f.name)
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help = f"{f.metadata['help']} (default: {shown if shown not in (None, '') else 'none'}; env {env_name(f)})"
+        if isinstance(default, bool):
+            p.add_argument(f"--{parameter_name(f)}", action=argparse.BooleanOptionalAction, default=None, help=help)
+        else:
+            p.add_argument(f"--{parameter_name(f)}", type=int if isinstance(default, int) else str, default=None, help=help)
+    p.add_argument("--from-env", action="store_true",
+                   help="take each option not given as a flag from its environment variable, if set and not empty "
+                        "(what make does: `make submit TRAIN_MEMORY=32Gi`)")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m workflows.cli", description="meli-sweep on Argo Workflows.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("render", help="print the sweep's Workflow YAML (no cluster needed)")
-    _add_sweep_options(s)
+    s = sub.add_parser("render", help="print the sweep as a standalone Workflow (no cluster needed)")
+    _add_options(s, (PARAMETER, WORKFLOW))
     s.add_argument("--kind", choices=("Workflow", "WorkflowTemplate"), default="Workflow", help="resource kind")
+    s.add_argument("--chart", action="store_true",
+                   help="the spec of the chart's WorkflowTemplate (helm/meli-sweep/files/): no service account or "
+                        "artifact repository, which the chart sets")
     s.add_argument("-o", "--output", default="-", help="write the YAML to this file instead of stdout")
 
-    s = sub.add_parser("submit", help="check the configs, then submit the sweep to the Argo server")
-    _add_sweep_options(s)
+    s = sub.add_parser("submit", help="check the configs, then submit a sweep of the chart's WorkflowTemplate")
+    _add_options(s, (PARAMETER,))
+    s.add_argument("--parallelism", type=int, default=None, help="pods of the sweep at once (default: the template's)")
+    s.add_argument("--namespace", default=None, help="namespace (default: $ARGO_NAMESPACE, else argo)")
+
+    s = sub.add_parser("chart-schema", help="print the chart's values.schema.json: the parameter names its values may set")
+    s.add_argument("-o", "--output", default="-", help="write it to this file instead of stdout")
 
     s = sub.add_parser("results", help="download a sweep's report into DEST/<sweep>/report/")
     s.add_argument("--sweep", required=True, help="the sweep id: the workflow name printed by submit")
@@ -87,57 +103,111 @@ def _uri(value: str, what: str, allow_none: bool = False) -> str:
     return value
 
 
-def _pushgateway(url: str) -> None:
-    """The train pods push to this URL from inside the cluster: a typo there shows only as an empty dashboard."""
-    if url and not url.startswith(("http://", "https://")):
-        raise UserError(f"pushgateway-url {url!r}: expected http://host:port or https://host:port")
+def _given(args) -> dict:
+    """The options given as flags, then (with --from-env) as environment variables, as typed values."""
+    given = {}
+    for f in dataclasses.fields(Options):
+        if not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if value is None and args.from_env and os.environ.get(env_name(f), "").strip():
+            value = _from_text(f, os.environ[env_name(f)].strip())
+        if value is not None:
+            given[f.name] = value
+    return given
 
 
-def options_from(args) -> Options:
-    """Check every input locally, so a typo fails here and not in a pod."""
+def _from_text(f, text: str):
+    default = getattr(DEFAULTS, f.name)
+    if isinstance(default, bool):
+        if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise UserError(f"{env_name(f)}={text!r}: expected 1 or 0")
+        return text.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise UserError(f"{env_name(f)}={text!r}: expected a whole number") from None
+    return text
+
+
+def options_from(args) -> tuple[Options, set[str]]:
+    """Check every input locally, so a typo fails here and not in a pod. Returns the options and which were given."""
     job_configs.expand(args.configs)
-    if args.parallelism < 1:
-        raise UserError(f"parallelism {args.parallelism}: must be >= 1")
-    node_selector = tuple(s for s in (x.strip() for x in args.node_selector.split(",")) if s)
-    parse_node_selector(node_selector)
-    tolerations = tuple(args.toleration) if args.toleration is not None else DEFAULTS.tolerations
-    for t in tolerations:
+    given = _given(args)
+    for name in ("node_selector", "tolerations"):
+        if name in given:
+            given[name] = tuple(s for s in (x.strip() for x in str(given[name]).split(",")) if s)
+    for name in ("data", "out"):
+        if name in given:
+            given[name] = _uri(given[name], name).rstrip("/") if name == "out" else _uri(given[name], name)
+    if "embeddings" in given:
+        _uri(given["embeddings"], "embeddings", allow_none=True)
+    options = dataclasses.replace(DEFAULTS, **{k: v.strip() if isinstance(v, str) else v for k, v in given.items()})
+    _check(options)
+    return options, set(given)
+
+
+def _check(o: Options) -> None:
+    if o.parallelism < 1:
+        raise UserError(f"parallelism {o.parallelism}: must be >= 1")
+    if o.gpus < 0:
+        raise UserError(f"gpus {o.gpus}: must be >= 0")
+    for name in ("train_cpu", "train_memory", "prepare_cpu", "prepare_memory", "tmp_size"):
+        value = getattr(o, name)
+        if value is not None and not _QUANTITY.match(str(value)):
+            raise UserError(f"{name.replace('_', '-')} {value!r}: expected a Kubernetes quantity such as 4, 500m or 16Gi")
+    parse_node_selector(o.node_selector)
+    for t in o.tolerations:
         parse_toleration(t)
-    parse_artifact_repository(args.artifact_repository.strip())
-    _pushgateway(args.pushgateway_url.strip())
-    if not args.image.strip():
+    parse_artifact_repository(o.artifact_repository)
+    if o.pushgateway_url and not o.pushgateway_url.startswith(("http://", "https://")):
+        # The train pods push to it from inside the cluster: a typo there shows only as an empty dashboard.
+        raise UserError(f"pushgateway-url {o.pushgateway_url!r}: expected http://host:port or https://host:port")
+    if not o.image:
         raise UserError("image: empty (set IMAGE=registry/meli-sweep:tag)")
-    return Options(
-        data=_uri(args.data, "data"),
-        embeddings=_uri(args.embeddings, "embeddings", allow_none=True),
-        out=_uri(args.out, "out").rstrip("/"),
-        image=args.image.strip(),
-        cpu_image=args.cpu_image.strip(),
-        pushgateway_url=args.pushgateway_url.strip(),
-        baseline=args.baseline,
-        parallelism=args.parallelism,
-        namespace=args.namespace,
-        service_account=args.service_account,
-        s3_secret=args.s3_secret,
-        node_selector=node_selector,
-        tolerations=tolerations,
-        artifact_repository=args.artifact_repository.strip(),
-    )
+
+
+def chart_schema(args) -> int:
+    """Helm checks the values against it on install, lint and template: an unknown parameter name fails there."""
+    names = ["configs"] + [parameter_name(f) for f in parameter_fields()]
+    schema = {
+        "title": "meli-sweep chart values (generated by make chart-template from workflows/dag.py Options)",
+        "type": "object",
+        "properties": {
+            "workflowTemplate": {
+                "type": "object",
+                "properties": {
+                    "parameters": {
+                        "type": "object",
+                        "description": "values of the sweep's parameters at this install, by name",
+                        "propertyNames": {"enum": names},
+                        "additionalProperties": {"type": ["string", "number", "boolean"]},
+                    }
+                },
+            }
+        },
+    }
+    _write(args.output, json.dumps(schema, indent=2) + "\n")
+    return 0
+
+
+def _write(output: str, text: str) -> None:
+    if output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text)
 
 
 def render(args) -> int:
-    options = options_from(args)
-    if args.kind == "WorkflowTemplate":
-        # The chart file stays free of any one cluster's namespace, and names the chart's artifact repository.
-        options = dataclasses.replace(
-            options, namespace=None, artifact_repository=options.artifact_repository or CHART_ARTIFACT_REPOSITORY
-        )
-    text = build(args.configs, options, kind=args.kind).to_yaml()
-    if args.output == "-":
-        sys.stdout.write(text)
+    options, _ = options_from(args)
+    if args.chart:
+        spec = yaml.safe_load(build(args.configs, dataclasses.replace(options, **CHART_OPTIONS), kind="WorkflowTemplate").to_yaml())["spec"]
+        text = yaml.safe_dump(spec, sort_keys=False, width=120)
     else:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text)
+        text = build(args.configs, options, kind=args.kind).to_yaml()
+    _write(args.output, text)
     return 0
 
 
@@ -186,12 +256,12 @@ def submit(args) -> int:
     from hera.workflows import WorkflowsService
     from hera.workflows.models import WorkflowCreateRequest
 
-    options = options_from(args)
+    options, given = options_from(args)
     api, ui, verify = argo_endpoint()
     namespace = args.namespace or os.environ.get("ARGO_NAMESPACE", "").strip() or "argo"
     token = os.environ.get("ARGO_TOKEN", "").strip() or None
     options = dataclasses.replace(options, namespace=namespace)
-    manifest = build(args.configs, options).build()
+    manifest = reference(args.configs, options, given).build()
 
     service = WorkflowsService(host=api, token=token, verify_ssl=verify, namespace=namespace, session=_session(verify))
     where = f"the Argo server at {ui}"
@@ -204,6 +274,9 @@ def submit(args) -> int:
     except hx.NotFound:
         raise UserError(f"{where} has no workflow API at {api}api/v1/workflows/{namespace} (404): check ARGO_BASE_HREF") from None
     except hx.HeraException as e:
+        if "workflowtemplate" in str(e).lower() and "not found" in str(e).lower():
+            raise UserError(f"{where} has no WorkflowTemplate {NAME!r} in namespace {namespace!r}: install the chart there "
+                            f"(helm/meli-sweep), or submit a standalone Workflow: make render | argo submit -") from None
         raise UserError(f"{where} refused the workflow: {e}") from None
     except requests.exceptions.SSLError:
         raise UserError(f"{where}: TLS verification failed (self-signed? set ARGO_INSECURE_SKIP_VERIFY=true)") from None
@@ -245,7 +318,7 @@ def results(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    command = {"render": render, "submit": submit, "results": results}[args.command]
+    command = {"render": render, "submit": submit, "results": results, "chart-schema": chart_schema}[args.command]
     return run_cli(lambda: command(args))
 
 

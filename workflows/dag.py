@@ -29,7 +29,8 @@ needs a memory-backed /dev/shm: the train pods get none.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
 
 from hera.workflows import (
     DAG,
@@ -61,9 +62,12 @@ DESCRIPTION = "workflows.argoproj.io/description"
 DISPLAY_NAME = "workflows.argoproj.io/display-name"
 
 REPORT_DIR = "/tmp/report"  # where the aggregate container also leaves its report, for the artifacts
-# The chart's artifact repository ConfigMap#key (its values' defaults), which its WorkflowTemplate names.
-CHART_ARTIFACT_REPOSITORY = "artifact-repositories#meli-sweep-s3"
+# What the chart installs beside its WorkflowTemplate, by these names (see helm/meli-sweep/templates/):
+PARAMETERS_CONFIGMAP = "meli-sweep-parameters"  # parameter values set at install; the template falls back to Options'
+ENV_CONFIGMAP = "meli-sweep-env"  # S3 endpoint and region, every step's envFrom (optional: absent, nothing is set)
+CHART_SEMAPHORE = "meli-sweep-semaphore#gpu-pods"  # GPU pods at once across the namespace's sweeps
 RESULT = "/tmp/result"  # train writes the test balanced accuracy here (a plain number)
+CPU_IMAGE = "{{workflow.parameters.cpu-image}}"  # image of every step but train
 TMP = "/tmp"  # the one writable path of every step (an emptyDir): the root filesystem is read-only
 
 # Preemption: a reclaimed spot/preemptible GPU node fails the pod ("imminent node shutdown") or deletes it
@@ -72,42 +76,85 @@ TMP = "/tmp"  # the one writable path of every step (an emptyDir): the root file
 RETRY_WHEN = "lastRetry.status == 'Error' || lastRetry.message matches 'imminent node shutdown|pod deleted'"
 
 
+PARAMETER = "parameter"  # an Argo workflow parameter: per sweep, in the Argo UI's submit form
+WORKFLOW = "workflow"  # a field of the rendered Workflow itself; the chart's WorkflowTemplate takes the chart's own
+
+
+def option(default, role: str, help: str, flag: bool = True, argo: str = "", **kw):
+    """A field of Options: its default, whether the sweep carries it as a parameter, its --flag help, and the
+    parameter's description where its text differs from the flag's (JSON, not the flag's syntax)."""
+    return field(default=default, metadata={"role": role, "help": help, "flag": flag, "argo": argo}, **kw)
+
+
 @dataclass(frozen=True)
 class Options:
-    """Everything a sweep can set besides its configs. Fields marked (parameter) are Argo workflow parameters."""
+    """Every setting of a sweep besides its configs, in one place: the CLI's flags and the Makefile's variables
+    come from these fields, and the chart's WorkflowTemplate reads the parameters' values from its ConfigMap
+    (PARAMETERS_CONFIGMAP), falling back to the defaults here. See "Settings: one place each" in the README."""
 
-    data: str = "s3://meli-sweep/data/spanish.train.csv.gz"  # (parameter) challenge CSV or course jsonl.gz
-    embeddings: str = "s3://meli-sweep/embeddings/SBW-vectors-300-min5.txt.gz"  # (parameter) word vectors, or none
-    out: str = "s3://meli-sweep"  # (parameter) output prefix: prepared/<hash>/ and sweeps/<workflow name>/ go under it
-    image: str = f"meli-sweep:{__version__}"  # (parameter) the CUDA training image (images/Dockerfile)
-    cpu_image: str = ""  # (parameter) image of plan, prepare and aggregate (images/Dockerfile.cpu); "" = image + "-cpu"
-    pushgateway_url: str = ""  # (parameter) Prometheus Pushgateway the train pods push to; "" = no push
-    baseline: bool = True  # (parameter) add the tfidf baseline run to the sweep
-    parallelism: int = 4  # GPU pods at once: the workflow's spec.parallelism (no other step overlaps train)
-    namespace: str | None = None  # Kubernetes namespace; None leaves it to the submitter
-    service_account: str = "meli-sweep"  # pods run as it; on Argo v4 it needs create/patch on workflowtaskresults
-    s3_secret: str = "meli-sweep-s3"  # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL, AWS_REGION]
-    node_selector: tuple[str, ...] = ()  # train pods only: "key=value" labels a GPU node must carry
-    tolerations: tuple[str, ...] = ("nvidia.com/gpu:NoSchedule",)  # train pods: "key[=value][:effect]", as kubectl taint
-    gpus: int = 1  # nvidia.com/gpu per train pod
-    train_cpu: str = "4"  # CPU cores requested per train pod (loading the prepared arrays, evaluation metrics)
-    train_memory: str = "16Gi"  # memory request and limit per train pod
-    prepare_cpu: str = "4"  # CPU cores for prepare's tokenizing workers; past about 3.4 the one reading process limits
-    prepare_memory: str = "2Gi"  # memory for prepare: streamed, about 0.8 GiB at 20 M rows with 8 workers (make bench-prepare)
-    train_deadline_s: int = 24 * 3600  # activeDeadlineSeconds of one train attempt (seconds); a hung pod is killed
-    retries: int = 3  # train retries after preemption (each resumes from its last checkpoint in S3)
-    ttl_success_s: int = 3 * 24 * 3600  # the Workflow object is deleted this long after it succeeds (seconds)
-    ttl_failure_s: int = 7 * 24 * 3600  # ... or after it fails, kept longer to look into
-    uid: int = 1000  # runAsUser of every container: the images' non-root user `meli` (images/Dockerfile*)
-    gid: int = 1000  # runAsGroup of every container: that user's group
-    tmp_size: str | None = None  # sizeLimit of the /tmp emptyDir (prepared-data cache, downloads); None = no limit
-    artifact_repository: str = ""  # "configmap" or "configmap#key" of Argo's artifact repository the sweep names
-    #   (spec.artifactRepositoryRef); "" = the namespace's default repository, then the controller's
-    archive_logs: bool = True  # keep every pod's log in the artifact repository: podGC deletes succeeded pods
-    labels: dict = field(default_factory=dict, compare=False)  # extra labels on the Workflow object
+    data: str = option("s3://meli-sweep/data/spanish.train.csv.gz", PARAMETER, "challenge CSV or course jsonl.gz, s3://")
+    embeddings: str = option("s3://meli-sweep/embeddings/SBW-vectors-300-min5.txt.gz", PARAMETER,
+                             "word vectors (.txt.gz/.vec/.bin), s3://, or none")
+    out: str = option("s3://meli-sweep", PARAMETER, "output prefix, s3://: prepared/<hash>/ and sweeps/<name>/ go under it")
+    image: str = option(f"meli-sweep:{__version__}", PARAMETER, "the CUDA training image (images/Dockerfile)")
+    cpu_image: str = option("", PARAMETER, "image of plan, prepare and aggregate (images/Dockerfile.cpu); empty: IMAGE-cpu")
+    pushgateway_url: str = option("", PARAMETER, "Pushgateway the train pods push live metrics to; empty: no push")
+    baseline: bool = option(True, PARAMETER, "add the tfidf baseline run (a CPU model, on the train template)")
+    train_cpu: str = option("4", PARAMETER, "CPU cores per train pod (loading the prepared arrays, evaluation)")
+    train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod")
+    gpus: int = option(1, PARAMETER, "nvidia.com/gpu per train pod")
+    # past about 3.4 cores the one reading process limits; about 0.8 GiB at 20 M rows with 8 workers (make bench-prepare)
+    prepare_cpu: str = option("4", PARAMETER, "CPU cores for prepare's tokenizing workers")
+    prepare_memory: str = option("2Gi", PARAMETER, "memory request and limit of the prepare pod")
+    node_selector: tuple[str, ...] = option((), PARAMETER, "train pods: comma-separated key=value labels a GPU node must carry",
+                                          argo="train pods' nodeSelector, a JSON object")
+    tolerations: tuple[str, ...] = option(("nvidia.com/gpu:NoSchedule",), PARAMETER,
+                                          "train pods: comma-separated key[=value][:effect] taints they tolerate, as kubectl taint",
+                                          argo="train pods' tolerations, a JSON list (replaces the default)")
+    s3_secret: str = option("meli-sweep-s3", PARAMETER,
+                            "Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL, AWS_REGION]; optional")
+    parallelism: int = option(4, WORKFLOW, "pods of the sweep at once (spec.parallelism; only train pods overlap)")
+    namespace: str | None = option(None, WORKFLOW, "Kubernetes namespace (submit: $ARGO_NAMESPACE, else argo)")
+    service_account: str = option("meli-sweep", WORKFLOW, "pods' service account; on Argo v4 it needs create/patch on workflowtaskresults")
+    artifact_repository: str = option("", WORKFLOW, "Argo artifact repository the sweep names, configmap or configmap#key; "
+                                      "empty: the namespace's default, then the controller's")
+    train_deadline_s: int = option(24 * 3600, WORKFLOW, "activeDeadlineSeconds of one train attempt: a hung pod is killed")
+    retries: int = option(3, WORKFLOW, "train retries after preemption, each resuming from its last checkpoint in S3")
+    ttl_success_s: int = option(3 * 24 * 3600, WORKFLOW, "seconds the Workflow object is kept after it succeeds")
+    ttl_failure_s: int = option(7 * 24 * 3600, WORKFLOW, "... after it fails, longer to look into")
+    uid: int = option(1000, WORKFLOW, "runAsUser of every container: the images' non-root user (images/Dockerfile*)", flag=False)
+    gid: int = option(1000, WORKFLOW, "runAsGroup of every container: that user's group", flag=False)
+    tmp_size: str | None = option(None, WORKFLOW, "sizeLimit of the /tmp emptyDir (prepared-data cache, downloads); empty: none")
+    archive_logs: bool = option(True, WORKFLOW, "keep every pod's log in the artifact repository (podGC deletes succeeded pods)")
+    gpu_semaphore: str = option("", WORKFLOW, "configmap#key of an Argo semaphore every train pod holds (GPU pods across sweeps)",
+                                flag=False)
+    labels: dict = option(None, WORKFLOW, "extra labels on the Workflow object", flag=False, compare=False)
 
     def image_cpu(self) -> str:
         return self.cpu_image or f"{self.image}-cpu"
+
+
+def parameter_name(f) -> str:
+    """The Argo parameter (and --flag) name of an Options field: train_memory -> train-memory."""
+    return f.name.replace("_", "-")
+
+
+def parameter_fields() -> list:
+    return [f for f in fields(Options) if f.metadata["role"] == PARAMETER]
+
+
+def parameter_value(o: Options, name: str) -> str:
+    """The text an Argo parameter carries for an Options field (lists as the JSON the pod spec patch takes)."""
+    if name == "cpu_image":
+        return o.image_cpu()
+    value = getattr(o, name)
+    if name == "node_selector":
+        return json.dumps(parse_node_selector(value), separators=(",", ":"))
+    if name == "tolerations":
+        return json.dumps([parse_toleration(t).model_dump(by_alias=True, exclude_none=True) for t in value], separators=(",", ":"))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def parse_node_selector(items) -> dict[str, str]:
@@ -150,28 +197,37 @@ def parse_artifact_repository(text: str) -> m.ArtifactRepositoryRef | None:
     return m.ArtifactRepositoryRef(config_map=name, key=key or None)
 
 
-def _parameters(configs: str, o: Options) -> list[Parameter]:
-    return [
-        Parameter(name="configs", value=configs, description="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4"),
-        Parameter(name="data", value=o.data, description="challenge CSV (.csv.gz) or course .jsonl.gz, s3://"),
-        Parameter(name="embeddings", value=o.embeddings, description="word vectors (.txt.gz/.vec/.bin) or none, s3://"),
-        Parameter(name="out", value=o.out, description="output prefix, s3://; the sweep goes to <out>/sweeps/<name>/"),
-        Parameter(name="image", value=o.image, description="training image (CUDA)"),
-        Parameter(name="cpu-image", value=o.image_cpu(), description="image of plan, prepare and aggregate"),
-        Parameter(name="pushgateway-url", value=o.pushgateway_url, description="Pushgateway for live metrics; empty = off"),
-        Parameter(
-            name="baseline",
-            value="true" if o.baseline else "false",
-            enum=["true", "false"],
-            description="add the tfidf baseline run (a CPU model, on the train template) to the comparison",
-        ),
-    ]
+def _parameters(configs: str, o: Options, template: bool) -> list[Parameter]:
+    """configs, then one parameter per PARAMETER field. A WorkflowTemplate reads each from the chart's ConfigMap,
+    and takes the default here when the ConfigMap lacks the key: with a default, any failed lookup falls back
+    (workflow/controller/operator.go: setGlobalParameters). A submitted Workflow's own value wins whole
+    (workflow/util/merge.go: JoinWorkflowSpec)."""
+    params = [Parameter(name="configs", value=configs, description="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")]
+    for f in parameter_fields():
+        name, value = parameter_name(f), parameter_value(o, f.name)
+        source = (
+            dict(value_from=m.ValueFrom(config_map_key_ref=m.ConfigMapKeySelector(name=PARAMETERS_CONFIGMAP, key=name),
+                                        default=value))
+            if template
+            else dict(value=value)
+        )
+        # No enum on a ConfigMap-valued parameter: with an enum, validation wants a value
+        # (workflow/validate/validate.go: validateArgumentsValues).
+        enum = ["true", "false"] if f.type in (bool, "bool") and not template else None
+        description = f.metadata.get("argo") or f.metadata["help"]
+        params.append(Parameter(name=name, description=description, enum=enum, **source))
+    return params
 
 
 def _env(o: Options) -> dict:
-    """Container settings every step shares: S3 credentials and endpoint come only from the Secret."""
+    """Container settings every step shares: S3 credentials come only from the Secret, endpoint and region from
+    the Secret or the chart's ConfigMap."""
     return dict(
-        env_from=[SecretEnvFrom(name=o.s3_secret, optional=True)],
+        # Kubernetes takes a variable in several sources from the last: the chart's endpoint and region win.
+        env_from=[
+            SecretEnvFrom(name="{{workflow.parameters.s3-secret}}", optional=True),
+            m.EnvFromSource(config_map_ref=m.ConfigMapEnvSource(name=ENV_CONFIGMAP, optional=True)),
+        ],
         env=[
             Env(name="PUSHGATEWAY_URL", value="{{workflow.parameters.pushgateway-url}}"),
             Env(name="PYTHONUNBUFFERED", value="1"),
@@ -182,6 +238,23 @@ def _env(o: Options) -> dict:
             Env(name="MPLCONFIGDIR", value=f"{TMP}/matplotlib"),
         ],
     )
+
+
+def _resources_patch(cpu: str, memory: str, gpus: str | None = None, placement: bool = False) -> str:
+    """A pod spec patch that sets the main container's requests and limits (and the train pod's node selector
+    and tolerations) from parameters. Parameters cannot stand in for the fields themselves: a quantity must
+    parse when the Workflow is read, and maps and lists are not text. The patch is substituted per pod, then
+    checked as a PodSpec and merged (workflow/controller/workflowpod.go: processPodSpecPatch;
+    workflow/util/util.go: ApplyPodSpecPatch), so a bad value errors the pod, not the submission."""
+    requests = {"cpu": cpu, "memory": memory}
+    limits = {"memory": memory}
+    if gpus is not None:
+        requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = gpus
+    patch = json.dumps({"containers": [{"name": "main", "resources": {"requests": requests, "limits": limits}}]})
+    if placement:
+        patch = ('{"nodeSelector": {{workflow.parameters.node-selector}}, '
+                 '"tolerations": {{workflow.parameters.tolerations}}, ' + patch[1:])
+    return patch
 
 
 def _security_context(o: Options) -> m.SecurityContext:
@@ -218,31 +291,23 @@ def _report_artifacts() -> list[Artifact]:
 
 
 def build(configs: str, options: Options | None = None, kind: str = "Workflow") -> Workflow:
-    """The sweep of `configs` (spec text, checked in the plan step) as a Hera Workflow or WorkflowTemplate."""
+    """The sweep of `configs` (spec text, checked in the plan step) as a Hera Workflow or WorkflowTemplate.
+
+    A WorkflowTemplate reads its parameters from the chart's ConfigMap (see _parameters) and holds the chart's
+    GPU semaphore; with an empty service account or artifact repository it names neither (the chart sets them).
+    """
     o = options or Options()
     if kind not in ("Workflow", "WorkflowTemplate"):
         raise UserError(f"kind {kind!r}: expected Workflow or WorkflowTemplate")
     template = kind == "WorkflowTemplate"
-    cls = WorkflowTemplate if template else Workflow
-    env = {**_env(o), "security_context": _security_context(o)}
-    cpu_image = "{{workflow.parameters.cpu-image}}"
-    annotations = {
-        TITLE: f"meli-sweep: {configs}" if not template else "meli-sweep: hyperparameter sweep",
-        DESCRIPTION: (
-            f"configs {configs}; data {o.data}; embeddings {o.embeddings}; out {o.out}"
-            if not template
-            else "One GPU training pod per config, then a comparison report. Set configs, data, embeddings, out."
-        ),
-    }
-
-    with cls(
+    with (WorkflowTemplate if template else Workflow)(
         **({"name": NAME} if template else {"generate_name": f"{NAME}-"}),
         namespace=o.namespace,
-        annotations=annotations,
-        labels={"app.kubernetes.io/name": NAME, "app.kubernetes.io/version": __version__, **o.labels},
+        annotations=_annotations(configs, o, template),
+        labels={"app.kubernetes.io/name": NAME, "app.kubernetes.io/version": __version__, **(o.labels or {})},
         entrypoint="sweep",
-        arguments=_parameters(configs, o),
-        service_account_name=o.service_account,
+        arguments=_parameters(configs, o, template),
+        service_account_name=o.service_account or None,
         parallelism=o.parallelism,
         pod_gc=m.PodGC(strategy="OnPodSuccess"),  # failed pods stay for `kubectl logs` until the TTL
         # Succeeded pods are deleted at once, so their logs live only in the artifact repository.
@@ -257,91 +322,121 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
             seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
         ),
     ) as w:
-        plan = Container(
-            name="plan",
-            image=cpu_image,
-            command=steps.plan(
-                "{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json"
-            ),
-            outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json"))],
-            resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
-            volumes=[_tmp_volume(o)],
-            **env,
-        )
-        prepare = Container(
-            name="prepare",
-            image=cpu_image,
-            command=steps.prepare(
-                "{{workflow.parameters.data}}",
-                "{{workflow.parameters.embeddings}}",
-                "{{workflow.parameters.out}}",
-                result_file="/tmp/prepared",
-            ),
-            outputs=[Parameter(name="prepared", value_from=m.ValueFrom(path="/tmp/prepared"))],
-            resources=Resources(cpu_request=o.prepare_cpu, memory_request=o.prepare_memory, memory_limit=o.prepare_memory),
-            volumes=[_tmp_volume(o)],
-            **env,
-        )
-        train = Container(
-            name="train",
-            image="{{workflow.parameters.image}}",
-            inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared")],
-            command=steps.train(
-                "{{inputs.parameters.spec}}",
-                "{{inputs.parameters.prepared}}",
-                "{{workflow.parameters.out}}",
-                "{{workflow.name}}",
-                "{{inputs.parameters.name}}",
-                result_file=RESULT,
-            ),
-            # A failed run writes no result: the default keeps the node's outputs valid.
-            outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
-            resources=Resources(
-                gpus=o.gpus, cpu_request=o.train_cpu, memory_request=o.train_memory, memory_limit=o.train_memory
-            ),
-            volumes=[_tmp_volume(o)],
-            node_selector=parse_node_selector(o.node_selector) or None,
-            tolerations=[parse_toleration(t) for t in o.tolerations] or None,
-            active_deadline_seconds=o.train_deadline_s,
-            retry_strategy=RetryStrategy(
-                limit=o.retries,
-                retry_policy="Always",  # the expression decides; the policy alone would skip Failed or Error
-                expression=RETRY_WHEN,
-                backoff=m.Backoff(duration="1m", factor=2, cap="10m"),  # a new node may take minutes to join
-            ),
-            # No gauge of the test accuracy here: Argo substitutes a metric whole before its `when`
-            # (workflow/controller/operator.go: computeMetrics), and a preempted attempt has no outputs to
-            # substitute. The pushed meli_train_test_balanced_accuracy carries it instead.
-            metrics=[
-                Gauge(
-                    name="meli_sweep_train_duration_seconds",
-                    help="Duration of a sweep run's train pod in seconds",
-                    labels=[
-                        Label(key="workflow", value="{{workflow.name}}"),
-                        Label(key="config", value="{{inputs.parameters.name}}"),
-                        Label(key="status", value="{{status}}"),
-                    ],
-                    realtime=False,
-                    value="{{duration}}",
-                ),
-            ],
-            **env,
-        )
-        aggregate = Container(
-            name="aggregate",
-            image=cpu_image,
-            command=steps.aggregate(
-                "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir=REPORT_DIR
-            ),
-            outputs=_report_artifacts(),
-            resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi"),
-            volumes=[_tmp_volume(o)],
-            **env,
-        )
-        _sweep_dag(plan, prepare, train, aggregate)
-
+        shared = {**_env(o), "security_context": _security_context(o), "volumes": [_tmp_volume(o)]}
+        _sweep_dag(_plan(shared), _prepare(shared), _train(o, shared), _aggregate(shared))
     _name_train_nodes(w)
     return w
+
+
+def _annotations(configs: str, o: Options, template: bool) -> dict:
+    if template:
+        return {TITLE: "meli-sweep: hyperparameter sweep",
+                DESCRIPTION: "One GPU training pod per config, then a comparison report. Set configs, data, embeddings, out."}
+    return {TITLE: f"meli-sweep: {configs}",
+            DESCRIPTION: f"configs {configs}; data {o.data}; embeddings {o.embeddings}; out {o.out}"}
+
+
+def _plan(shared: dict) -> Container:
+    return Container(
+        name="plan",
+        image=CPU_IMAGE,
+        command=steps.plan("{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json"),
+        outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json"))],
+        resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
+        **shared,
+    )
+
+
+def _prepare(shared: dict) -> Container:
+    return Container(
+        name="prepare",
+        image=CPU_IMAGE,
+        command=steps.prepare(
+            "{{workflow.parameters.data}}", "{{workflow.parameters.embeddings}}", "{{workflow.parameters.out}}",
+            result_file="/tmp/prepared",
+        ),
+        outputs=[Parameter(name="prepared", value_from=m.ValueFrom(path="/tmp/prepared"))],
+        pod_spec_patch=_resources_patch("{{workflow.parameters.prepare-cpu}}", "{{workflow.parameters.prepare-memory}}"),
+        **shared,
+    )
+
+
+def _train(o: Options, shared: dict) -> Container:
+    return Container(
+        name="train",
+        image="{{workflow.parameters.image}}",
+        inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared")],
+        command=steps.train(
+            "{{inputs.parameters.spec}}", "{{inputs.parameters.prepared}}", "{{workflow.parameters.out}}",
+            "{{workflow.name}}", "{{inputs.parameters.name}}", result_file=RESULT,
+        ),
+        # A failed run writes no result: the default keeps the node's outputs valid.
+        outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
+        pod_spec_patch=_resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
+                                        gpus="{{workflow.parameters.gpus}}", placement=True),
+        synchronization=_semaphore(o.gpu_semaphore),
+        active_deadline_seconds=o.train_deadline_s,
+        retry_strategy=RetryStrategy(
+            limit=o.retries,
+            retry_policy="Always",  # the expression decides; the policy alone would skip Failed or Error
+            expression=RETRY_WHEN,
+            backoff=m.Backoff(duration="1m", factor=2, cap="10m"),  # a new node may take minutes to join
+        ),
+        # No gauge of the test accuracy here: Argo substitutes a metric whole before its `when`
+        # (workflow/controller/operator.go: computeMetrics), and a preempted attempt has no outputs to
+        # substitute. The pushed meli_train_test_balanced_accuracy carries it instead.
+        metrics=[
+            Gauge(
+                name="meli_sweep_train_duration_seconds",
+                help="Duration of a sweep run's train pod in seconds",
+                labels=[
+                    Label(key="workflow", value="{{workflow.name}}"),
+                    Label(key="config", value="{{inputs.parameters.name}}"),
+                    Label(key="status", value="{{status}}"),
+                ],
+                realtime=False,
+                value="{{duration}}",
+            ),
+        ],
+        **shared,
+    )
+
+
+def _aggregate(shared: dict) -> Container:
+    return Container(
+        name="aggregate",
+        image=CPU_IMAGE,
+        command=steps.aggregate(
+            "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir=REPORT_DIR
+        ),
+        outputs=_report_artifacts(),
+        resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi"),
+        **shared,
+    )
+
+
+def _semaphore(text: str) -> m.Synchronization | None:
+    """"configmap#key" -> a semaphore the pod holds while it runs; "" -> none."""
+    if not text:
+        return None
+    name, _, key = text.partition("#")
+    return m.Synchronization(semaphores=[m.SemaphoreRef(config_map_key_ref=m.ConfigMapKeySelector(name=name, key=key))])
+
+
+def reference(configs: str, o: Options, given: set[str]) -> Workflow:
+    """A sweep of the chart's WorkflowTemplate (workflowTemplateRef), as `argo submit --from workflowtemplate/...`
+    makes: only the parameters in `given` go with it, so everything else is what the chart installed."""
+    names = {f.name for f in parameter_fields() if f.name in given or (f.name == "cpu_image" and "image" in given)}
+    return Workflow(
+        generate_name=f"{NAME}-",
+        namespace=o.namespace,
+        annotations=_annotations(configs, o, template=False),
+        labels={"app.kubernetes.io/name": NAME, "app.kubernetes.io/version": __version__, **(o.labels or {})},
+        workflow_template_ref=m.WorkflowTemplateRef(name=NAME),
+        arguments=[Parameter(name="configs", value=configs)]
+        + [Parameter(name=parameter_name(f), value=parameter_value(o, f.name)) for f in parameter_fields() if f.name in names],
+        parallelism=o.parallelism if "parallelism" in given else None,
+    )
 
 
 def _sweep_dag(plan: Container, prepare: Container, train: Container, aggregate: Container) -> DAG:

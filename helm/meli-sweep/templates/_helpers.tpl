@@ -135,16 +135,60 @@ Namespace of the Grafana dashboard ConfigMap.
 {{- end }}
 
 {{/*
-ConfigMap of the GPU semaphore.
+Name of the WorkflowTemplate: the Hera definition's (workflows/dag.py NAME); `make submit` and the alerts name it.
 */}}
-{{- define "meli-sweep.semaphore.configMapName" -}}
-{{- default (printf "%s-semaphore" (include "meli-sweep.fullname" .)) .Values.semaphore.configMapName | trunc 63 | trimSuffix "-" }}
+{{- define "meli-sweep.workflowTemplateName" -}}
+meli-sweep
 {{- end }}
 
 {{/*
-Name of the WorkflowTemplate, as the Hera definition gives it (the alerts select on it).
+The data of the parameters ConfigMap: workflowTemplate.parameters, then what other values imply for the
+parameters they leave unset (the images, out from the bucket, the Secret, the GPU pods' placement as JSON).
 */}}
-{{- define "meli-sweep.workflowTemplateName" -}}
-{{- $wft := .Files.Get "files/workflowtemplate.yaml" | fromYaml }}
-{{- $wft.metadata.name | default "meli-sweep" }}
+{{- define "meli-sweep.parameters" -}}
+{{- $p := dict }}
+{{- range $name, $value := .Values.workflowTemplate.parameters }}
+{{- $_ := set $p $name (toString $value) }}
+{{- end }}
+{{- $image := printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- if not (hasKey $p "image") }}
+{{- $_ := set $p "image" $image }}
+{{- end }}
+{{- if not (hasKey $p "cpu-image") }}
+{{- $_ := set $p "cpu-image" (printf "%s%s" (get $p "image") .Values.image.cpuTagSuffix) }}
+{{- end }}
+{{- if and .Values.s3.bucket (not (hasKey $p "out")) }}
+{{- $_ := set $p "out" (printf "s3://%s" .Values.s3.bucket) }}
+{{- end }}
+{{- if and (not (include "meli-sweep.s3.sdkCreds" .)) (not (hasKey $p "s3-secret")) }}
+{{- $_ := set $p "s3-secret" (include "meli-sweep.s3.secretName" .) }}
+{{- end }}
+{{- $gpu := .Values.workflowTemplate.gpu }}
+{{- range $name, $value := dict "node-selector" $gpu.nodeSelector "tolerations" $gpu.tolerations }}
+{{- if not (kindIs "invalid" $value) }}
+{{- if hasKey $p $name }}
+{{- fail (printf "workflowTemplate.parameters.%s and workflowTemplate.gpu: set one of the two" $name) }}
+{{- end }}
+{{- $_ := set $p $name (toJson $value) }}
+{{- end }}
+{{- end }}
+{{- toYaml $p }}
+{{- end }}
+
+{{/*
+The WorkflowTemplate's pod spec patch from the security values (strategic merge over every pod the Hera
+definition makes: the pod's security context, the main container's, the /tmp emptyDir); empty when none is set.
+*/}}
+{{- define "meli-sweep.podSpecPatch" -}}
+{{- $patch := dict }}
+{{- with .Values.podSecurityContext }}
+{{- $_ := set $patch "securityContext" . }}
+{{- end }}
+{{- with .Values.securityContext }}
+{{- $_ := set $patch "containers" (list (dict "name" "main" "securityContext" .)) }}
+{{- end }}
+{{- with .Values.tmpVolume.emptyDir }}
+{{- $_ := set $patch "volumes" (list (dict "name" "tmp" "emptyDir" .)) }}
+{{- end }}
+{{- if $patch }}{{ toJson $patch }}{{ end }}
 {{- end }}
