@@ -26,7 +26,8 @@ from workflows.dag import RETRY_WHEN, Options, build
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "workflows" / "sweep.yaml"
-CHART_TEMPLATE = ROOT / "helm" / "meli-sweep" / "files" / "workflowtemplate.yaml"
+CHART_TEMPLATE = ROOT / "helm" / "meli-sweep" / "files" / "workflowtemplate-spec.yaml"
+CHART_SCHEMA = ROOT / "helm" / "meli-sweep" / "values.schema.json"
 GRID = "hidden50,hidden100:lr=1e-3|3e-4,epochs=2|3"
 
 
@@ -72,7 +73,7 @@ def test_rendered_yaml_round_trips_through_hera_models(kind):
 @pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
 def test_strictly_valid_against_argo_schema(kind):
     validator = argo_schema.validator(kind)  # skips, saying so, when ARGO_SCHEMA is unset
-    doc = render(GRID, "--kind", kind, "--node-selector", "gpu=h100", "--toleration", "dedicated=ml:NoExecute")
+    doc = render(GRID, "--kind", kind, "--node-selector", "gpu=h100", "--tolerations", "dedicated=ml:NoExecute")
     assert argo_schema.errors(validator, doc) == []
 
 
@@ -101,12 +102,25 @@ def test_golden_workflow_matches_render():
 
 
 def test_chart_workflowtemplate_matches_render():
-    r = cli("render", "--kind", "WorkflowTemplate", "--configs", "hidden50,hidden100")
+    r = cli("render", "--chart", "--configs", "hidden50,hidden100")
     assert r.returncode == 0, r.stderr
     _compare_golden(CHART_TEMPLATE, r.stdout, "chart-template")
-    doc = yaml.safe_load(r.stdout)
-    assert doc["metadata"] == {**doc["metadata"], "name": "meli-sweep"} and "namespace" not in doc["metadata"]
-    assert "nodeSelector" not in template(doc, "train")  # the chart sets cluster specifics from its values
+    spec = yaml.safe_load(r.stdout)
+    # the chart sets these from its values, beside the spec; the parameters come from its ConfigMap
+    assert "serviceAccountName" not in spec and "artifactRepositoryRef" not in spec and "podSpecPatch" not in spec
+    params = spec["arguments"]["parameters"]
+    assert params[0] == {"name": "configs", "description": params[0]["description"], "value": "hidden50,hidden100"}
+    for p in params[1:]:
+        assert p["valueFrom"]["configMapKeyRef"] == {"name": "meli-sweep-parameters", "key": p["name"]}, p
+        assert "default" in p["valueFrom"] and "enum" not in p and "value" not in p, p
+    assert params_of(render("hidden50"))["train-memory"] == next(p for p in params if p["name"] == "train-memory")["valueFrom"]["default"]
+    train = next(t for t in spec["templates"] if t["name"] == "train")
+    assert train["synchronization"] == {"semaphores": [{"configMapKeyRef": {"name": "meli-sweep-semaphore", "key": "gpu-pods"}}]}
+    r = cli("chart-schema")
+    assert r.returncode == 0, r.stderr
+    _compare_golden(CHART_SCHEMA, r.stdout, "chart-template")
+    names = json.loads(r.stdout)["properties"]["workflowTemplate"]["properties"]["parameters"]["propertyNames"]["enum"]
+    assert names == [p["name"] for p in params]
 
 
 def _shell_env() -> dict:
@@ -215,12 +229,25 @@ def test_every_step_command_parses_with_the_job_cli(doc):
         assert args.step == name
 
 
+def pod_patch(doc: dict, name: str) -> dict:
+    """A template's pod spec patch with the workflow's parameter values in place, as the controller makes it."""
+    text = template(doc, name)["podSpecPatch"]
+    for p, value in params_of(doc).items():
+        text = text.replace("{{workflow.parameters.%s}}" % p, value)
+    return json.loads(text)
+
+
 def test_train_pod_gpu_resources_scheduling_and_shm(doc):
     train = template(doc, "train")
-    resources = train["container"]["resources"]
+    patch = pod_patch(doc, "train")
+    [main] = patch["containers"]
+    resources = main["resources"]
+    assert main["name"] == "main"  # the container Argo runs the command in
     assert resources["requests"]["nvidia.com/gpu"] == "1" and resources["limits"]["nvidia.com/gpu"] == "1"
-    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
-    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in train["tolerations"]
+    assert resources["requests"]["cpu"] == "4" and resources["requests"]["memory"] == resources["limits"]["memory"] == "16Gi"
+    assert patch["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert patch["nodeSelector"] == {}
+    assert pod_patch(doc, "prepare")["containers"][0]["resources"]["requests"] == {"cpu": "4", "memory": "2Gi"}
     assert [m["mountPath"] for m in train["container"]["volumeMounts"]] == ["/tmp"]  # no DataLoader: no /dev/shm
     assert isinstance(train["activeDeadlineSeconds"], int) and train["activeDeadlineSeconds"] > 0
     for cpu_step in ("plan", "prepare", "aggregate"):
@@ -271,11 +298,28 @@ def test_images_run_as_the_uid_the_pods_require():
         assert f"USER {IMAGE_UID}:{IMAGE_UID}" in text.splitlines(), dockerfile
 
 
-def test_node_selector_and_tolerations_are_configurable():
-    doc = render("hidden50", "--node-selector", "gpu=h100,pool=spot", "--toleration", "dedicated=ml:NoExecute")
-    train = template(doc, "train")
-    assert train["nodeSelector"] == {"gpu": "h100", "pool": "spot"}
-    assert train["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}]
+def test_node_selector_tolerations_and_resources_are_configurable():
+    doc = render("hidden50", "--node-selector", "gpu=h100,pool=spot", "--tolerations", "dedicated=ml:NoExecute",
+                 "--train-memory", "32Gi", "--gpus", "2")
+    patch = pod_patch(doc, "train")
+    assert patch["nodeSelector"] == {"gpu": "h100", "pool": "spot"}
+    assert patch["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}]
+    assert patch["containers"][0]["resources"]["limits"] == {"memory": "32Gi", "nvidia.com/gpu": "2"}
+
+
+def test_make_variables_reach_the_options_and_nothing_else_does():
+    """`make render TRAIN_MEMORY=32Gi`: each option's variable; the same name in the environment of a bare
+    `python -m workflows.cli` (no --from-env) changes nothing."""
+    r = subprocess.run(["make", "-s", "render", "CONFIGS=hidden50", "TRAIN_MEMORY=32Gi", "BASELINE=0", "PARALLELISM=2"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env=_shell_env())
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load(r.stdout)
+    assert params_of(doc)["train-memory"] == "32Gi" and params_of(doc)["baseline"] == "false" and doc["spec"]["parallelism"] == 2
+    bare = cli("render", "--configs", "hidden50", env=dict(os.environ, TRAIN_MEMORY="32Gi"))
+    assert params_of(yaml.safe_load(bare.stdout))["train-memory"] == "16Gi"
+    bad = subprocess.run(["make", "-s", "render", "CONFIGS=hidden50", "TRAIN_MEMORY=32 GB"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, env=_shell_env())
+    assert bad.returncode != 0 and "train-memory '32 GB': expected a Kubernetes quantity" in bad.stderr
 
 
 def test_retry_strategy_catches_preemption_with_backoff(doc):
@@ -293,7 +337,9 @@ def test_parameters_service_account_gc_ttl_and_parallelism():
     doc = render("hidden50", "--parallelism", "2", "--image", "reg.example/ml/meli:1", "--out", "s3://bkt/meli")
     spec = doc["spec"]
     params = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
-    assert set(params) == {"configs", "data", "embeddings", "out", "image", "cpu-image", "pushgateway-url", "baseline"}
+    assert set(params) == {"configs", "data", "embeddings", "out", "image", "cpu-image", "pushgateway-url", "baseline",
+                           "train-cpu", "train-memory", "gpus", "prepare-cpu", "prepare-memory", "node-selector",
+                           "tolerations", "s3-secret"}
     assert params["baseline"] == "true" and params_of(render("hidden50", "--no-baseline"))["baseline"] == "false"
     assert params["image"] == "reg.example/ml/meli:1" and params["cpu-image"] == "reg.example/ml/meli:1-cpu"
     assert params["out"] == "s3://bkt/meli"
@@ -318,9 +364,11 @@ def test_s3_credentials_come_from_a_secret_and_no_secret_value_is_in_the_manifes
     doc = yaml.safe_load(r.stdout)
     for name in ("plan", "prepare", "train", "aggregate"):
         container = template(doc, name)["container"]
-        assert container["envFrom"] == [{"secretRef": {"name": "meli-sweep-s3", "optional": True}}]
+        assert container["envFrom"] == [{"secretRef": {"name": "{{workflow.parameters.s3-secret}}", "optional": True}},
+                                        {"configMapRef": {"name": "meli-sweep-env", "optional": True}}]
         assert not any(e["name"].startswith("AWS_") for e in container.get("env", []))
     assert not any(p["name"].lower().startswith(("aws", "secret", "token")) for p in doc["spec"]["arguments"]["parameters"])
+    assert params_of(doc)["s3-secret"] == "meli-sweep-s3"  # the Secret's name, never its keys
 
 
 def test_argo_ui_annotations_display_name_output_and_metrics():
@@ -361,8 +409,6 @@ def test_artifact_repository_and_log_archive():
     assert "artifactRepositoryRef" not in plain["spec"] and plain["spec"]["archiveLogs"] is True
     named = render("hidden50", "--artifact-repository", "team-artifacts#s3")
     assert named["spec"]["artifactRepositoryRef"] == {"configMap": "team-artifacts", "key": "s3"}
-    chart = yaml.safe_load(CHART_TEMPLATE.read_text())
-    assert chart["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "meli-sweep-s3"}
     r = cli("render", "--configs", "hidden50", "--artifact-repository", "Team Artifacts")
     assert r.returncode == 2 and r.stdout == "" and "artifact repository 'Team Artifacts'" in r.stderr
 
@@ -376,7 +422,8 @@ def test_artifact_repository_and_log_archive():
         (["--configs", "hidden5"], "unknown config 'hidden5'"),
         (["--configs", "hidden50:lr=fast"], "lr='fast'"),
         (["--configs", "hidden50", "--data", "/local/train.csv"], "S3 only"),
-        (["--configs", "hidden50", "--toleration", "gpu:Sometimes"], "toleration"),
+        (["--configs", "hidden50", "--tolerations", "gpu:Sometimes"], "toleration"),
+        (["--configs", "hidden50", "--prepare-memory", "2 GiB"], "prepare-memory '2 GiB'"),
         (["--configs", "hidden50", "--node-selector", "gpu"], "node selector"),
     ],
 )
