@@ -11,7 +11,7 @@ PYTHON ?= python3
 TORCH_VERSION := $(shell cat images/torch-version)
 # local output prefix of demo and results
 RUNS ?= runs
-# config specs of the sweep (see README: Named configs)
+# config specs of the sweep (see docs/configs.md)
 CONFIGS ?= hidden50,hidden100
 # synthetic rows in the demo dataset
 DEMO_ROWS ?= 60000

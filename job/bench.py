@@ -94,7 +94,7 @@ class Sizes:
         return LOOPS if self.big_batch else LOOPS[:2]
 
 
-# When not given (README, Performance, has what they measured). A CPU run trains 60 classes (the demo's), so
+# When not given (docs/performance.md has what they measured). A CPU run trains 60 classes (the demo's), so
 # that its hundred steps learn enough to compare accuracy, on one thread: with two on a 2-core machine that
 # other work shares, every parallel region waits for a descheduled thread, which slowed runs several-fold.
 # It leaves out the larger batch, whose 25 steps here learn little. A GPU run trains the course's classes,

@@ -60,7 +60,7 @@ class TrainConfig:
 KEYS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
-# The named configs: reviewed here, listed in the README. The first six follow the seed and the course.
+# The named configs: reviewed here, listed in docs/configs.md. The first six follow the seed and the course.
 NAMED: dict[str, TrainConfig] = {
     # The seed's LSTM (MeLiRNNClassifier) with 50 and 100 hidden units, frozen word vectors.
     "hidden50": TrainConfig(family="lstm", hidden=50),

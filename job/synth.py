@@ -15,7 +15,7 @@ How the data is made, and why it is learnable but not trivially:
 - 70% of rows are `unreliable` (seller-chosen), and 12% of those carry the label of a sibling.
 
 Chance is 1/categories; what the named configs reach on the default 60,000 rows is measured in
-the README (the demo's figures).
+docs/configs.md (the demo's figures).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Command line of the Argo side: render, submit and fetch the results of a sweep.
 
     python -m workflows.cli render --configs hidden50,hidden100 > sweep.yaml
-    python -m workflows.cli render --kind WorkflowTemplate -o helm/meli-sweep/files/workflowtemplate.yaml
+    python -m workflows.cli render --chart -o helm/meli-sweep/files/workflowtemplate-spec.yaml
     python -m workflows.cli submit --configs hidden50,hidden100 --data s3://b/train.csv.gz --out s3://b/meli
     python -m workflows.cli results --sweep meli-sweep-7xk2p --out s3://b/meli
 
