@@ -420,7 +420,7 @@ def _machine(device: torch.device) -> str:
     return where
 
 
-def main(args) -> None:
+def main(args) -> int:
     device = train.pick_device(args.device)
     sizes = _sizes(args, device)
     if sizes.threads is not None:
@@ -454,3 +454,4 @@ def main(args) -> None:
     if hasattr(os, "getloadavg"):
         print(f"\nload average at the end {os.getloadavg()[0]:.1f}", end="; ")
     print(f"process peak RSS {_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}; total {time.time() - started:.0f} s")
+    return 0
