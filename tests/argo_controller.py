@@ -840,24 +840,26 @@ _MERGE_KEYS = {("templates",): "name", ("arguments", "parameters"): "name", ("ar
                ("volumes",): "name", ("tolerations",): "key", ("imagePullSecrets",): "name", ("hostAliases",): "ip"}
 
 
-def _strategic_merge(base, patch, path: tuple = ()):
-    """Kubernetes' strategic merge patch, as far as WorkflowSpec needs it: patch wins, lists merge by key."""
+def _strategic_merge(base, patch, path: tuple = (), keys: dict | None = None):
+    """Kubernetes' strategic merge patch, as far as WorkflowSpec (or, with _POD_MERGE_KEYS, a PodSpec) needs it:
+    patch wins, lists merge by key."""
+    keys = _MERGE_KEYS if keys is None else keys
     if isinstance(base, dict) and isinstance(patch, dict):
         out = copy.deepcopy(base)
         for key, value in patch.items():
             if value is None:
                 out.pop(key, None)
             else:
-                out[key] = _strategic_merge(out[key], value, path + (key,)) if key in out else copy.deepcopy(value)
+                out[key] = _strategic_merge(out[key], value, path + (key,), keys) if key in out else copy.deepcopy(value)
         return out
-    merge_key = _MERGE_KEYS.get(path)
+    merge_key = keys.get(path)
     if merge_key and isinstance(base, list) and isinstance(patch, list):
         out = copy.deepcopy(base)
         index = {item.get(merge_key): i for i, item in enumerate(out)}
         for item in patch:
             if item.get(merge_key) in index:
                 i = index[item[merge_key]]
-                out[i] = _strategic_merge(out[i], item, ())
+                out[i] = _strategic_merge(out[i], item, (), keys)
             else:
                 out.append(copy.deepcopy(item))
         return out
@@ -965,32 +967,9 @@ class _PodNotCreated(Exception):
 
 # Kubernetes' strategic merge keys of the PodSpec fields a pod spec patch here touches; other lists are replaced
 # (tolerations, for one, has no merge key: a patch's list replaces the pod's).
-_POD_MERGE_KEYS = {("containers",): "name", ("volumes",): "name", ("containers", "env"): "name",
-                   ("containers", "volumeMounts"): "mountPath", ("containers", "envFrom"): None}
+# Paths start again inside each list item, as in _MERGE_KEYS.
+_POD_MERGE_KEYS = {("containers",): "name", ("volumes",): "name", ("env",): "name", ("volumeMounts",): "mountPath"}
 _QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?$")
-
-
-def _pod_merge(base, patch, path: tuple = ()):
-    """A strategic merge patch over a PodSpec (util.go ApplyPodSpecPatch: strategicpatch.StrategicMergePatch)."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = copy.deepcopy(base)
-        for key, value in patch.items():
-            sub = path[-1:] + (key,) if path else (key,)
-            out[key] = _pod_merge(out[key], value, sub) if key in out and value is not None else copy.deepcopy(value)
-            if value is None:
-                out.pop(key, None)
-        return out
-    key = _POD_MERGE_KEYS.get(path)
-    if key and isinstance(base, list) and isinstance(patch, list):
-        out = copy.deepcopy(base)
-        index = {item.get(key): i for i, item in enumerate(out)}
-        for item in patch:
-            if item.get(key) in index:
-                out[index[item[key]]] = _pod_merge(out[index[item[key]]], item, path)
-            else:
-                out.append(copy.deepcopy(item))
-        return out
-    return copy.deepcopy(patch)
 
 
 def _check_pod_spec(patch, text: str) -> None:
@@ -1086,7 +1065,7 @@ class _Pod:
             except yaml.YAMLError as e:
                 raise _PodNotCreated(f"Failed to convert the PodSpecPatch yaml to json: {e}".splitlines()[0]) from None
             _check_pod_spec(patch, text)
-            pod = _pod_merge(pod, patch)
+            pod = _strategic_merge(pod, patch, keys=_POD_MERGE_KEYS)
         out = dict(tmpl)
         main = next(c for c in pod["containers"] if c["name"] == "main")
         out["container"] = {k: v for k, v in main.items() if k != "name"}

@@ -122,7 +122,7 @@ def pods(docs: list[dict]) -> dict[str, dict]:
                "securityContext": wft["spec"].get("securityContext", {})}
         for text in (wft["spec"].get("podSpecPatch"), t.get("podSpecPatch")):
             if text:
-                pod = argo_controller._pod_merge(pod, substituted(text))
+                pod = argo_controller._strategic_merge(pod, substituted(text), keys=argo_controller._POD_MERGE_KEYS)
         out[t["name"]] = pod
     return out
 
