@@ -30,8 +30,8 @@ CREATED = "meli-sweep-7xk2p"
 class FakeArgo:
     """Records requests; answers `status` with Argo's JSON shapes."""
 
-    def __init__(self, status: int = 200):
-        self.status = status
+    def __init__(self, status: int = 200, message: str = "token not valid"):
+        self.status, self.message = status, message
         self.requests: list[dict] = []
         fake = self
 
@@ -44,7 +44,7 @@ class FakeArgo:
                     namespace = self.path.rstrip("/").rsplit("/", 1)[1]
                     answer = dict(workflow, metadata={**workflow["metadata"], "name": CREATED, "namespace": namespace})
                 else:
-                    answer = {"code": 16, "message": "token not valid"}
+                    answer = {"code": 16 if fake.status == 401 else 3, "message": fake.message}
                 data = json.dumps(answer).encode()
                 self.send_response(fake.status)
                 self.send_header("Content-Type", "application/json")
@@ -149,6 +149,14 @@ def test_rejected_token_is_one_line():
         r = submit(argo_env(f"http://127.0.0.1:{argo.port}"))
     assert len(argo.requests) == 1
     assert_one_error_line(r, "rejected the token", "401", "ARGO_TOKEN")
+
+
+def test_namespace_without_the_chart_template_is_one_line():
+    # what the Argo server answers when workflowTemplateRef names a template the namespace lacks
+    with FakeArgo(status=400, message='workflowtemplates.argoproj.io "meli-sweep" not found') as argo:
+        r = submit(argo_env(f"http://127.0.0.1:{argo.port}"))
+    assert len(argo.requests) == 1
+    assert_one_error_line(r, "no WorkflowTemplate 'meli-sweep' in namespace 'ml'", "install the chart", "make render")
 
 
 def test_connection_refused_is_one_line():
