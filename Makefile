@@ -48,6 +48,10 @@ demo: $(STAMP) ## run a whole sweep locally on synthetic data (CPU) and print wh
 test: $(STAMP) prom-deps ## run every test (starts its own S3, Prometheus and Pushgateway on loopback)
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: test-fast
+test-fast: $(STAMP) prom-deps ## run every test not marked slow (under a minute on 2 cores)
+	$(VPY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
 # --- Metrics: Debian's Prometheus and Pushgateway on loopback ----------------------
 
 # Prometheus port of `make observe` on 127.0.0.1 (not 9090, where Debian's own prometheus service may listen)

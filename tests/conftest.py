@@ -38,6 +38,21 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
             time.sleep(0.2)
 
 
+def rendered_workflow(*args: str) -> dict:
+    """`workflows.cli render --configs hidden50,hidden100` (what workflows/sweep.yaml holds), run in this process, parsed."""
+    import io
+    from contextlib import redirect_stdout
+
+    import yaml
+
+    from workflows import cli
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert cli.main(["render", "--configs", "hidden50,hidden100", *args]) == 0
+    return yaml.safe_load(buf.getvalue())
+
+
 def start_moto(**env):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

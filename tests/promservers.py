@@ -71,6 +71,14 @@ def pushgateway_groups(pushgateway_url: str) -> list[dict[str, str]]:
     return [g["labels"] for g in _get(f"{pushgateway_url}/api/v1/metrics")["data"]]
 
 
+def push_time(pushgateway_url: str, **labels: str) -> float | None:
+    """The Unix time of the last push to the group with these labels, as the Pushgateway recorded it; None if absent."""
+    for group in _get(f"{pushgateway_url}/api/v1/metrics")["data"]:
+        if all(group["labels"].get(k) == v for k, v in labels.items()):
+            return float(group["push_time_seconds"]["metrics"][0]["value"])
+    return None
+
+
 def pushgateway_pushes(pushgateway_url: str) -> int:
     """Successful POST pushes the Pushgateway has served, from its own metrics."""
     with urllib.request.urlopen(f"{pushgateway_url}/metrics", timeout=10) as r:

@@ -14,12 +14,11 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import ROOT
 from job import bench, bench_seed, train
 from job.data import epoch_order, make_split
 from job.errors import UserError
 from job.models import build_model
-
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def _batch(rows=16, width=9, vocab=50, seed=0):

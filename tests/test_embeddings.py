@@ -121,6 +121,7 @@ def test_vectors_covering_under_a_tenth_of_the_vocabulary_are_refused_unless_all
     assert embeddings.check_coverage(embeddings.Vectors(vectors.matrix, found=2), 20, "es.vec", allow_low=False) == 0.1
 
 
+@pytest.mark.slow
 def test_trained_vectors_do_not_depend_on_the_process_hash_seed(tmp_path):
     """gensim seeds each word's vector from hashfxn; Python's own str hash changes with PYTHONHASHSEED."""
     import os

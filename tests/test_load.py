@@ -1,6 +1,6 @@
 """Load: a local sweep of 12 configs with bounded parallelism, and a second sweep under the same
 prefix at the same time. Outputs stay separated per run and per sweep, the two prepares of the
-same data do not collide, and memory stays bounded: the prepared arrays are memory-mapped.
+same data do not collide, and the trainers share one copy of the prepared arrays: they memory-map them.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -20,13 +19,10 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.slow
-
 SMALL = "epochs=1,max_train_rows=300"
 SWEEP_A = f"mlp256:{SMALL},seed=0|1|2|3|4|5,hidden50:{SMALL},seed=0|1|2|3|4|5"  # 12 runs
 SWEEP_B = f"mlp256:{SMALL},seed=0"  # 1 run, named like one of sweep A's
 PARALLEL = 3
-PEAK_RSS_LIMIT = 1536 << 20  # bytes: one train process of the tiny data (torch itself is most of it)
 LINE = re.compile(r"^\[(?P<run>[^\]]+)\] (?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -43,17 +39,31 @@ def start_sweep(configs: str, sweep: str, data: Path, out: Path, parallel: int, 
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # tiny runs: threads only contend
 
 
-def train_children(pid: int) -> int:
-    """How many `python -m job train` processes the sweep with this pid has running now."""
-    count = 0
+def train_children(pid: int) -> list[Path]:
+    """The /proc folders of the `python -m job train` processes the sweep with this pid has running now."""
+    found = []
     for proc in Path("/proc").iterdir():
         try:
             ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
             if ppid == pid and b"\0train\0" in (proc / "cmdline").read_bytes():
-                count += 1
+                found.append(proc)
         except (OSError, ValueError, IndexError):
             continue
-    return count
+    return found
+
+
+def mapped_arrays(proc: Path, folder: Path) -> set[tuple[str, str]]:
+    """(file, permissions) of every .npy file under folder that the process has memory-mapped now."""
+    try:
+        maps = (proc / "maps").read_text()
+    except OSError:  # the process has ended
+        return set()
+    found = set()
+    for line in maps.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5].startswith(f"{folder}/") and fields[5].endswith(".npy"):
+            found.add((fields[5], fields[1]))
+    return found
 
 
 def most_at_once(stderr: str) -> int:
@@ -72,14 +82,18 @@ def most_at_once(stderr: str) -> int:
     return peak
 
 
+@pytest.mark.slow
 def test_twelve_configs_and_a_second_sweep_under_the_same_prefix(tiny_csv, tmp_path):
     out = tmp_path / "out"
     a = start_sweep(SWEEP_A, "load-a", tiny_csv, out, PARALLEL, tmp_path)
     b = start_sweep(SWEEP_B, "load-b", tiny_csv, out, 1, tmp_path)
     deadline = time.time() + 400
-    at_once = []
+    at_once, mapped = [], set()
     while a.poll() is None and time.time() < deadline:
-        at_once.append(train_children(a.pid))
+        children = train_children(a.pid)
+        at_once.append(len(children))
+        for child in children:
+            mapped |= mapped_arrays(child, (out / "prepared").resolve())
         time.sleep(0.25)
     assert a.wait(timeout=max(1, deadline - time.time())) == 0, (tmp_path / "load-a.err").read_text()[-3000:]
     assert b.wait(timeout=max(1, deadline - time.time())) == 0, (tmp_path / "load-b.err").read_text()[-3000:]
@@ -113,12 +127,13 @@ def test_twelve_configs_and_a_second_sweep_under_the_same_prefix(tiny_csv, tmp_p
     assert a_sum["test_balanced_accuracy"] == b_sum["test_balanced_accuracy"]  # same config, same seed, same data
     assert not list(out.rglob("*.tmp"))  # no write was left half done
 
-    # Bounded: at most PARALLEL runs of sweep A at once (seen both in /proc and in its log), and no
-    # train process grew past the limit.
+    # Bounded: at most PARALLEL runs of sweep A at once (seen both in /proc and in its log), and the
+    # trainers map the one prepared folder's arrays read-only and shared (r--s): one copy in the page cache.
     assert 2 <= max(at_once) <= PARALLEL, at_once
     assert most_at_once((tmp_path / "load-a.err").read_text()) <= PARALLEL
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux; the largest waited-for process
-    assert peak < PEAK_RSS_LIMIT, f"a child process peaked at {peak >> 20} MiB"
+    assert mapped, "no train process was seen with the prepared arrays memory-mapped"
+    assert {perms for _, perms in mapped} == {"r--s"}, mapped
+    assert {Path(path).parent for path, _ in mapped} == {prepared[0].resolve()}
 
 
 def test_prepared_arrays_are_memory_mapped_not_copied(tiny_prepared):

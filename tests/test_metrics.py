@@ -24,11 +24,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from promservers import label_values, prom, pushgateway_groups, pushgateway_pushes, query, wait_for  # noqa: F401
+from promservers import label_values, prom, push_time, pushgateway_groups, pushgateway_pushes, query, wait_for  # noqa: F401
 
+from conftest import ROOT, free_port
 from job import metrics
 
-ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "helm" / "meli-sweep" / "dashboards" / "meli-sweep.json"
 SPEC = "hidden50:epochs=2"  # a real LSTM, two epochs: about 5 s on 2 CPU cores
 CONFIG = "hidden50_epochs=2"  # the run name train derives from SPEC: the `config` label
@@ -156,6 +156,7 @@ def test_argo_panels_use_documented_controller_metrics():
 @pytest.mark.slow
 def test_dashboard_queries_return_the_runs_series(prom, prepared, tmp_path):
     sweep = "observed"
+    started = time.time()
     r = _train(prepared, tmp_path, sweep, {"PUSHGATEWAY_URL": prom.pushgateway_url, "PUSHGATEWAY_INTERVAL": "0.5"})
     assert r.returncode == 0, r.stderr
     assert "WARNING" not in r.stderr, r.stderr
@@ -201,7 +202,7 @@ def test_dashboard_queries_return_the_runs_series(prom, prepared, tmp_path):
     assert value("meli_train_test_balanced_accuracy") == pytest.approx(summary["test_balanced_accuracy"], abs=1e-6)
     assert 0 <= value("meli_train_validation_balanced_accuracy") <= 1
     assert value("meli_train_loss") > 0 and value("meli_train_validation_loss") > 0
-    assert time.time() - 120 < value("meli_train_last_success_timestamp_seconds") <= time.time()
+    assert started <= value("meli_train_last_success_timestamp_seconds") <= time.time()  # this run's success
     # Only this run's metrics are pushed: no process or Python metrics of the default registry.
     pushed = {s["metric"]["__name__"] for s in query(prom.prometheus_url, f'{{job="meli_train", sweep="{sweep}"}}')}
     assert pushed == set(metrics.METRICS) | {"push_time_seconds", "push_failure_time_seconds"}
@@ -210,9 +211,7 @@ def test_dashboard_queries_return_the_runs_series(prom, prepared, tmp_path):
 @pytest.mark.prometheus
 @pytest.mark.slow
 def test_unreachable_pushgateway_warns_once_and_training_completes(prepared, tmp_path):
-    with socket.socket() as s:  # a loopback port with nobody listening: every push is refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # a loopback port with nobody listening: every push is refused
     sweep = "unreachable"
     r = _train(prepared, tmp_path, sweep, {"PUSHGATEWAY_URL": f"http://meli:s3cret@127.0.0.1:{port}",
                                            "PUSHGATEWAY_INTERVAL": "0"})
@@ -252,84 +251,122 @@ def test_aggregate_deletes_the_sweeps_groups(prom, prepared, tmp_path):
     for name in ("meli_train_test_balanced_accuracy", "meli_train_last_success_timestamp_seconds"):
         history = query(prom.prometheus_url, f'{name}{{sweep="{sweep}", config="{CONFIG}"}}[10m]')
         assert history and history[0]["values"], name
-    deadline = time.monotonic() + 10  # and is no longer current once a scrape has seen the groups gone
-    while query(prom.prometheus_url, f'meli_train_epoch{{sweep="{sweep}"}}') and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not query(prom.prometheus_url, f'meli_train_epoch{{sweep="{sweep}"}}')
+    # and is no longer current once a scrape has seen the groups gone
+    _wait_until(lambda: not query(prom.prometheus_url, f'meli_train_epoch{{sweep="{sweep}"}}'), "the deleted series went stale")
 
 
+def _wait_until(condition, what: str, timeout_s: float = 30.0):
+    """Poll until condition() returns something true, and return it; fail after a generous deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"{what} within {timeout_s} s"
+        time.sleep(0.05)
+    return result
+
+
+@pytest.mark.slow
 @pytest.mark.prometheus
-def test_delete_waits_until_the_last_push_is_scraped(prom, monkeypatch):
+def test_delete_waits_until_the_last_push_is_scraped(prom, monkeypatch, caplog):
     monkeypatch.setenv("PUSHGATEWAY_URL", prom.pushgateway_url)
     monkeypatch.setenv("PUSHGATEWAY_DELETE_AFTER", "2.5")  # 2.5 scrape intervals
     m = metrics.TrainingMetrics("late", CONFIG, prom.pushgateway_url)
     m.start(epochs_total=1, samples_per_epoch=10)
     m.finish(0.75, ok=True)
-    # finish() waits for its push only so long; on a loaded machine let it land before timing the delete
-    deadline = time.monotonic() + 20
-    while not any(line.startswith("meli_train_test_balanced_accuracy{") and 'sweep="late"' in line
-                  for line in urllib.request.urlopen(prom.pushgateway_url + "/metrics", timeout=5).read().decode().splitlines()):
-        assert time.monotonic() < deadline, "the final push never reached the Pushgateway"
-        time.sleep(0.05)
-    started = time.monotonic()
+
+    def final_push_time():  # the gateway's own time of the final push, once it holds the final value
+        text = urllib.request.urlopen(prom.pushgateway_url + "/metrics", timeout=5).read().decode()
+        final = any(line.startswith("meli_train_test_balanced_accuracy{") and 'sweep="late"' in line for line in text.splitlines())
+        return final and push_time(prom.pushgateway_url, job=metrics.JOB, sweep="late", config=CONFIG)
+
+    # finish() waits for its push only so long; on a loaded machine let it land before the delete
+    pushed_at = _wait_until(final_push_time, "the final push reached the Pushgateway")
+    deleted_at = []
+    real_delete = metrics.delete_from_gateway
+
+    def delete(*args, **kwargs):
+        deleted_at.append(time.time())
+        return real_delete(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "delete_from_gateway", delete)
+    caplog.set_level(logging.INFO, logger="job.metrics")
     metrics.delete_sweep("late", [CONFIG])
-    assert 2.0 < time.monotonic() - started < 2.5 + 1.0
+    # Deleted only once the final push was 2.5 s old by the gateway's clock, and after a wait of no more than that
+    # (the setting, not the default 60 s): the code's own log line names the wait it chose.
+    assert deleted_at and min(deleted_at) >= pushed_at + 2.5, (deleted_at, pushed_at)
+    waits = [float(found[1]) for r in caplog.records if (found := re.search(r"waiting (\S+) s so Prometheus", r.getMessage()))]
+    assert all(w <= 2.5 for w in waits), waits
     assert not [g for g in pushgateway_groups(prom.pushgateway_url) if g.get("sweep") == "late"]
     [series] = query(prom.prometheus_url, 'meli_train_test_balanced_accuracy{sweep="late"}[1m]')
-    assert float(series["values"][-1][1]) == 0.75
+    assert float(series["values"][-1][1]) == 0.75  # scraped before the delete
 
 
+@pytest.mark.slow
 @pytest.mark.prometheus
-def test_pushes_are_throttled(prom):
+def test_pushes_are_throttled(prom, monkeypatch):
+    """Whether to push is decided at once in the calling thread; the push itself runs on the background thread."""
     clock = [1000.0]
+    requested = []
+    real_request = metrics._Pusher.request
+
+    def request(self):
+        requested.append(clock[0])
+        real_request(self)
+
+    monkeypatch.setattr(metrics._Pusher, "request", request)
     m = metrics.TrainingMetrics("throttle", CONFIG, prom.pushgateway_url, interval_s=5.0, clock=lambda: clock[0])
     base = pushgateway_pushes(prom.pushgateway_url)
 
-    def pushes_settle_at(expected: int) -> None:
-        deadline = time.monotonic() + 5
-        while pushgateway_pushes(prom.pushgateway_url) - base < expected and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)  # room for a push that should not happen
+    def pushed(expected: int) -> None:
+        """Exactly `expected` pushes were asked for, and each reached the gateway (none can be on its way unasked)."""
+        assert len(requested) == expected, requested
+        _wait_until(lambda: pushgateway_pushes(prom.pushgateway_url) - base >= expected, f"{expected} push(es) arrived")
         assert pushgateway_pushes(prom.pushgateway_url) - base == expected
 
     m.start(epochs_total=2, samples_per_epoch=1000)  # the first push, at once
-    pushes_settle_at(1)
+    pushed(1)
     for step in range(1, 50):  # 4.9 s of progress calls every 0.1 s: within the interval, no push
         clock[0] += 0.1
         m.progress(1, step * 10, 2.0, 100.0)
-    pushes_settle_at(1)
+    pushed(1)
     clock[0] += 0.1  # 5 s after the last push
     m.progress(1, 500, 1.9, 100.0)
-    pushes_settle_at(2)
+    pushed(2)
     m.progress(1, 510, 1.9, 100.0)
     clock[0] += 1
     m.epoch_end(1, 1.8, 1.7, 0.5, 1000)  # epoch ends always push
-    pushes_settle_at(3)
+    pushed(3)
     m.finish(0.5, ok=True)  # and so does the end
-    pushes_settle_at(4)
+    pushed(4)
 
 
 def test_hung_pushgateway_never_holds_up_training(caplog):
     """A gateway that accepts connections but never answers: the loop goes on at full speed."""
+    caplog.set_level(logging.WARNING, logger="job.metrics")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "job.metrics" and r.levelno == logging.WARNING]
+
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(16)  # the kernel completes the handshakes; nobody ever reads or answers
         url = f"http://127.0.0.1:{server.getsockname()[1]}"
-        caplog.set_level(logging.WARNING, logger="job.metrics")
         m = metrics.TrainingMetrics("hung", CONFIG, url, interval_s=0.0, timeout_s=0.5)
-        started = time.monotonic()
+        pusher = m._pusher
         m.start(epochs_total=1, samples_per_epoch=1000)
+        server.settimeout(30)
+        first, _ = server.accept()  # the first push is on its way: its answer never comes
         for step in range(1000):
             m.progress(1, step, 2.0, 100.0)
         m.epoch_end(1, 1.8, 1.7, 0.5, 1000)
-        loop_s = time.monotonic() - started
+        # The whole loop ran while the first push still waited for its answer: it never waited for a push.
+        assert warnings() == [] and pusher._thread.is_alive()
         m.finish(0.5, ok=True)
-        finish_s = time.monotonic() - started - loop_s
-        time.sleep(1.2)  # let the pushes still in flight time out
-    assert loop_s < 0.5, loop_s  # not one push timeout of waiting inside the loop
-    assert finish_s < 0.5 + 0.3, finish_s  # the end waits for its push at most the timeout
-    warnings = [r for r in caplog.records if r.name == "job.metrics" and r.levelno == logging.WARNING]
-    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+        # The end waited for its push at most the timeout: it returned with the pushes still hanging.
+        assert pusher._thread.is_alive()
+        pusher._thread.join(timeout=60)  # each push gives up after its timeout, then the thread ends
+        assert not pusher._thread.is_alive()
+        first.close()
+    assert len(warnings()) == 1, warnings()
 
 
 def test_disabled_without_pushgateway_url(monkeypatch):

@@ -5,21 +5,19 @@
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
-from pathlib import Path
 
 import pytest
+from promservers import wait_for
+
+from conftest import ROOT, free_port
 from workflows import observe
 
-ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "helm" / "meli-sweep" / "dashboards" / "meli-sweep.json"
 
 
@@ -29,6 +27,7 @@ def _listening(url: str) -> bool:
         return s.connect_ex((host, int(port))) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.prometheus
 def test_observe_runs_the_command_against_both_servers_and_stops_them(tmp_path):
     child = ("import os, urllib.request; url = os.environ['PUSHGATEWAY_URL']; "
@@ -46,7 +45,7 @@ def test_observe_runs_the_command_against_both_servers_and_stops_them(tmp_path):
 @pytest.mark.prometheus
 def test_a_server_already_on_the_port_is_not_taken_for_ours(tmp_path):
     """Parallel test sessions can race for a free port; the one answering must prove it is ours."""
-    port = observe.free_port()
+    port = free_port()
     theirs = subprocess.Popen([observe.binaries()[1], f"--web.listen-address=127.0.0.1:{port}",
                                f"--persistence.file={tmp_path / 'theirs.state'}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -80,6 +79,7 @@ urllib.request.urlopen(urllib.request.Request(url, data=body, method="PUT")).rea
 """
 
 
+@pytest.mark.slow
 @pytest.mark.prometheus
 def test_hold_keeps_both_servers_up_with_links_that_show_the_sweep(tmp_path):
     """What `make observe` does: a fresh sweep id, links to the dashboard's queries, servers up until Ctrl-C."""
@@ -101,13 +101,7 @@ def test_hold_keeps_both_servers_up_with_links_that_show_the_sweep(tmp_path):
         expr = urllib.parse.parse_qs(urllib.parse.urlparse(links["Train loss"]).query)["g0.expr"][0]
         assert 'sweep="observe-test"' in expr and "$" not in expr
         prometheus = links["Train loss"].split("/graph?")[0]
-        deadline = time.monotonic() + 30
-        while True:  # the pushed series shows once Prometheus has scraped it
-            api = f"{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-            result = json.loads(urllib.request.urlopen(api, timeout=5).read())["data"]["result"]
-            if result or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+        result = wait_for(prometheus, expr, timeout_s=30)  # the pushed series shows once Prometheus has scraped it
         assert [r["metric"]["config"] for r in result] == ["hidden50"]
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C

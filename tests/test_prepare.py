@@ -32,6 +32,7 @@ def small_rows():
     return rows
 
 
+@pytest.mark.slow
 def test_vocabulary_specials_splits_and_class_order(tmp_path):
     data = write_csv(tmp_path / "d.csv", small_rows())
     uri, _ = prepare(data, tmp_path / "out")
@@ -52,6 +53,7 @@ def test_vocabulary_specials_splits_and_class_order(tmp_path):
     assert offsets[0] == 0 and offsets[-1] == len(tokens) and tokens.dtype == np.int32
 
 
+@pytest.mark.slow
 def test_report_counts_drops_and_the_manifest_comes_last(tmp_path):
     rows = small_rows() + [("", "reliable", "spanish", "SHOES"), ("12 34 !!", "reliable", "spanish", "SHOES"),
                            ("algo", "reliable", "spanish", "")]
@@ -67,6 +69,7 @@ def test_report_counts_drops_and_the_manifest_comes_last(tmp_path):
     assert set(manifest["files"]) == written
 
 
+@pytest.mark.slow
 def test_same_inputs_find_the_manifest_and_do_nothing(tmp_path):
     data = write_csv(tmp_path / "d.csv", small_rows())
     uri, _ = prepare(data, tmp_path / "out")
@@ -79,6 +82,7 @@ def test_same_inputs_find_the_manifest_and_do_nothing(tmp_path):
     assert uri3 != uri
 
 
+@pytest.mark.slow
 def test_input_splits_are_kept_and_unseen_categories_are_counted(tmp_path):
     rows = [r + (s,) for r, s in zip(small_rows(), ["train", "train", "train", "validation", "test"] * 30)]
     rows.append(("producto nuevo raro", "reliable", "spanish", "ONLY_TEST", "test"))
@@ -90,6 +94,7 @@ def test_input_splits_are_kept_and_unseen_categories_are_counted(tmp_path):
     assert report["splits"]["validation"] == 24 and report["splits"]["test"] == 24
 
 
+@pytest.mark.slow
 def test_course_jsonl_gz(tmp_path):
     path = tmp_path / "spanish.train.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as f:
@@ -124,6 +129,7 @@ from job.prepare_bench import make_titles  # noqa: E402
 CORPUS = Path(__file__).parent / "bad_inputs"
 
 
+@pytest.mark.slow
 def test_the_arrays_are_the_bytes_the_whole_file_reader_wrote(tmp_path):
     """sha256 (first 16 hex digits) of what prepare wrote before it streamed its input: a split column, an unknown split."""
     uri, _ = prepare(CORPUS / "unknown_split.csv", tmp_path / "out", "--workers", "2")
@@ -224,6 +230,7 @@ def test_workers_default_to_the_usable_cores_and_must_be_positive(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == "error: --workers 0: must be >= 1"
 
 
+@pytest.mark.slow
 def test_titles_equal_after_cleaning_share_one_split_and_are_counted(tmp_path):
     """No title is both trained on and tested: every copy goes where its first copy was drawn."""
     rows = []

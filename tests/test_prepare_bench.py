@@ -4,6 +4,7 @@ Benchmarks print figures; nothing here asserts a timing.
 """
 
 import numpy as np
+import pytest
 
 from job import prepare_bench as pb
 from job import text
@@ -25,6 +26,7 @@ def test_titles_are_synths_kind_and_their_words_keep_growing():
     assert distinct(big) > distinct(big.head(10_000)) * 1.1  # the rare words: not a vocabulary fixed from the start
 
 
+@pytest.mark.slow
 def test_runs_of_1_and_2_workers_report_every_phase_and_the_same_bytes(tmp_path):
     data, vectors = tmp_path / "t.csv.gz", tmp_path / "v.txt.gz"
     pb.make_titles(6000, categories=30).to_csv(data, index=False)

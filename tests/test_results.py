@@ -37,6 +37,7 @@ def rows_of(sweep: Path) -> list[dict]:
 # --- 1. chosen on validation, reported on test ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_runs_are_ranked_and_the_best_chosen_by_validation_balanced_accuracy(sweep):
     rows = [r for r in rows_of(sweep) if r["status"] == "ok"]
     assert [r["config"] for r in rows] == [r["config"] for r in sorted(
@@ -64,6 +65,7 @@ def test_best_epoch_is_chosen_by_the_configured_validation_metric():
         configs.parse_one("hidden50:select_by=f1")
 
 
+@pytest.mark.slow
 def test_each_run_records_its_best_epoch_by_validation_balanced_accuracy(sweep):
     for row in rows_of(sweep):
         history = [json.loads(line) for line in (sweep / row["config"] / "metrics.jsonl").read_text().splitlines()]
@@ -93,6 +95,7 @@ def test_a_non_finite_validation_loss_on_every_epoch_fails_the_run_with_its_reas
 # --- 2. the classic baseline ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_sweep_adds_the_tfidf_baseline_as_a_row(sweep):
     rows = {r["config"]: r for r in rows_of(sweep)}
     assert rows["tfidf"]["status"] == "ok" and rows["tfidf"]["family"] == "tfidf"
@@ -102,6 +105,7 @@ def test_every_sweep_adds_the_tfidf_baseline_as_a_row(sweep):
     assert "tfidf" in (sweep / "report" / "summary.csv").read_text()
 
 
+@pytest.mark.slow
 def test_no_baseline_leaves_it_out(tiny_csv, tmp_path):
     run_job("sweep", "--configs", "mlp256:epochs=1,max_train_rows=300", "--data", str(tiny_csv), "--out", str(tmp_path),
             "--sweep", "plain", "--no-baseline", timeout=600)
@@ -123,6 +127,7 @@ def test_the_baseline_reads_the_prepared_splits(tiny_prepared):
 # --- 3. the best run, per class -------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_best_run_is_copied_for_predict_and_viewed_per_class(sweep):
     rows = rows_of(sweep)
     best = next(r for r in rows if r["best"])
@@ -163,6 +168,7 @@ def _titles(tiny_csv: Path, path: Path, n: int = 30, with_id: bool = False) -> P
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", ["best", "tfidf"])
 def test_predict_writes_top_k_categories_with_probabilities(sweep, tiny_csv, tmp_path, run):
     titles = _titles(tiny_csv, tmp_path / "titles.csv")
@@ -179,6 +185,7 @@ def test_predict_writes_top_k_categories_with_probabilities(sweep, tiny_csv, tmp
         assert {r["category"], r["category_2"], r["category_3"]} <= names and len({r["category"], r["category_2"]}) == 2
 
 
+@pytest.mark.slow
 def test_predict_agrees_with_the_training_evaluation(sweep, tiny_csv):
     """The same titles through predict and through train's own evaluation give the same classes."""
     import pandas as pd
@@ -220,6 +227,7 @@ def test_predict_tokenizes_as_prepare_did(tiny_csv, tiny_prepared):
     assert share > 0.75  # the training split's titles (80%) are found exactly as stored
 
 
+@pytest.mark.slow
 def test_predict_submission_format_for_the_challenge_test_file(sweep, tiny_csv, tmp_path):
     titles = _titles(tiny_csv, tmp_path / "test.csv", with_id=True)
     out = tmp_path / "submission.csv"
@@ -236,6 +244,7 @@ def _error(*args: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_predict_refuses_empty_and_unknown_titles_in_one_line(sweep, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text('title\n""\nxyzzy qwertyuiop\n')
@@ -246,6 +255,7 @@ def test_predict_refuses_empty_and_unknown_titles_in_one_line(sweep, tmp_path):
     assert len(out.read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_predict_refuses_an_unfinished_run_and_a_vocabulary_mismatch(sweep, tiny_csv, tmp_path):
     titles = _titles(tiny_csv, tmp_path / "t.csv")
     assert "not a finished run (no summary.json)" in _error("predict", "--run", str(tmp_path), "--input", str(titles),
