@@ -38,6 +38,30 @@ def wait_http(url: str, timeout: float = 20.0) -> None:
             time.sleep(0.2)
 
 
+def run_main(main, argv: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    """A command line's main(argv) run in this process, as its own process would run: the exit status (argparse's
+    too), stdout and stderr captured, and `env` as the whole environment while it runs. It saves the interpreter
+    start-up and imports that a subprocess pays each time."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
 def rendered_workflow(*args: str) -> dict:
     """`workflows.cli render --configs hidden50,hidden100` (what workflows/sweep.yaml holds), run in this process, parsed."""
     import io

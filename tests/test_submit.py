@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import argo_schema  # tests/argo_schema.py: Argo's schema made strict
 import pytest
-import yaml
+from conftest import ROOT, free_port, run_main
 
-ROOT = Path(__file__).resolve().parent.parent
+from workflows import cli as workflows_cli
+
 TOKEN = "s3cr3t-t0ken-never-printed"
 CREATED = "meli-sweep-7xk2p"
 
@@ -77,8 +75,8 @@ def argo_env(server: str | None, **extra) -> dict:
 
 
 def submit(env: dict, *args: str, configs: str = "hidden50,hidden100") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "workflows.cli", "submit", "--configs", configs, "--out", "s3://bkt/meli", *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    """`python -m workflows.cli submit ...` with `env`, run in this process (see conftest.run_main)."""
+    return run_main(workflows_cli.main, ["submit", "--configs", configs, "--out", "s3://bkt/meli", *args], env=env)
 
 
 def assert_one_error_line(r: subprocess.CompletedProcess, *words: str) -> None:
@@ -160,9 +158,7 @@ def test_namespace_without_the_chart_template_is_one_line():
 
 
 def test_connection_refused_is_one_line():
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     r = submit(argo_env(f"http://127.0.0.1:{port}"))
     assert_one_error_line(r, "cannot reach", f"127.0.0.1:{port}", "connection refused")
 

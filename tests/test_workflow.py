@@ -21,10 +21,11 @@ import argo_schema  # tests/argo_schema.py: Argo's schema made strict
 import pytest
 import yaml
 
+from conftest import ROOT, run_main
 from job import steps
+from workflows import cli as workflows_cli
 from workflows.dag import RETRY_WHEN, Options, build
 
-ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "workflows" / "sweep.yaml"
 CHART_TEMPLATE = ROOT / "helm" / "meli-sweep" / "files" / "workflowtemplate-spec.yaml"
 CHART_SCHEMA = ROOT / "helm" / "meli-sweep" / "values.schema.json"
@@ -32,9 +33,8 @@ GRID = "hidden50,hidden100:lr=1e-3|3e-4,epochs=2|3"
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows.cli", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120
-    )
+    """`python -m workflows.cli ARGS`, run in this process (see conftest.run_main)."""
+    return run_main(workflows_cli.main, list(args), env=env)
 
 
 def render(configs: str = "hidden50,hidden100", *extra: str) -> dict:
@@ -290,12 +290,6 @@ def test_every_pod_is_hardened(kind):
         env = {e["name"]: e.get("value") for e in c["env"]}
         for name in ("HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR"):
             assert env[name] == "/tmp" or env[name].startswith("/tmp/"), (t["name"], name)
-
-
-def test_images_run_as_the_uid_the_pods_require():
-    for dockerfile in ("Dockerfile", "Dockerfile.cpu"):
-        text = (ROOT / "images" / dockerfile).read_text()
-        assert f"USER {IMAGE_UID}:{IMAGE_UID}" in text.splitlines(), dockerfile
 
 
 def test_node_selector_tolerations_and_resources_are_configurable():
