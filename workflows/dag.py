@@ -4,9 +4,11 @@
     make render | make submit | make golden | make chart-template  # the same through make
 
 `build()` returns a Hera `Workflow`, or a `WorkflowTemplate` with the same spec
-(`kind="WorkflowTemplate"`, what the Helm chart ships). Every container runs a
-`python -m job ...` command taken from `job.steps`, the step definitions the
-local sweep runs too. Nothing here imports torch.
+(`kind="WorkflowTemplate"`, what the Helm chart ships); `reference()` a sweep of that
+template, as `make submit` sends it. Every container runs a `python -m job ...` command
+taken from `job.steps`, the step definitions the local sweep runs too. Every setting is a
+field of `Options`, the one place it lives (README: Settings, one place each). Nothing here
+imports torch.
 
 The DAG:
 
