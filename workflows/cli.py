@@ -49,14 +49,17 @@ def _flag_fields(roles: tuple[str, ...]) -> list:
     return [f for f in dataclasses.fields(Options) if f.metadata["flag"] and f.metadata["role"] in roles]
 
 
-def _add_options(p: argparse.ArgumentParser, roles: tuple[str, ...]) -> None:
+def _add_options(p: argparse.ArgumentParser, roles: tuple[str, ...], installed: bool = False) -> None:
     """One flag per Options field: its help and default come from the field. Unset flags stay None, so that
     what was given can be told from the defaults (submit sends only what was given)."""
     p.add_argument("--configs", required=True, help="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")
     for f in _flag_fields(roles):
         default = getattr(DEFAULTS, f.name)
         shown = ",".join(default) if isinstance(default, tuple) else default
-        help = f"{f.metadata['help']} (default: {shown if shown not in (None, '') else 'none'}; env {env_name(f)})"
+        default_text = shown if shown not in (None, '') else 'none'
+        if installed:  # submit: what the chart's install set comes first
+            default_text = f"the chart's install value, else {default_text}"
+        help = f"{f.metadata['help']} (default: {default_text}; env {env_name(f)})"
         if isinstance(default, bool):
             p.add_argument(f"--{parameter_name(f)}", action=argparse.BooleanOptionalAction, default=None, help=help)
         else:
@@ -79,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", default="-", help="write the YAML to this file instead of stdout")
 
     s = sub.add_parser("submit", help="check the configs, then submit a sweep of the chart's WorkflowTemplate")
-    _add_options(s, (PARAMETER,))
+    _add_options(s, (PARAMETER,), installed=True)
     s.add_argument("--parallelism", type=int, default=None, help="pods of the sweep at once (default: the template's)")
     s.add_argument("--namespace", default=None, help="namespace (default: $ARGO_NAMESPACE, else argo)")
 
