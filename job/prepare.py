@@ -16,11 +16,12 @@ arrays, so parallel runs on one machine share one copy in the page cache.
 
 The input is streamed: memory grows with the titles only by a few bytes each (length, category and
 split) and with the distinct words, never with the titles' text or tokens. In phases:
-  1. read and tokenize: chunks of rows (job.tables) are cleaned and tokenized by a pool of `--workers`
-     processes (default: the usable cores) and merged in input order, so the output is the same for
-     any number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
-     provisional list of every distinct word; memory keeps per title its length, category and split.
-  2. split: the input's splits, or the stratified draw, and the class ids.
+  1. read and tokenize: this process decompresses the input and cuts it into pieces of whole records
+     (job.tables); a pool of `--workers` processes (default: the usable cores) parses, cleans and
+     tokenizes them, and the results are merged in input order, so the output is the same for any
+     number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
+     provisional list of every distinct word, and its length, category and split to files beside it.
+  2. split: the input's splits, or the stratified draw, and the class ids (a block of titles at a time).
   3. vocabulary: the course's gensim vocabulary over the training titles, counted from the spool (job.vocab).
   4. encode: one more pass over the spool writes the .npy files to a staging folder.
   5. embeddings: the word vectors of the vocabulary, read from a file or trained.
