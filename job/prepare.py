@@ -17,9 +17,9 @@ arrays, so parallel runs on one machine share one copy in the page cache.
 The input is streamed: memory grows with the titles only by a few bytes each (length, category and
 split) and with the distinct words, never with the titles' text or tokens. In phases:
   1. read and tokenize: this process decompresses the input and cuts it into pieces of whole records
-     (job.tables); a pool of `--workers` processes (default: the usable cores) parses, cleans and
-     tokenizes them, and the results are merged in input order, so the output is the same for any
-     number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
+     (job.tables); `--workers` processes (default: the usable cores: a pool of all but one, and this
+     one while the pool is busy) parse, clean and tokenize them, and the results are merged in input
+     order, so the output is the same for any number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
      provisional list of every distinct word, and its length, category and split to files beside it.
   2. split: the input's splits, or the stratified draw, and the class ids (a block of titles at a time).
   3. vocabulary: the course's gensim vocabulary over the training titles, counted from the spool (job.vocab).
@@ -95,6 +95,7 @@ class Tokenized:
     category: np.ndarray  # int32 per tokenized title: index into categories
     split: np.ndarray  # int8 per tokenized title: index into SPLITS, -1 when unknown or absent
     cpu_seconds: float  # the worker's CPU time on this chunk
+    pid: int  # the process that tokenized it
     private_memory: int  # bytes: the worker's private resident memory at the chunk's end (its peak, near enough)
 
 
@@ -148,7 +149,7 @@ def tokenize_chunk(task: tuple) -> Tokenized:
     return Tokenized(len(titles), columns, dropped, no_tokens, first_no_tokens, first_bad_split, "\n".join(words.tolist()),
                      ids.astype(np.int32), np.asarray(lengths, dtype=np.int32), names.tolist(),
                      category.astype(np.int32), np.asarray(split, dtype=np.int8),
-                     time.process_time() - started, _private_memory())
+                     time.process_time() - started, os.getpid(), _private_memory())
 
 
 # --- phase 1: read and tokenize, merged in input order -------------------------------------
@@ -171,8 +172,9 @@ class Corpus:
     lengths: np.ndarray | None = None  # int32 per tokenized title
     category: np.ndarray | None = None  # int32 per tokenized title: provisional category id
     split: np.ndarray | None = None  # int8 per tokenized title: index into SPLITS, -1 unknown
-    worker_cpu_seconds: float = 0.0
-    worker_private_memory: int = 0  # bytes: the largest private memory a worker reported
+    worker_cpu_seconds: float = 0.0  # tokenizing, in any process
+    here_cpu_seconds: float = 0.0  # of which in this process
+    worker_private_memory: int = 0  # bytes: the largest private memory a pool process reported
 
     PER_TITLE = {"lengths": np.int32, "category": np.int32, "split": np.int8}  # spooled beside the ids while reading
 
@@ -193,7 +195,10 @@ class Corpus:
         self.columns.update(chunk.columns)
         self.splits_given |= "split" in chunk.columns
         self.worker_cpu_seconds += chunk.cpu_seconds
-        self.worker_private_memory = max(self.worker_private_memory, chunk.private_memory)
+        if chunk.pid == os.getpid():
+            self.here_cpu_seconds += chunk.cpu_seconds
+        else:
+            self.worker_private_memory = max(self.worker_private_memory, chunk.private_memory)
         words = chunk.words.split("\n") if chunk.words else []  # a token is letters only: never holds a "\n"
         word_ids, cat_ids = _number(self.words, words), _number(self.categories, chunk.categories)
         word_ids[chunk.ids].tofile(files["ids"])
@@ -237,18 +242,21 @@ def _number(ids: dict, names: list) -> np.ndarray:
     return np.asarray(found, dtype=np.int32)
 
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-MMAP_THRESHOLD = 1 << 20  # bytes: blocks at least this large are mapped on their own, and unmapped when freed
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+MMAP_THRESHOLD = 4 << 20  # bytes: blocks at least this large are mapped on their own, and unmapped when freed
+TRIM_THRESHOLD = 8 << 20  # bytes: free memory at the heap's top past this goes back to the system
 
 
 def _return_freed_memory() -> None:
     """Keep glibc's malloc from holding on to freed blocks: by default, once a large block is freed it raises its
     mmap threshold (up to 32 MB), and blocks under it then come from the heap, which it trims only past twice
-    that. Each freed array of a chunk, a block of titles or a vector file's text then stays resident, and the
-    more titles, the more (tens of MB at 4 M rows). A fixed threshold returns such blocks to the system when
-    freed. Linux with glibc only; the workers inherit it."""
+    that. Freed per-title arrays, blocks of titles and a vector file's text then stay resident, the more the
+    more titles (tens of MB at 4 M rows, measured). Fixed thresholds return them to the system when freed;
+    lower ones (1 MB) made tokenizing 10% slower in page faults. Linux with glibc only; the workers inherit it."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 def usable_cores() -> int:
@@ -273,29 +281,43 @@ def _cgroup_cpu_limit() -> float | None:
     return None
 
 
+def _here(task) -> Future:
+    """A task run in this process, as a finished future: its result, or its exception (a task that is an exception
+    is the reader's), raised when its turn comes."""
+    done = Future()
+    try:
+        if isinstance(task, BaseException):
+            raise task
+        done.set_result(tokenize_chunk(task))
+    except Exception as e:  # noqa: BLE001 - handed on as it is, in order
+        done.set_exception(e)
+    return done
+
+
 def _in_order(tasks: Iterator, workers: int) -> Iterator[Tokenized]:
-    """tokenize_chunk over the tasks, results in input order: in this process, or in a pool of `workers`.
-    A task that is an exception (the reader's) is raised in its turn, after the results of the tasks before it."""
+    """tokenize_chunk over the tasks, results in input order, on `workers` processes: this one and a pool of the
+    others. A piece goes to the pool while fewer than IN_FLIGHT per pool process are still running there, and is
+    otherwise tokenized here: this process, which only reads and merges, would mostly wait, and a piece done here
+    is not pickled twice. A task that is an exception (the reader's) is raised in its turn, after the results of
+    the tasks before it."""
+    pending: deque = deque()
     if workers == 1:
         for task in tasks:
-            if isinstance(task, BaseException):
-                raise task
-            yield tokenize_chunk(task)
+            yield _here(task).result()
         return
     # fork: the workers share the parent's imported modules instead of importing pandas again each
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context(method))
     try:
-        pending: deque = deque()
         for i, task in enumerate(tasks):
             if i == 0 and not isinstance(task, BaseException):
                 _warm_up(task)  # the pool forks at the first submit
-            if isinstance(task, BaseException):
-                pending.append(Future())
-                pending[-1].set_exception(task)
-            else:
+            running = sum(1 for f in pending if not f.done())  # only the pool's can be
+            if running < IN_FLIGHT * (workers - 1) and not isinstance(task, BaseException):
                 pending.append(pool.submit(tokenize_chunk, task))
-            if len(pending) >= IN_FLIGHT * workers:
+            else:
+                pending.append(_here(task))
+            while pending and (pending[0].done() or len(pending) >= IN_FLIGHT * workers):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -343,9 +365,9 @@ def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Pa
             corpus.add(result, spooled)
     tables.check_whole(name, corpus.columns, corpus.rows_read)
     corpus.finish()
-    figures.update(count=corpus.rows_read, read_seconds=round(reading, 3), workers=workers,
-                   worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3),
-                   worker_private_memory=corpus.worker_private_memory if workers > 1 else 0, distinct_words=len(corpus.words),
+    figures.update(count=corpus.rows_read, read_seconds=round(reading, 3), workers=workers, pool_processes=workers - 1,
+                   worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3), here_cpu_seconds=round(corpus.here_cpu_seconds, 3),
+                   worker_private_memory=corpus.worker_private_memory, distinct_words=len(corpus.words),
                    tokens=int(corpus.lengths.sum()), spool_bytes=spool.stat().st_size)
     return corpus
 

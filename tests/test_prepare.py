@@ -296,3 +296,14 @@ def test_pieces_of_json_lines_parse_as_the_whole_file(tmp_path):
     whole = pd.concat(pd.read_json(path, lines=True, dtype=False, chunksize=3), ignore_index=True)
     frames = [tables.parse(piece)[0] for piece in tables.pieces(path, path.name, rows=3)]
     assert pd.concat(frames, ignore_index=True).equals(whole)
+
+
+def test_class_order_is_the_stable_argsort_a_block_at_a_time(monkeypatch):
+    from job import prepare
+
+    monkeypatch.setattr(prepare, "SPOOL_BLOCK_ROWS", 7)  # many blocks, a short last one
+    category = np.random.default_rng(0).integers(0, 5, size=100).astype(np.int32)
+    category[category == 3] = 4  # a class with no rows
+    counts, by_class = prepare._class_order(category, 6)
+    assert counts.tolist() == np.bincount(category, minlength=6).tolist()
+    assert by_class.dtype == np.int32 and by_class.tolist() == np.argsort(category, kind="stable").tolist()
