@@ -16,11 +16,12 @@ arrays, so parallel runs on one machine share one copy in the page cache.
 
 The input is streamed: memory grows with the titles only by a few bytes each (length, category and
 split) and with the distinct words, never with the titles' text or tokens. In phases:
-  1. read and tokenize: chunks of rows (job.tables) are cleaned and tokenized by a pool of `--workers`
-     processes (default: the usable cores) and merged in input order, so the output is the same for
-     any number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
-     provisional list of every distinct word; memory keeps per title its length, category and split.
-  2. split: the input's splits, or the stratified draw, and the class ids.
+  1. read and tokenize: this process decompresses the input and cuts it into pieces of whole records
+     (job.tables); `--workers` processes (default: the usable cores: a pool of all but one, and this
+     one while the pool is busy) parse, clean and tokenize them, and the results are merged in input
+     order, so the output is the same for any number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
+     provisional list of every distinct word, and its length, category and split to files beside it.
+  2. split: the input's splits, or the stratified draw, and the class ids (a block of titles at a time).
   3. vocabulary: the course's gensim vocabulary over the training titles, counted from the spool (job.vocab).
   4. encode: one more pass over the spool writes the .npy files to a staging folder.
   5. embeddings: the word vectors of the vocabulary, read from a file or trained.
@@ -33,6 +34,8 @@ time and peak memory (what `make bench-prepare` reads); the prepared folder neve
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import dataclasses
 import hashlib
 import io
 import json
@@ -44,7 +47,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -80,17 +83,19 @@ class Tokenized:
     """One chunk of rows as the later phases need it: compact arrays, words and categories named once."""
 
     rows: int  # rows read
+    columns: tuple  # the columns (fields) the chunk's rows had
     dropped: dict  # rows dropped before tokenizing, by reason
     no_tokens: int  # titles left with no tokens after cleaning
     first_no_tokens: int  # row (in the chunk) of the first of those, or -1
     first_bad_split: int  # row (in the chunk) of the first tokenized title with no known split, or -1
-    words: list  # the chunk's distinct words, in order of first appearance
+    words: str  # the chunk's distinct words, in order of first appearance, joined by "\n" (one string pickles faster)
     ids: np.ndarray  # int32: each tokenized title's tokens as indices into words, title after title
     lengths: np.ndarray  # int32 per tokenized title: its tokens, all of them (MAX_TOKENS cuts when encoding)
     categories: list  # the chunk's categories, in order of first appearance
     category: np.ndarray  # int32 per tokenized title: index into categories
     split: np.ndarray  # int8 per tokenized title: index into SPLITS, -1 when unknown or absent
     cpu_seconds: float  # the worker's CPU time on this chunk
+    pid: int  # the process that tokenized it
     private_memory: int  # bytes: the worker's private resident memory at the chunk's end (its peak, near enough)
 
 
@@ -102,11 +107,15 @@ def _stripped(factorized: tuple[np.ndarray, np.ndarray]) -> list[str]:
 
 
 def tokenize_chunk(task: tuple) -> Tokenized:
-    """Clean, filter and tokenize one chunk: (titles, factorized categories, factorized splits or None, language)."""
+    """Parse, clean, filter and tokenize one chunk: (a piece of the input file, the stopwords' language)."""
     import pandas as pd
 
-    titles, categories, splits, language = task
+    piece, language = task
     started = time.process_time()
+    frame, columns = tables.parse(piece)
+    titles, categories = frame["title"], pd.factorize(frame["category"])
+    splits = pd.factorize(frame["split"]) if "split" in columns else None
+    del frame
     # A JSON record without the field (null, or absent) has an empty one, and is dropped and counted as such.
     titles = titles.fillna("").astype(str).str.strip()
     cats = np.asarray(_stripped(categories), dtype=object)[categories[0]]  # code -1 picks the "" at the end
@@ -137,10 +146,10 @@ def tokenize_chunk(task: tuple) -> Tokenized:
     # ids in order of first appearance, hashed in C: a dict per token in Python cost as much as tokenizing
     ids, words = pd.factorize(np.asarray(tokens_all, dtype=object))
     category, names = pd.factorize(cats[kept_rows])
-    return Tokenized(len(titles), dropped, no_tokens, first_no_tokens, first_bad_split, words.tolist(),
+    return Tokenized(len(titles), columns, dropped, no_tokens, first_no_tokens, first_bad_split, "\n".join(words.tolist()),
                      ids.astype(np.int32), np.asarray(lengths, dtype=np.int32), names.tolist(),
                      category.astype(np.int32), np.asarray(split, dtype=np.int8),
-                     time.process_time() - started, _private_memory())
+                     time.process_time() - started, os.getpid(), _private_memory())
 
 
 # --- phase 1: read and tokenize, merged in input order -------------------------------------
@@ -159,15 +168,22 @@ class Corpus:
     first_no_tokens: int = -1  # input row of the first title left with no tokens, or -1
     first_bad_split: int = -1  # input row of the first tokenized title with no known split, or -1
     splits_given: bool = False  # the input has a split column (field)
+    columns: set = field(default_factory=set)  # every column (field) the input's rows had
     lengths: np.ndarray | None = None  # int32 per tokenized title
     category: np.ndarray | None = None  # int32 per tokenized title: provisional category id
     split: np.ndarray | None = None  # int8 per tokenized title: index into SPLITS, -1 unknown
-    worker_cpu_seconds: float = 0.0
-    worker_private_memory: int = 0  # bytes: the largest private memory a worker reported
-    _parts: list = field(default_factory=list)
+    worker_cpu_seconds: float = 0.0  # tokenizing, in any process
+    here_cpu_seconds: float = 0.0  # of which in this process
+    worker_private_memory: int = 0  # bytes: the largest private memory a pool process reported
 
-    def add(self, chunk: Tokenized, spool) -> None:
-        """Append one chunk: its words and categories get provisional ids, its ids go to the spool file."""
+    PER_TITLE = {"lengths": np.int32, "category": np.int32, "split": np.int8}  # spooled beside the ids while reading
+
+    def side_file(self, name: str) -> Path:
+        return self.spool.with_name(f"{self.spool.stem}.{name}")
+
+    def add(self, chunk: Tokenized, files: dict) -> None:
+        """Append one chunk: its words and categories get provisional ids; its ids, and its per-title arrays,
+        go to the spool files (read back once, whole, by finish: nothing per chunk is held meanwhile)."""
         for reason, n in chunk.dropped.items():
             self.dropped[reason] += n
         if chunk.no_tokens and self.first_no_tokens < 0:
@@ -176,24 +192,32 @@ class Corpus:
             self.first_bad_split = self.rows_read + chunk.first_bad_split
         self.no_tokens += chunk.no_tokens
         self.rows_read += chunk.rows
+        self.columns.update(chunk.columns)
+        self.splits_given |= "split" in chunk.columns
         self.worker_cpu_seconds += chunk.cpu_seconds
-        self.worker_private_memory = max(self.worker_private_memory, chunk.private_memory)
-        word_ids, cat_ids = _number(self.words, chunk.words), _number(self.categories, chunk.categories)
-        word_ids[chunk.ids].tofile(spool)
-        self._parts.append((chunk.lengths, cat_ids[chunk.category], chunk.split))
+        if chunk.pid == os.getpid():
+            self.here_cpu_seconds += chunk.cpu_seconds
+        else:
+            self.worker_private_memory = max(self.worker_private_memory, chunk.private_memory)
+        words = chunk.words.split("\n") if chunk.words else []  # a token is letters only: never holds a "\n"
+        word_ids, cat_ids = _number(self.words, words), _number(self.categories, chunk.categories)
+        word_ids[chunk.ids].tofile(files["ids"])
+        chunk.lengths.tofile(files["lengths"])
+        cat_ids[chunk.category].tofile(files["category"])
+        chunk.split.tofile(files["split"])
 
     def finish(self) -> None:
-        parts = self._parts
-        self.lengths = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
-        self.category = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int32)
-        self.split = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int8)
-        self._parts = []
+        for name, dtype in self.PER_TITLE.items():
+            setattr(self, name, np.fromfile(self.side_file(name), dtype=dtype))
+            self.side_file(name).unlink()
 
-    def release(self, keep_lengths: bool) -> None:
-        """Drop the per-title arrays once the arrays are encoded: all but the lengths, which reading titles again needs."""
+    def release(self, keep_titles: bool) -> None:
+        """Drop what the phases after encoding do not need: all of it, unless the titles are read again (to train
+        vectors: the lengths and the words)."""
         self.category = self.split = None
-        if not keep_lengths:
+        if not keep_titles:
             self.lengths = None
+            self.words = {}
 
     def blocks(self, rows: int = SPOOL_BLOCK_ROWS) -> Iterator[tuple[int, int, np.ndarray]]:
         """(first title, end title, their token ids) over the spool, in input order."""
@@ -218,6 +242,23 @@ def _number(ids: dict, names: list) -> np.ndarray:
     return np.asarray(found, dtype=np.int32)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+MMAP_THRESHOLD = 4 << 20  # bytes: blocks at least this large are mapped on their own, and unmapped when freed
+TRIM_THRESHOLD = 8 << 20  # bytes: free memory at the heap's top past this goes back to the system
+
+
+def _return_freed_memory() -> None:
+    """Keep glibc's malloc from holding on to freed blocks: by default, once a large block is freed it raises its
+    mmap threshold (up to 32 MB), and blocks under it then come from the heap, which it trims only past twice
+    that. Freed per-title arrays, blocks of titles and a vector file's text then stay resident, the more the
+    more titles (tens of MB at 4 M rows, measured). Fixed thresholds return them to the system when freed;
+    lower ones (1 MB) made tokenizing 10% slower in page faults. Linux with glibc only; the workers inherit it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+
+
 def usable_cores() -> int:
     """CPUs this process may use: its CPU affinity, capped by a cgroup CPU limit (a pod's limits.cpu), rounded down."""
     try:
@@ -240,20 +281,43 @@ def _cgroup_cpu_limit() -> float | None:
     return None
 
 
-def _in_order(tasks: Iterator[tuple], workers: int) -> Iterator[Tokenized]:
-    """tokenize_chunk over the tasks, results in input order: in this process, or in a pool of `workers`."""
+def _here(task) -> Future:
+    """A task run in this process, as a finished future: its result, or its exception (a task that is an exception
+    is the reader's), raised when its turn comes."""
+    done = Future()
+    try:
+        if isinstance(task, BaseException):
+            raise task
+        done.set_result(tokenize_chunk(task))
+    except Exception as e:  # noqa: BLE001 - handed on as it is, in order
+        done.set_exception(e)
+    return done
+
+
+def _in_order(tasks: Iterator, workers: int) -> Iterator[Tokenized]:
+    """tokenize_chunk over the tasks, results in input order, on `workers` processes: this one and a pool of the
+    others. A piece goes to the pool while fewer than IN_FLIGHT per pool process are still running there, and is
+    otherwise tokenized here: this process, which only reads and merges, would mostly wait, and a piece done here
+    is not pickled twice. A task that is an exception (the reader's) is raised in its turn, after the results of
+    the tasks before it."""
+    pending: deque = deque()
     if workers == 1:
         for task in tasks:
-            yield tokenize_chunk(task)
+            yield _here(task).result()
         return
     # fork: the workers share the parent's imported modules instead of importing pandas again each
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context(method))
     try:
-        pending: deque = deque()
-        for task in tasks:
-            pending.append(pool.submit(tokenize_chunk, task))
-            if len(pending) >= IN_FLIGHT * workers:
+        for i, task in enumerate(tasks):
+            if i == 0 and not isinstance(task, BaseException):
+                _warm_up(task)  # the pool forks at the first submit
+            running = sum(1 for f in pending if not f.done())  # only the pool's can be
+            if running < IN_FLIGHT * (workers - 1) and not isinstance(task, BaseException):
+                pending.append(pool.submit(tokenize_chunk, task))
+            else:
+                pending.append(_here(task))
+            while pending and (pending[0].done() or len(pending) >= IN_FLIGHT * workers):
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -261,35 +325,49 @@ def _in_order(tasks: Iterator[tuple], workers: int) -> Iterator[Tokenized]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Path, figures: dict) -> Corpus:
-    """Phase 1: read the input in chunks, tokenize them on `workers` processes, merge them in input order."""
-    import pandas as pd
+def _warm_up(task: tuple) -> None:
+    """Parse and tokenize the first line of the first piece here, before the pool forks: what a first call loads
+    (pandas' parser, the stopwords) is then shared with the workers instead of loaded into each (half a
+    worker's private memory). The result is thrown away."""
+    piece, language = task
+    with contextlib.suppress(UserError):  # a CSV record cut at a line break in a quoted field: no matter
+        tokenize_chunk((dataclasses.replace(piece, data=piece.data[:piece.data.find(b"\n") + 1]), language))
 
+
+def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Path, figures: dict) -> Corpus:
+    """Phase 1: cut the input into pieces, parse and tokenize them on `workers` processes, merge them in input order.
+
+    This process only decompresses and cuts (tables.pieces): the parsing is the workers' too, so the
+    one process every piece passes through is not what limits the speed-up of more workers."""
     corpus = Corpus(spool)
     reading = 0.0
 
     def tasks():
         nonlocal reading
-        chunks = tables.read_chunks(path, name)
+        pieces = tables.pieces(path, name)
         while True:
             started = time.perf_counter()
-            chunk = next(chunks, None)
-            reading += time.perf_counter() - started
-            if chunk is None:
+            try:
+                piece = next(pieces, None)
+            except UserError as e:  # raised after the pieces before it, as a whole-file read would have
+                yield e
                 return
-            has_split = "split" in chunk.columns
-            corpus.splits_given |= has_split
-            # categories and splits repeat: they travel as codes into their few values, a third of the pickling
-            splits = pd.factorize(chunk["split"]) if has_split else None
-            yield chunk["title"], pd.factorize(chunk["category"]), splits, language
+            finally:
+                reading += time.perf_counter() - started
+            if piece is None:
+                return
+            yield piece, language
 
-    with open(spool, "wb") as f, contextlib.closing(_in_order(tasks(), workers)) as results:
+    with contextlib.ExitStack() as files, contextlib.closing(_in_order(tasks(), workers)) as results:
+        spooled = {"ids": files.enter_context(open(spool, "wb"))}
+        spooled |= {name: files.enter_context(open(corpus.side_file(name), "wb")) for name in Corpus.PER_TITLE}
         for result in results:
-            corpus.add(result, f)
+            corpus.add(result, spooled)
+    tables.check_whole(name, corpus.columns, corpus.rows_read)
     corpus.finish()
-    figures.update(count=corpus.rows_read, read_seconds=round(reading, 3), workers=workers,
-                   worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3),
-                   worker_private_memory=corpus.worker_private_memory if workers > 1 else 0, distinct_words=len(corpus.words),
+    figures.update(count=corpus.rows_read, read_seconds=round(reading, 3), workers=workers, pool_processes=workers - 1,
+                   worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3), here_cpu_seconds=round(corpus.here_cpu_seconds, 3),
+                   worker_private_memory=corpus.worker_private_memory, distinct_words=len(corpus.words),
                    tokens=int(corpus.lengths.sum()), spool_bytes=spool.stat().st_size)
     return corpus
 
@@ -309,14 +387,31 @@ class Rows:
     duplicates: dict  # titles equal after cleaning: how many, and how their splits were kept together
 
 
+def _class_order(category: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(counts per class, the rows grouped by class, each class's in input order) as int32: a counting sort a
+    block of rows at a time, so its scratch memory is a block's, not the titles'."""
+    counts = np.zeros(n_classes, dtype=np.int64)
+    for start in range(0, len(category), SPOOL_BLOCK_ROWS):
+        counts += np.bincount(category[start:start + SPOOL_BLOCK_ROWS], minlength=n_classes)
+    by_class = np.empty(len(category), dtype=np.int32)
+    cursor = np.cumsum(counts) - counts  # where each class's next row goes
+    for start in range(0, len(category), SPOOL_BLOCK_ROWS):
+        block = category[start:start + SPOOL_BLOCK_ROWS]
+        order = np.argsort(block, kind="stable")
+        classes = block[order]
+        here = np.bincount(block, minlength=n_classes)
+        rank = np.arange(len(block)) - (np.cumsum(here) - here)[classes]  # place among its class's rows in the block
+        by_class[cursor[classes] + rank] = order + start
+        cursor += here
+    return counts, by_class
+
+
 def stratified_split(category: np.ndarray, names: list[str], seed: int) -> tuple[np.ndarray, int]:
     """80/10/10 per category (category: index into names, per row), seeded; classes with under 3 rows stay in train."""
     rng = np.random.default_rng(seed)
     split = np.zeros(len(category), dtype=np.int8)
-    counts = np.bincount(category, minlength=len(names))
+    counts, by_class = _class_order(category, len(names))
     starts = np.cumsum(counts) - counts
-    narrow = category.astype(np.uint16) if len(names) <= 1 << 16 else category  # numpy radix-sorts 16-bit keys
-    by_class = np.argsort(narrow, kind="stable")  # each class's rows together, in input order
     small = 0
     for c in sorted(range(len(names)), key=names.__getitem__):  # classes in the order of their names
         if counts[c] == 0:
@@ -355,7 +450,9 @@ def keep_duplicates_together(split: np.ndarray, keys: np.ndarray, splits_given: 
     """Drawn splits: every copy of a title goes to its first copy's split, so no title is both trained on
     and tested. Given splits are kept as they are; copies across them are counted."""
     together = split.copy()
-    bucket = (keys.view(np.uint64) % KEY_BUCKETS).astype(np.uint8)
+    bucket = np.empty(len(keys), dtype=np.uint8)
+    for start in range(0, len(keys), SPOOL_BLOCK_ROWS):  # the low bits of the keys, without a copy of them all
+        bucket[start:start + SPOOL_BLOCK_ROWS] = keys[start:start + SPOOL_BLOCK_ROWS] & (KEY_BUCKETS - 1)
     stats = {"titles": int(len(keys)), "distinct": 0, "extra_copies": 0, "repeated_titles": 0, "moved_groups": 0}
     for b in range(KEY_BUCKETS):
         rows = np.flatnonzero(bucket == b)  # input order, so a group's first index is its first copy
@@ -387,34 +484,43 @@ def _dropped_before_labels(corpus: Corpus, unknown_split: int) -> dict:
 
 
 def assign_splits(corpus: Corpus, seed: int, data: str) -> Rows:
-    """Phase 2: each tokenized title's split and class id; class ids follow the categories' first appearance."""
-    kept = corpus.split >= 0 if corpus.splits_given else np.ones(len(corpus.lengths), dtype=bool)
-    dropped = _dropped_before_labels(corpus, int((~kept).sum()))
-    if not kept.any():
+    """Phase 2: each tokenized title's split and class id; class ids follow the categories' first appearance.
+
+    Arrays over all titles are only the results (1 byte a title for the split, 4 for the class id) and the
+    keys of the duplicate search (8, dropped at its end); the rest is computed a block of titles at a time."""
+    n, names = len(corpus.lengths), list(corpus.categories)
+    blocks = [(start, min(start + SPOOL_BLOCK_ROWS, n)) for start in range(0, n, SPOOL_BLOCK_ROWS)]
+    unknown = sum(int((corpus.split[a:b] < 0).sum()) for a, b in blocks) if corpus.splits_given else 0
+    dropped = _dropped_before_labels(corpus, unknown)
+    if unknown == n:
         raise UserError(f"{data}: no usable rows ({corpus.rows_read} read; dropped: {_reasons(dropped)})")
-    names = list(corpus.categories)
     small = 0
     if corpus.splits_given:
-        split = corpus.split.copy()
+        split = corpus.split.copy()  # -1: unknown, dropped
     else:
         split, small = stratified_split(corpus.category, names, seed)
     keys = title_keys(corpus)
     split, duplicates = keep_duplicates_together(split, keys, corpus.splits_given)
     del keys  # 8 bytes a title: gone before the vocabulary phase
     in_train = np.zeros(len(names), dtype=bool)
-    in_train[corpus.category[kept & (split == 0)]] = True
-    first = np.full(len(names), len(kept), dtype=np.int64)  # each category's first kept row
-    np.minimum.at(first, corpus.category[kept], np.flatnonzero(kept))
-    order = np.argsort(first, kind="stable")[:int((first < len(kept)).sum())]  # by first kept row (the course's rule)
+    first = np.full(len(names), n, dtype=np.int64)  # each category's first kept row
+    for a, b in blocks:
+        kept = split[a:b] >= 0 if corpus.splits_given else slice(None)
+        category = corpus.category[a:b][kept]
+        in_train[category[split[a:b][kept] == 0]] = True
+        seen, at = np.unique(category, return_index=True)
+        first[seen] = np.minimum(first[seen], np.arange(a, b)[kept][at])
+    order = np.argsort(first, kind="stable")[:int((first < n).sum())]  # by first kept row (the course's rule)
     label_order = order[in_train[order]]
     if len(label_order) < 2:
         raise UserError(f"{data}: needs at least 2 categories in the training split, found {len(label_order)}")
-    label_of = np.full(len(names), -1, dtype=np.int32)
+    label_of = np.full(len(names) + 1, -1, dtype=np.int32)  # the last: a dropped row's
     label_of[label_order] = np.arange(len(label_order), dtype=np.int32)
-    label = np.where(kept, label_of[corpus.category], -1).astype(np.int32)
-    dropped["category not in training split"] = int((kept & (label < 0)).sum())
-    return Rows(np.where(kept, split, -1).astype(np.int8), label, [names[c] for c in label_order], dropped, small,
-                duplicates)
+    label = np.empty(n, dtype=np.int32)
+    for a, b in blocks:
+        label[a:b] = label_of[np.where(split[a:b] >= 0, corpus.category[a:b], len(names))]
+    dropped["category not in training split"] = int(((split >= 0) & (label < 0)).sum())
+    return Rows(split, label, [names[c] for c in label_order], dropped, small, duplicates)
 
 
 # --- phases 3 and 4: the vocabulary, and the arrays --------------------------------------------
@@ -641,6 +747,7 @@ def _prepare(args, workers: int, staging: Path, phases: Phases) -> tuple[dict, d
     log.info("read %d rows from %s (%d workers)", corpus.rows_read, args.data, workers)
     with phases("split", len(corpus.lengths), "titles"):
         rows = assign_splits(corpus, args.seed, args.data)
+        corpus.category = corpus.split = None  # the input's: the splits and class ids replace them
     train = rows.split == 0
     with phases("vocabulary", int(train.sum()), "training titles"):
         vocabulary = build_vocabulary(corpus, rows)
@@ -652,7 +759,7 @@ def _prepare(args, workers: int, staging: Path, phases: Phases) -> tuple[dict, d
             raise UserError(f"{args.data}: the {split_name} split is empty after cleaning; need more rows per category")
     # Only trained vectors read the titles again: the per-title arrays go before the embeddings phase.
     sentences = _Sentences(corpus, train) if args.embeddings == "none" else None
-    corpus.release(keep_lengths=sentences is not None)
+    corpus.release(keep_titles=sentences is not None)
     rows.split = rows.label = train = None
     with phases("embeddings") as figures:
         vectors = _vectors(args, vocabulary, sentences)
@@ -683,6 +790,7 @@ def main(args) -> int:
         log.info("already prepared: %s (same inputs, manifest found)", out)
         return _emit(out, args.result_file)
 
+    _return_freed_memory()
     phases = Phases()
     staging = _staging_dir(out, digest)
     try:

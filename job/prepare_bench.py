@@ -9,7 +9,8 @@ words, as a real one does. Printed:
   - per phase and run (the fastest of REPEATS runs, alternating between the worker counts): seconds,
     rows/s (lines/s for the vector file), and the main process's peak resident memory (VmHWM, reset
     per phase); the output arrays are written to files, never held;
-  - the workers' private memory (each one's peak, sampled after every chunk);
+  - the pool processes' private memory (each one's peak, sampled after every chunk; with W workers the
+    pool has W - 1 processes, the main process tokenizing the rest);
   - the speed-up of 2 workers over 1 in the read-and-tokenize phase and in all, the growth of peak
     memory from the smallest to the largest row count, and whether every run wrote the same bytes;
   - memory with 8 workers (POD_CORES), measured at the smallest row count (its time means nothing
@@ -191,10 +192,15 @@ def phase(result: dict, name: str) -> dict:
     return next(p for p in result["phases"] if p["phase"] == name)
 
 
+def pool_processes(result: dict) -> int:
+    """The pool's processes: all the workers but the main process, which tokenizes too (older runs: all of them)."""
+    return phase(result, "read and tokenize").get("pool_processes", result["workers"])
+
+
 def pod_memory(result: dict) -> int:
-    """Peak memory of the whole step: the main process at its peak, plus each worker's private memory while they run."""
+    """Peak memory of the whole step: the main process at its peak, plus each pool process's private memory while they run."""
     tokenize = phase(result, "read and tokenize")
-    during = tokenize["peak_rss"] + result["workers"] * tokenize.get("worker_private_memory", 0)
+    during = tokenize["peak_rss"] + pool_processes(result) * tokenize.get("worker_private_memory", 0)
     return max([during] + [p["peak_rss"] for p in result["phases"]])
 
 
@@ -264,7 +270,7 @@ def phase_table(results: list[dict]) -> str:
         seconds = sum(p["seconds"] for p in r["phases"])
         totals += [f"{seconds:.1f}", f"{r['rows'] / seconds:,.0f}", _mb(max(p["peak_rss"] for p in r["phases"]))]
         private = phase(r, "read and tokenize").get("worker_private_memory", 0)
-        workers += ["", "", f"{r['workers']} x {_mb(private)}" if r["workers"] > 1 else "-"]
+        workers += ["", "", f"{pool_processes(r)} x {_mb(private)}" if pool_processes(r) else "-"]
         step += [f"{r['wall']:.1f}", f"{r['rows'] / r['wall']:,.0f}", _mb(pod_memory(r))]
         load += [r.get("load", ""), "", ""]
     lines = _align(rows + [totals, workers, step, load])
@@ -306,7 +312,9 @@ def extrapolate(small: dict, large: dict, pod: dict | None) -> list[str]:
     """FULL_ROWS rows on a POD_CORES-core pod: times from the largest run with 2 workers, memory from the pod-sized run."""
     scale = FULL_ROWS / large["rows"]
     tokenize = phase(large, "read and tokenize")
-    main_cpu, worker_cpu = tokenize["cpu_seconds"], tokenize["worker_cpu_seconds"]
+    # the main process's reading and merging (it also tokenizes, counted with the workers' tokenizing)
+    main_cpu = tokenize["cpu_seconds"] - tokenize.get("here_cpu_seconds", 0)
+    worker_cpu = tokenize["worker_cpu_seconds"]
     def tokenize_seconds(cores: int) -> float:
         return max(main_cpu, (main_cpu + worker_cpu) / cores) * scale
 
@@ -319,7 +327,8 @@ def extrapolate(small: dict, large: dict, pod: dict | None) -> list[str]:
             seconds[p["phase"]] = p["seconds"] * scale
     lines = [f"extrapolated to {FULL_ROWS:,} rows on a {POD_CORES}-core pod with {POD_CORES} workers:",
              "  time: read and tokenize = max(main process CPU, (main + workers' CPU) / cores), from the "
-             f"{large['rows']:,}-row run with 2 workers ({main_cpu:.1f} s + {worker_cpu:.1f} s CPU), x {scale:g};",
+             f"{large['rows']:,}-row run with 2 workers ({main_cpu:.1f} s reading and merging + {worker_cpu:.1f} s "
+             f"tokenizing, CPU), x {scale:g};",
              f"        a {FULL_VECTOR_LINES:,}-line vector file at the measured {vectors['count'] / vectors['seconds']:,.0f} lines/s; "
              f"the other phases x {scale:g} (one process)",
              "        " + ", ".join(f"{name} {s:,.0f} s" for name, s in seconds.items()) + f"; in all {sum(seconds.values()) / 60:.1f} min",
@@ -359,7 +368,8 @@ def course_line(rows: int, work: Path, vectors: Path) -> str:
     return (f"\ncourse jsonl.gz, {rows:,} rows, 2 workers: read and tokenize {tokenize['seconds']:.1f} s "
             f"({tokenize['count'] / tokenize['seconds']:,.0f} rows/s; reading JSON {tokenize['read_seconds']:.1f} s of it), "
             f"whole step {run['wall']:.1f} s, peak {_mb(pod_memory(run))} MB "
-            f"(main {_mb(max(p['peak_rss'] for p in run['phases']))} MB + 2 x {_mb(tokenize['worker_private_memory'])} MB)")
+            f"(main {_mb(max(p['peak_rss'] for p in run['phases']))} MB + {pool_processes(run)} x "
+            f"{_mb(tokenize['worker_private_memory'])} MB)")
 
 
 def _measure(rows: int, work: Path, vectors: Path, pod: bool) -> list[dict]:
@@ -406,7 +416,7 @@ def main(args) -> None:
         if pod is not None:
             print(f"\n{POD_CORES} workers at {pod['rows']:,} rows (memory only; {cores} cores): whole step "
                   f"{_mb(pod_memory(pod))} MB = main {_mb(max(p['peak_rss'] for p in pod['phases']))} MB + "
-                  f"{POD_CORES} x {_mb(phase(pod, 'read and tokenize')['worker_private_memory'])} MB", flush=True)
+                  f"{pool_processes(pod)} x {_mb(phase(pod, 'read and tokenize')['worker_private_memory'])} MB", flush=True)
         print(course_line(min(sizes), work, vectors), flush=True)
         vocab = {w: i for i, w in enumerate(by_size[min(sizes)][0]["vocab"])}
         old, new = parse_rates(vectors, vocab, VECTOR_LINES)

@@ -261,3 +261,56 @@ def test_the_step_command_passes_workers_when_given():
     assert steps.prepare("s3://b/d.csv", "none", "s3://b/o") == [
         "python", "-m", "job", "prepare", "--data", "s3://b/d.csv", "--embeddings", "none", "--out", "s3://b/o"]
     assert steps.prepare("d.csv", "none", "o", result_file="/tmp/p", workers="4")[-4:] == ["--workers", "4", "--result-file", "/tmp/p"]
+
+
+@pytest.mark.parametrize("read_bytes", [7, 64, 1 << 20])
+@pytest.mark.parametrize("rows", [1, 2, 5, 1000])
+def test_pieces_cut_between_records_and_parse_as_the_whole_file(tmp_path, monkeypatch, rows, read_bytes):
+    """Quoted fields with commas, doubled quotes and line breaks, a '"' inside a field (32" LED), CRLF, a blank
+    line, a short row: however small the pieces and the reads, they parse to the whole file's rows."""
+    import pandas as pd
+
+    monkeypatch.setattr(tables, "READ_BYTES", read_bytes)
+    body = ('title,label_quality,language,category\r\n'
+            'tv 32" led,reliable,spanish,TVS\r\n'
+            '"remera, manga ""corta""",reliable,spanish,SHIRTS\n'
+            '"zapatilla\nrunning\r\nazul",reliable,spanish,"SHOES\n"\n'
+            '\n'
+            '"a""\n""b",reliable,spanish,X\n'
+            'corto,reliable\n'
+            '""" taladro """,reliable,spanish,DRILLS\n'
+            'mesa "ratona",reliable,spanish,"FURNITURE"\n'
+            'x"\n'
+            '"","",,\n'
+            'ultima,reliable,spanish,LAST')  # no line break at the end
+    path = tmp_path / "tricky.csv"
+    path.write_bytes(body.encode())
+    whole = pd.read_csv(path, dtype=object, keep_default_na=False, na_filter=False, encoding="utf-8")
+    pieces = list(tables.pieces(path, path.name, rows=rows))
+    frames = [tables.parse(piece)[0] for piece in pieces]
+    assert b"".join(piece.data for piece in pieces) == body.encode().split(b"\n", 1)[1]
+    assert pd.concat(frames, ignore_index=True).equals(whole)
+    assert [piece.first_line for piece in pieces][0] == 2
+
+
+def test_pieces_of_json_lines_parse_as_the_whole_file(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "course.jsonl.gz"
+    records = [{"title": f"t{i} \"x\"", "category": f"C{i % 3}", "split": "train"} for i in range(20)]
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("\n".join(json.dumps(r) for r in records[:7]) + "\n\n" + "\n".join(json.dumps(r) for r in records[7:]) + "\n")
+    whole = pd.concat(pd.read_json(path, lines=True, dtype=False, chunksize=3), ignore_index=True)
+    frames = [tables.parse(piece)[0] for piece in tables.pieces(path, path.name, rows=3)]
+    assert pd.concat(frames, ignore_index=True).equals(whole)
+
+
+def test_class_order_is_the_stable_argsort_a_block_at_a_time(monkeypatch):
+    from job import prepare
+
+    monkeypatch.setattr(prepare, "SPOOL_BLOCK_ROWS", 7)  # many blocks, a short last one
+    category = np.random.default_rng(0).integers(0, 5, size=100).astype(np.int32)
+    category[category == 3] = 4  # a class with no rows
+    counts, by_class = prepare._class_order(category, 6)
+    assert counts.tolist() == np.bincount(category, minlength=6).tolist()
+    assert by_class.dtype == np.int32 and by_class.tolist() == np.argsort(category, kind="stable").tolist()
