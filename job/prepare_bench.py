@@ -6,7 +6,7 @@
 Each run is `python -m job prepare --workers W --stats-file ...` in a child process, on synthetic
 titles in 632 categories and a 300-d word-vector file (gz) that covers the vocabulary among other
 words, as a real one does. Printed:
-  - per phase and run (the fastest of REPEATS runs, alternating between the worker counts): seconds,
+  - per phase and run (the fastest of 2 to 6 runs, alternating between the worker counts): seconds,
     rows/s (lines/s for the vector file), and the main process's peak resident memory (VmHWM, reset
     per phase); the output arrays are written to files, never held;
   - the pool processes' private memory (each one's peak, sampled after every chunk; with W workers the
@@ -56,7 +56,11 @@ RARE_ZIPF = 1.2  # Zipf exponent of the rare words: distinct ones grow about as 
 VECTOR_LINES = 100_000  # lines of the bench's vector file (the vocabulary and other words)
 VECTOR_DIM = 300  # the SBW vectors' dimension
 FULL_VECTOR_LINES = 1_000_000  # SBW-vectors-300-min5.txt.gz holds about 1 M words: the extrapolated parse time
-REPEATS = 2  # runs of each worker count per row count, alternating; the fastest is shown
+REPEATS = 2  # runs of each worker count per row count at least, alternating; the fastest is shown ...
+MIN_SECONDS = 120  # ... and more pairs until a row count has run this long (short runs get more tries): this
+#   machine's speed drifts by up to 2x over minutes (a fixed CPU loop took 3.4 to 6.7 s), and the fastest try is
+#   the one least slowed by it
+MAX_REPEATS = 6  # the most runs of each worker count per row count
 TARGET_MEMORY_GROWTH = 1.3  # the issue's targets: peak memory at the largest row count / at the smallest ...
 TARGET_SPEEDUP = 1.7  # ... and 2 workers over 1 in the tokenize phase
 SEED = 0
@@ -290,8 +294,10 @@ def summary(by_size: dict[int, list[dict]]) -> list[str]:
         runs = {r["workers"]: r for r in by_size[rows]}
         if 1 in runs and 2 in runs:
             one, two = phase(runs[1], "read and tokenize")["seconds"], phase(runs[2], "read and tokenize")["seconds"]
+            tries = {w: runs[w].get("tries") or [phase(runs[w], "read and tokenize")["seconds"]] for w in (1, 2)}
+            spread = "; ".join(f"{w} worker{'s' * (w > 1)}: {len(t)} tries, {t[0]:.1f}..{t[-1]:.1f} s" for w, t in tries.items())
             out.append(f"{rows:,} rows: 2 workers over 1: read and tokenize {one / two:.2f}x (target >= {TARGET_SPEEDUP}x) "
-                       f"{_verdict(one / two >= TARGET_SPEEDUP)}; whole step {runs[1]['wall'] / runs[2]['wall']:.2f}x")
+                       f"{_verdict(one / two >= TARGET_SPEEDUP)}; whole step {runs[1]['wall'] / runs[2]['wall']:.2f}x ({spread})")
         same = len({json.dumps(r["files"], sort_keys=True) for r in by_size[rows]}) == 1
         counts = ", ".join(str(w) for w in sorted(runs))
         out.append(f"{rows:,} rows: output of {counts} workers byte for byte the same: {'yes' if same else 'NO'}")
@@ -379,30 +385,44 @@ def _measure(rows: int, work: Path, vectors: Path, pod: bool) -> list[dict]:
     print(f"\n{rows:,} rows: data made in {time.perf_counter() - started:.0f} s ({data.stat().st_size / 2**20:,.0f} MB csv.gz); "
           f"load average {_load()}", flush=True)
     runs: dict[int, list[dict]] = {}
-    order = list(WORKERS) * REPEATS + [POD_CORES] * pod  # 1, 2, 1, 2: other load hits both counts alike
-    for i, workers in enumerate(order):
+    started = time.perf_counter()
+
+    def run(i: int, workers: int) -> None:
         out = work / f"out-{rows}-{i}"
         result = run_prepare(data, vectors, out, workers)
         result["rows"] = phase(result, "read and tokenize")["count"]
         result["load"] = _load()
         subprocess.run(["rm", "-rf", str(out)], check=True)
         runs.setdefault(workers, []).append(result)
+
+    pairs = 0  # 1, 2, 1, 2, ...: other load and the machine's drift hit both counts alike
+    while pairs < REPEATS or (time.perf_counter() - started < MIN_SECONDS and pairs < MAX_REPEATS):
+        for workers in WORKERS:
+            run(pairs * len(WORKERS) + workers, workers)
+        pairs += 1
+    if pod:
+        run(-1, POD_CORES)
     data.unlink()
     for workers, tries in runs.items():
         if len({json.dumps(r["files"], sort_keys=True) for r in tries}) > 1:
             raise UserError(f"bench: {rows:,} rows, {workers} workers: two runs wrote different bytes")
     # the fastest try of each count stands for it (the others lost time to other work on the machine)
-    return [min(tries, key=lambda r: phase(r, "read and tokenize")["seconds"]) for tries in runs.values()]
+    fastest = []
+    for tries in runs.values():
+        best = min(tries, key=lambda r: phase(r, "read and tokenize")["seconds"])
+        best["tries"] = sorted(phase(r, "read and tokenize")["seconds"] for r in tries)
+        fastest.append(best)
+    return fastest
 
 
-def main(args) -> None:
+def main(args) -> int:
     sizes = (args.rows,) if args.rows else ROWS
     if min(sizes) < 10_000:
         raise UserError(f"--rows {min(sizes)}: use at least 10000")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"bench prepare: {', '.join(f'{n:,}' for n in sizes)} synthetic rows in {CATEGORIES} categories, "
           f"a {VECTOR_LINES:,}-line {VECTOR_DIM}-d vector file (gz); {cores} usable CPU cores; load average {_load()}; "
-          f"each worker count run {REPEATS} times, the fastest shown", flush=True)
+          f"each worker count run {REPEATS} to {MAX_REPEATS} times, alternating, the fastest shown", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="meli-bench-prepare-") as tmp:
         work = Path(tmp)
@@ -431,3 +451,4 @@ def main(args) -> None:
     for line in extrapolate(two(small), two(large), pod):
         print(line)
     print(f"\nload average at the end {_load()}; total {time.perf_counter() - started:.0f} s")
+    return 0

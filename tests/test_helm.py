@@ -272,7 +272,8 @@ def test_values_reach_the_pods_through_the_parameters(helm):
     assert [t["key"] for t in train["tolerations"]] == ["nvidia.com/gpu", "cloud.google.com/gke-spot"]
     res = train["containers"][0]["resources"]
     assert res["requests"]["cpu"] == "8" and res["limits"]["memory"] == "32Gi" and res["limits"]["nvidia.com/gpu"] == "1"
-    assert pods(docs)["prepare"]["containers"][0]["resources"]["limits"] == {"memory": Options().prepare_memory}
+    assert pods(docs)["prepare"]["containers"][0]["resources"]["limits"] == {"cpu": Options().prepare_cpu,
+                                                                             "memory": Options().prepare_memory}
     # The GPU semaphore the train template holds is the ConfigMap the chart renders.
     sem = only(docs, "ConfigMap", "semaphore")
     ref = template(only(docs, "WorkflowTemplate"), "train")["synchronization"]["semaphores"][0]["configMapKeyRef"]

@@ -247,7 +247,9 @@ def test_train_pod_gpu_resources_scheduling_and_shm(doc):
     assert resources["requests"]["cpu"] == "4" and resources["requests"]["memory"] == resources["limits"]["memory"] == "16Gi"
     assert patch["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     assert patch["nodeSelector"] == {}
-    assert pod_patch(doc, "prepare")["containers"][0]["resources"]["requests"] == {"cpu": "4", "memory": "2Gi"}
+    prepare = pod_patch(doc, "prepare")["containers"][0]["resources"]
+    # a CPU limit as well: prepare runs one tokenizing process per core the limit allows
+    assert prepare == {"requests": {"cpu": "6", "memory": "2Gi"}, "limits": {"cpu": "6", "memory": "2Gi"}}
     assert [m["mountPath"] for m in train["container"]["volumeMounts"]] == ["/tmp"]  # no DataLoader: no /dev/shm
     assert isinstance(train["activeDeadlineSeconds"], int) and train["activeDeadlineSeconds"] > 0
     for cpu_step in ("plan", "prepare", "aggregate"):

@@ -105,8 +105,8 @@ class Options:
     train_cpu: str = option("4", PARAMETER, "CPU cores per train pod (loading the prepared arrays, evaluation)")
     train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod")
     gpus: int = option(1, PARAMETER, "nvidia.com/gpu per train pod")
-    # past about 3.4 cores the one reading process limits; about 0.8 GiB at 20 M rows with 8 workers (make bench-prepare)
-    prepare_cpu: str = option("4", PARAMETER, "CPU cores for prepare's tokenizing workers")
+    # past about 6 cores the one reading process limits; about 0.7 GiB at 20 M rows with 8 workers (make bench-prepare)
+    prepare_cpu: str = option("6", PARAMETER, "CPU cores (request and limit) of prepare: one tokenizing process each")
     prepare_memory: str = option("2Gi", PARAMETER, "memory request and limit of the prepare pod")
     node_selector: tuple[str, ...] = option((), PARAMETER, "train pods: comma-separated key=value labels a GPU node must carry",
                                           argo="train pods' nodeSelector, a JSON object")
@@ -242,14 +242,14 @@ def _env(o: Options) -> dict:
     )
 
 
-def _resources_patch(cpu: str, memory: str, gpus: str | None = None, placement: bool = False) -> str:
+def _resources_patch(cpu: str, memory: str, gpus: str | None = None, placement: bool = False, cpu_limit: bool = False) -> str:
     """A pod spec patch that sets the main container's requests and limits (and the train pod's node selector
     and tolerations) from parameters. Parameters cannot stand in for the fields themselves: a quantity must
     parse when the Workflow is read, and maps and lists are not text. The patch is substituted per pod, then
     checked as a PodSpec and merged (workflow/controller/workflowpod.go: processPodSpecPatch;
     workflow/util/util.go: ApplyPodSpecPatch), so a bad value errors the pod, not the submission."""
     requests = {"cpu": cpu, "memory": memory}
-    limits = {"memory": memory}
+    limits = {"memory": memory, **({"cpu": cpu} if cpu_limit else {})}
     if gpus is not None:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = gpus
     patch = json.dumps({"containers": [{"name": "main", "resources": {"requests": requests, "limits": limits}}]})
@@ -358,7 +358,10 @@ def _prepare(shared: dict) -> Container:
             result_file="/tmp/prepared",
         ),
         outputs=[Parameter(name="prepared", value_from=m.ValueFrom(path="/tmp/prepared"))],
-        pod_spec_patch=_resources_patch("{{workflow.parameters.prepare-cpu}}", "{{workflow.parameters.prepare-memory}}"),
+        # A CPU limit too: prepare starts a tokenizing process per usable core, which the limit caps (job.prepare:
+        # usable_cores); without one, a 64-core node would get 64 processes in the pod's memory.
+        pod_spec_patch=_resources_patch("{{workflow.parameters.prepare-cpu}}", "{{workflow.parameters.prepare-memory}}",
+                                        cpu_limit=True),
         **shared,
     )
 
