@@ -47,7 +47,7 @@ import shutil
 import tempfile
 import time
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -296,10 +296,11 @@ def _here(task) -> Future:
 
 def _in_order(tasks: Iterator, workers: int) -> Iterator[Tokenized]:
     """tokenize_chunk over the tasks, results in input order, on `workers` processes: this one and a pool of the
-    others. A piece goes to the pool while fewer than IN_FLIGHT per pool process are still running there, and is
-    otherwise tokenized here: this process, which only reads and merges, would mostly wait, and a piece done here
-    is not pickled twice. A task that is an exception (the reader's) is raised in its turn, after the results of
-    the tasks before it."""
+    others. A piece goes to the pool while fewer than IN_FLIGHT per pool process are still running there. When the
+    pool is full, this process tokenizes the piece itself if it has spent less CPU so far than a pool process has on
+    average, and otherwise waits for a pool process: it also reads and merges every piece, so taking an even share
+    of the pieces too would make it the last to finish. A piece done here is not pickled twice. A task that is an
+    exception (the reader's) is raised in its turn, after the results of the tasks before it."""
     pending: deque = deque()
     if workers == 1:
         for task in tasks:
@@ -308,17 +309,26 @@ def _in_order(tasks: Iterator, workers: int) -> Iterator[Tokenized]:
     # fork: the workers share the parent's imported modules instead of importing pandas again each
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context(method))
+    pool_processes, here_started, pool_cpu = workers - 1, time.process_time(), 0.0
     try:
         for i, task in enumerate(tasks):
             if i == 0 and not isinstance(task, BaseException):
                 _warm_up(task)  # the pool forks at the first submit
-            running = sum(1 for f in pending if not f.done())  # only the pool's can be
-            if running < IN_FLIGHT * (workers - 1) and not isinstance(task, BaseException):
-                pending.append(pool.submit(tokenize_chunk, task))
-            else:
+            running = [f for f in pending if not f.done()]  # only the pool's can be
+            if isinstance(task, BaseException):
                 pending.append(_here(task))
+            elif len(running) < IN_FLIGHT * pool_processes:
+                pending.append(pool.submit(tokenize_chunk, task))
+            elif time.process_time() - here_started < pool_cpu / pool_processes:
+                pending.append(_here(task))
+            else:
+                wait(running, return_when=FIRST_COMPLETED)
+                pending.append(pool.submit(tokenize_chunk, task))
             while pending and (pending[0].done() or len(pending) >= IN_FLIGHT * workers):
-                yield pending.popleft().result()
+                result = pending.popleft().result()
+                if result.pid != os.getpid():
+                    pool_cpu += result.cpu_seconds
+                yield result
         while pending:
             yield pending.popleft().result()
     finally:

@@ -11,7 +11,8 @@ words, as a real one does. Printed:
     per phase); the output arrays are written to files, never held;
   - the pool processes' private memory (each one's peak, sampled after every chunk; with W workers the
     pool has W - 1 processes, the main process tokenizing the rest);
-  - the speed-up of 2 workers over 1 in the read-and-tokenize phase and in all, the growth of peak
+  - the speed-up of 2 workers over 1 in the read-and-tokenize phase and in all, what tokenizing costs in CPU
+    on one core and on two at once (this machine's cores slow each other), the growth of peak
     memory from the smallest to the largest row count, and whether every run wrote the same bytes;
   - memory with 8 workers (POD_CORES), measured at the smallest row count (its time means nothing
     on fewer cores), and the same titles as the course's jsonl.gz (token lists and all) on 2 workers;
@@ -298,6 +299,13 @@ def summary(by_size: dict[int, list[dict]]) -> list[str]:
             spread = "; ".join(f"{w} worker{'s' * (w > 1)}: {len(t)} tries, {t[0]:.1f}..{t[-1]:.1f} s" for w, t in tries.items())
             out.append(f"{rows:,} rows: 2 workers over 1: read and tokenize {one / two:.2f}x (target >= {TARGET_SPEEDUP}x) "
                        f"{_verdict(one / two >= TARGET_SPEEDUP)}; whole step {runs[1]['wall'] / runs[2]['wall']:.2f}x ({spread})")
+            # What the same work costs on one core and on two at once: above 1x, the cores slow each other down
+            # (shared caches and memory, the host's other load), which caps the speed-up below 2x whatever the code.
+            cpu = {w: phase(runs[w], "read and tokenize").get("worker_cpu_seconds") for w in (1, 2)}
+            if cpu[1] and cpu[2]:
+                out.append(f"{rows:,} rows: tokenizing CPU, every process: 1 worker {cpu[1]:.1f} s, 2 workers {cpu[2]:.1f} s "
+                           f"({cpu[2] / cpu[1]:.2f}x the work's cost when both cores run; 2 workers at the cost of 1: "
+                           f"{one / two * cpu[2] / cpu[1]:.2f}x)")
         same = len({json.dumps(r["files"], sort_keys=True) for r in by_size[rows]}) == 1
         counts = ", ".join(str(w) for w in sorted(runs))
         out.append(f"{rows:,} rows: output of {counts} workers byte for byte the same: {'yes' if same else 'NO'}")

@@ -62,6 +62,8 @@ def test_summary_and_extrapolation_arithmetic():
     one = dict(_run(10**6, 1, 16.0, 12.0, 190 * mb), phases=[dict(p, seconds=20.0) for p in small["phases"]])
     lines = pb.summary({10**6: [one, small], 4 * 10**6: [dict(one, rows=4 * 10**6), large]})
     assert "2 workers over 1: read and tokenize 2.00x (target >= 1.7x) PASS" in lines[0]
+    # tokenizing cost 12 s of CPU on one core (one's worker_cpu_seconds) and 12 s on two: no contention, 2.00x either way
+    assert "tokenizing CPU, every process: 1 worker 12.0 s, 2 workers 12.0 s (1.00x" in lines[1] and "cost of 1: 2.00x" in lines[1]
     assert any("peak memory 4,000,000 / 1,000,000 rows, 2 workers: 310 / 280 MB = 1.11x" in line and "PASS" in line for line in lines)
     text = "\n".join(pb.extrapolate(small, large, pod))
     # read and tokenize: max(16, (16 + 48) / 8) x (20 M / 4 M) = 80 s; vocabulary 1 s x 5; 1,000,000 lines at 20,000/s
