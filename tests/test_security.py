@@ -78,13 +78,16 @@ def test_planted_secrets_appear_in_no_output(tiny_csv, s3_env, tmp_path):
 
 
 def test_the_workflow_carries_no_credential():
-    """No parameter is named like a credential, and no step sets one as a literal env value (they come from a Secret)."""
+    """No parameter carries a credential (one names the Secret that holds them), and no step sets one as a literal
+    env value: they come from that Secret."""
     doc = rendered_workflow()
-    params = [p["name"].lower() for p in doc["spec"]["arguments"]["parameters"]]
-    assert not [p for p in params if re.search(r"secret|token|password|key", p)], params
+    params = {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}
+    assert [p for p in params if re.search(r"secret|token|password|key", p.lower())] == ["s3-secret"], list(params)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", params["s3-secret"])  # a Kubernetes object's name
     containers = [t["container"] for t in doc["spec"]["templates"] if "container" in t]
     assert containers
     for c in containers:
+        assert {"secretRef": {"name": "{{workflow.parameters.s3-secret}}", "optional": True}} in c["envFrom"], c["name"]
         assert "envFrom" in c and not any(re.search(r"SECRET|TOKEN|PASSWORD|ACCESS_KEY", e["name"]) and "value" in e
                                           for e in c.get("env", [])), c["name"]
 
