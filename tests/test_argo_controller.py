@@ -264,6 +264,7 @@ def test_task_output_reference_needs_the_task_as_an_ancestor(tmp_path):
     assert result.phase == "Failed" and "missing dependency 'plan' for parameter 'name'" in result.message
 
 
+@pytest.mark.slow
 @pytest.mark.helm
 def test_rendered_sweep_passes_the_controller_validation(helm):
     argo.validate(render_workflow(TWO_RUNS, "meli-sweep")["spec"])
@@ -687,6 +688,7 @@ def test_failing_config_fails_the_workflow_after_the_report_lists_it(tmp_path, s
     assert_train_metrics(result, ok=ok)
 
 
+@pytest.mark.slow
 def test_train_metrics_are_emitted_without_error_for_a_preempted_attempt(tmp_path):
     """A preempted (or deleted) pod leaves no outputs; the train template's metrics must still substitute,
     because Argo substitutes a metric whole before it evaluates its `when` (operator.go computeMetrics)."""

@@ -97,6 +97,7 @@ def test_refused_with_one_clear_line(argv, expected, names, tmp_path, made, caps
     assert not list(tmp_path.rglob("manifest.json"))  # nothing marked complete
 
 
+@pytest.mark.slow
 def test_torn_checkpoint_is_refused_and_never_unpickled(tmp_path, capsys):
     """A checkpoint.pt that is not a weights-only torch file (here, a pickle that would run code) is refused."""
     import pickle

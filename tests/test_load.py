@@ -136,6 +136,7 @@ def test_twelve_configs_and_a_second_sweep_under_the_same_prefix(tiny_csv, tmp_p
     assert {Path(path).parent for path, _ in mapped} == {prepared[0].resolve()}
 
 
+@pytest.mark.slow
 def test_prepared_arrays_are_memory_mapped_not_copied(tiny_prepared):
     """Parallel trainers share one copy of the prepared data in the page cache."""
     from job.prepare import open_prepared

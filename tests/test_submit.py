@@ -87,6 +87,7 @@ def assert_one_error_line(r: subprocess.CompletedProcess, *words: str) -> None:
     assert TOKEN not in r.stderr
 
 
+@pytest.mark.slow
 def test_make_submit_posts_a_sweep_of_the_chart_template_with_the_bearer_token():
     with FakeArgo() as argo:
         env = argo_env(f"127.0.0.1:{argo.port}", ARGO_SECURE="false")

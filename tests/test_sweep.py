@@ -104,6 +104,7 @@ def test_interrupted_run_resumes(tiny_prepared, tmp_path):
     assert "already finished" in again.stderr
 
 
+@pytest.mark.slow
 def test_aggregate_lists_missing_and_failed_runs(tmp_path):
     sweep = tmp_path / "sweeps" / "x"
     (sweep / "hidden50").mkdir(parents=True)

@@ -303,6 +303,7 @@ def test_node_selector_tolerations_and_resources_are_configurable():
     assert patch["containers"][0]["resources"]["limits"] == {"memory": "32Gi", "nvidia.com/gpu": "2"}
 
 
+@pytest.mark.slow
 def test_make_variables_reach_the_options_and_nothing_else_does():
     """`make render TRAIN_MEMORY=32Gi`: each option's variable; the same name in the environment of a bare
     `python -m workflows.cli` (no --from-env) changes nothing."""
