@@ -225,17 +225,17 @@ class Cluster:
     image_env: Callable[[str], dict] | None = None  # image reference -> the ENV its Dockerfile bakes in
 
     def configmap(self, namespace: str, name: str) -> dict | None:
-        for cm in self.configmaps:
-            meta = cm.get("metadata", {})
-            if meta.get("name") == name and meta.get("namespace", self.namespace) == namespace:
-                return cm
-        return None
+        return self._find(self.configmaps, namespace, name)
 
     def workflow_template(self, namespace: str, name: str) -> dict | None:
-        for t in self.workflow_templates:
-            meta = t.get("metadata", {})
+        return self._find(self.workflow_templates, namespace, name)
+
+    def _find(self, manifests: list, namespace: str, name: str) -> dict | None:
+        """The manifest of that name in that namespace (one that names none is in `namespace`)."""
+        for m in manifests:
+            meta = m.get("metadata", {})
             if meta.get("name") == name and meta.get("namespace", self.namespace) == namespace:
-                return t
+                return m
         return None
 
 

@@ -223,20 +223,16 @@ def test_bad_custom_metric_fails_the_workflow_before_any_pod(tmp_path, metric, p
     assert result.nodes == {}
 
 
-def test_depends_naming_an_unknown_task_fails_validation(tmp_path):
+@pytest.mark.parametrize("depends, problem", [
+    ("wrok.Succeeded", "dependency 'wrok' not defined"),
+    ("work.Suceeded", "task result 'Suceeded' for task 'work' is invalid"),
+])
+def test_depends_naming_an_unknown_task_or_result_fails_validation(tmp_path, depends, problem):
     templates, tasks = simple()
-    tasks.append({"name": "after", "template": "work", "depends": "wrok.Succeeded",
+    tasks.append({"name": "after", "template": "work", "depends": depends,
                   "arguments": {"parameters": [{"name": "name", "value": "b"}]}})
     result = run(workflow(templates, tasks), tmp_path)
-    assert result.phase == "Failed" and "dependency 'wrok' not defined" in result.message
-
-
-def test_depends_naming_an_unknown_task_result_fails_validation(tmp_path):
-    templates, tasks = simple()
-    tasks.append({"name": "after", "template": "work", "depends": "work.Suceeded",
-                  "arguments": {"parameters": [{"name": "name", "value": "b"}]}})
-    result = run(workflow(templates, tasks), tmp_path)
-    assert result.phase == "Failed" and "task result 'Suceeded' for task 'work' is invalid" in result.message
+    assert result.phase == "Failed" and problem in result.message
 
 
 def test_unknown_template_reference_fails_validation(tmp_path):

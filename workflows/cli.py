@@ -29,14 +29,14 @@ from job import configs as job_configs
 from job import steps, storage
 from job.errors import UserError, run_cli
 from workflows.dag import (
-    NAME, PARAMETER, WORKFLOW, Options, build, parameter_fields, parameter_name, parse_artifact_repository,
+    CHART_SEMAPHORE, NAME, PARAMETER, WORKFLOW, Options, build, parameter_fields, parameter_name, parse_artifact_repository,
     parse_node_selector, parse_toleration, reference,
 )
 
 DEFAULTS = Options()
 TIMEOUT_S = 30.0  # seconds to wait for the Argo server to connect and answer
 # Chart mode of render: what the chart's WorkflowTemplate spec holds (the chart sets the rest from its values).
-CHART_OPTIONS = dict(namespace=None, service_account="", artifact_repository="", gpu_semaphore="meli-sweep-semaphore#gpu-pods")
+CHART_OPTIONS = dict(namespace=None, service_account="", artifact_repository="", gpu_semaphore=CHART_SEMAPHORE)
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")  # a Kubernetes resource quantity
 
 
