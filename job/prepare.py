@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from collections import deque
@@ -69,6 +70,8 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validatio
                  "val": "validation", "dev": "validation", "test": "test"}
 SPECIALS = ("[PAD]", "[UNK]")  # ids 0 and 1
 IN_FLIGHT = 2  # chunks queued per worker: keeps each busy while the next is read, and bounds what is held
+HELD_HERE = 6  # results done in this process that may wait for the pool's before them (~1 MB each)
+HANDOFF_SECONDS = 0.0005  # the GIL switch interval while a pool runs (Python's default: 0.005); see _in_order
 SPOOL_BLOCK_ROWS = 200_000  # titles read back from the spool at once (~3 MB of ids)
 
 OVER_LONG = f"title over {MAX_TITLE_CHARS} characters"
@@ -296,11 +299,11 @@ def _here(task) -> Future:
 
 def _in_order(tasks: Iterator, workers: int) -> Iterator[Tokenized]:
     """tokenize_chunk over the tasks, results in input order, on `workers` processes: this one and a pool of the
-    others. A piece goes to the pool while fewer than IN_FLIGHT per pool process are still running there. When the
-    pool is full, this process tokenizes the piece itself if it has spent less CPU so far than a pool process has on
-    average, and otherwise waits for a pool process: it also reads and merges every piece, so taking an even share
-    of the pieces too would make it the last to finish. A piece done here is not pickled twice. A task that is an
-    exception (the reader's) is raised in its turn, after the results of the tasks before it."""
+    others. A piece goes to the pool while fewer than IN_FLIGHT per pool process are still running there, and
+    otherwise this process tokenizes it: it never waits while there is a piece to tokenize (waiting for the pool to
+    catch up on CPU spent instead idled it 1.0-1.3 s of 8 s with 2 workers, measured). Finished results wait
+    for the ones before them, HELD_HERE at most beyond the pool's. A piece done here is not pickled twice. A task
+    that is an exception (the reader's) is raised in its turn, after the results of the tasks before it."""
     pending: deque = deque()
     if workers == 1:
         for task in tasks:
@@ -309,30 +312,30 @@ def _in_order(tasks: Iterator, workers: int) -> Iterator[Tokenized]:
     # fork: the workers share the parent's imported modules instead of importing pandas again each
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
     pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context(method))
-    pool_processes, here_started, pool_cpu = workers - 1, time.process_time(), 0.0
+    in_pool = IN_FLIGHT * (workers - 1)
+    # Pieces and results cross pipes in this process's helper threads, and every step there waits for the GIL, which
+    # this thread, tokenizing, gives up once per switch interval: the executor's manager thread reads each result
+    # (~0.9 MB) 64 KB at a time (multiprocessing/connection.py, Connection._recv), the pool process blocked in its
+    # write meanwhile, and hands each piece (~2 MB) to the call queue's feeder thread (multiprocessing/queues.py,
+    # Queue._feed). At the default 5 ms the pool process sat idle 0.7-1.0 s of 7 s with 2 workers; at 0.5 ms,
+    # 0.3 s (1,000,000 rows, measured). Restored when the pool is done.
+    handoff = sys.getswitchinterval()
+    sys.setswitchinterval(min(handoff, HANDOFF_SECONDS))
     try:
         for i, task in enumerate(tasks):
             if i == 0 and not isinstance(task, BaseException):
                 _warm_up(task)  # the pool forks at the first submit
-            running = [f for f in pending if not f.done()]  # only the pool's can be
-            if isinstance(task, BaseException):
-                pending.append(_here(task))
-            elif len(running) < IN_FLIGHT * pool_processes:
+            if not isinstance(task, BaseException) and sum(not f.done() for f in pending) < in_pool:
                 pending.append(pool.submit(tokenize_chunk, task))
-            elif time.process_time() - here_started < pool_cpu / pool_processes:
-                pending.append(_here(task))
             else:
-                wait(running, return_when=FIRST_COMPLETED)
-                pending.append(pool.submit(tokenize_chunk, task))
-            while pending and (pending[0].done() or len(pending) >= IN_FLIGHT * workers):
-                result = pending.popleft().result()
-                if result.pid != os.getpid():
-                    pool_cpu += result.cpu_seconds
-                yield result
+                pending.append(_here(task))
+            while pending and (pending[0].done() or len(pending) >= in_pool + HELD_HERE):
+                yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        sys.setswitchinterval(handoff)
 
 
 def _warm_up(task: tuple) -> None:
