@@ -305,6 +305,27 @@ def test_pieces_of_json_lines_parse_as_the_whole_file(tmp_path):
     assert pd.concat(frames, ignore_index=True).equals(whole)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_the_last_pieces_are_cut_smaller_and_hold_the_same_lines(tmp_path, monkeypatch, suffix):
+    """With tail=2 about the last 2 pieces' worth of lines (estimated from the position in the file, compressed or
+    not) come in pieces TAIL_SPLIT times smaller, and every line is still there once, in order."""
+    monkeypatch.setattr(tables, "READ_BYTES", 1 << 16)
+    rng = np.random.default_rng(0)  # titles that compress as little as real ones: the gzip position moves on
+    body = b"title,label_quality,language,category\n" + b"".join(
+        f"{rng.bytes(12).hex()} {i},reliable,spanish,C{i % 7}\n".encode() for i in range(40_000))
+    path = tmp_path / f"rows{suffix}"
+    path.write_bytes(gzip.compress(body, mtime=0) if suffix.endswith(".gz") else body)
+    rows, small = 2000, 2000 // tables.TAIL_SPLIT
+    assert [p.data.count(b"\n") for p in tables.pieces(path, path.name, rows=rows)] == [rows] * 20
+    cut = list(tables.pieces(path, path.name, rows=rows, tail=2))
+    sizes = [p.data.count(b"\n") for p in cut]
+    first_small = sizes.index(small)
+    assert set(sizes[:first_small]) == {rows} and set(sizes[first_small:]) == {small}
+    assert rows <= sum(sizes[first_small:]) <= 2.5 * rows  # more than tail - 1 pieces were left at the last full one
+    assert b"".join(p.data for p in cut) == body.split(b"\n", 1)[1]
+    assert [p.first_line for p in cut] == [2 + sum(sizes[:i]) for i in range(len(cut))]
+
+
 def test_class_order_is_the_stable_argsort_a_block_at_a_time(monkeypatch):
     from job import prepare
 
