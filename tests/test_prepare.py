@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +305,40 @@ def test_pieces_of_json_lines_parse_as_the_whole_file(tmp_path):
     whole = pd.concat(pd.read_json(path, lines=True, dtype=False, chunksize=3), ignore_index=True)
     frames = [tables.parse(piece)[0] for piece in tables.pieces(path, path.name, rows=3)]
     assert pd.concat(frames, ignore_index=True).equals(whole)
+
+
+_IN_ORDER = """
+import sys
+from job import prepare, tables
+from job.errors import UserError
+path = tables.Path(sys.argv[1])
+default = sys.getswitchinterval()
+tasks = lambda: ((p, "spanish") for p in tables.pieces(path, path.name, rows=50, tail=4))
+one = [r.ids.tolist() for r in prepare._in_order(tasks(), 1)]
+two = list(prepare._in_order(tasks(), 2))
+assert [r.ids.tolist() for r in two] == one and len(one) > 8, "2 workers: other results or another order"
+assert len({r.pid for r in two}) == 2, "only one process tokenized"
+assert sys.getswitchinterval() == default, "switch interval left changed"
+def failing():
+    yield from tasks()
+    yield UserError("bad piece")
+try:
+    list(prepare._in_order(failing(), 2))
+except UserError as e:
+    assert str(e) == "bad piece" and sys.getswitchinterval() == default
+else:
+    raise AssertionError("the reader's error was not raised")
+print("ok")
+"""
+
+
+def test_two_processes_give_the_results_of_one_in_input_order(tmp_path):
+    """_in_order on 2 workers: both processes tokenize, the results are those of one, in order, and the GIL
+    switch interval is back to its default afterwards, also when the reader fails."""
+    path = tmp_path / "rows.csv"
+    make_titles(1500, categories=12).to_csv(path, index=False)
+    proc = subprocess.run([sys.executable, "-c", _IN_ORDER, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
