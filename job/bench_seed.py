@@ -143,7 +143,7 @@ class SeedMLP(nn.Module):
 
     def forward(self, data: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # [PAD]'s vector is zero, so a padded row's sum over its length is the mean of the title's words
-        return self.net(self.embedding(data).sum(dim=1) / lengths.unsqueeze(1))
+        return self.net(self.embedding(data).sum(dim=1) / lengths.to(data.device).unsqueeze(1))  # the loader's are on the host
 
 
 def seed_train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader, device: torch.device) -> tuple[float, int]:
