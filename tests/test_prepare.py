@@ -309,9 +309,10 @@ def test_pieces_of_json_lines_parse_as_the_whole_file(tmp_path):
 
 _IN_ORDER = """
 import sys
+from pathlib import Path
 from job import prepare, tables
 from job.errors import UserError
-path = tables.Path(sys.argv[1])
+path = Path(sys.argv[1])
 default = sys.getswitchinterval()
 tasks = lambda: ((p, "spanish") for p in tables.pieces(path, path.name, rows=50, tail=4))
 one = [r.ids.tolist() for r in prepare._in_order(tasks(), 1)]
