@@ -5,7 +5,9 @@
 # path and against that path at 4x the batch, in interleaved rounds over several seeds (medians,
 # min..max, ratio of medians, mean accuracy and its spread, verdicts against the 10x target), peak GPU
 # memory, the 10-epoch time extrapolated to the course's 6.1 M rows, meli_train_gpu_memory_bytes as
-# train pushes it, and the profiler's table of a few of ours' steps.
+# train pushes it, and the profiler's table of a few of ours' steps. Each family also runs ours with
+# CUDA graphs (MELI_CUDA_GRAPHS=1), and first, where pytest is installed, the check that graphed
+# steps train as eager ones do (tests/test_bench.py -k cuda_graphs).
 #
 #   images/bench-gpu.sh                          # from the repository root, with PyTorch (CUDA) installed
 #   FAMILY=lstm images/bench-gpu.sh              # one family (lstm, cnn, mlp or all)
@@ -31,6 +33,12 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.bac
 if torch.__version__.split("+")[0] != pinned:
     print(f"note: torch {torch.__version__} is not the shipped torch: the image and every test run {pinned} (images/torch-version)")
 EOF
+if "$PYTHON" -c "import pytest" 2>/dev/null; then
+    "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_bench.py -k cuda_graphs \
+        || echo "CUDA graphs check FAILED: keep MELI_CUDA_GRAPHS at 0; the bench goes on"
+else
+    echo "pytest not installed: the check that CUDA graphs train as eager steps do is left out"
+fi
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
 PYTHONUNBUFFERED=1 "$PYTHON" -m job bench --device cuda --family "$FAMILY" --profile ${BENCH_ARGS:-}
 echo "bench-gpu.sh: ${SECONDS} s in all, start-up included"

@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="seeds whose mean validation balanced accuracy is judged, the spread beside it (default: sized for the device)")
     s.add_argument("--big-batch", action=argparse.BooleanOptionalAction, default=None,
                    help="also run ours at 4x the batch in each round (default: on cuda, not on cpu)")
+    s.add_argument("--graphs", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run ours with each step captured as a CUDA graph (cuda only; default: on cuda)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu; torch's own on cuda)")
     s.add_argument("--profile", action="store_true", help="also print the profiler's table of a few of ours' training steps")
     s.add_argument("--prepare", action="store_true",

@@ -17,12 +17,16 @@ In one process, on the same synthetic data, from the same initial weights, for t
                the device, large evaluation batches.
   ours, batch  the same path at 4x the batch with the learning rate x2 (square-root scaling for Adam):
                a larger batch is a fair lever only if the accuracy holds, so it is shown beside.
+  ours, CUDA   (CUDA only) ours with each batch shape's whole step captured as a CUDA graph and
+    graphs     replayed (job.train.Steps), whatever MELI_CUDA_GRAPHS says; `ours` and the larger
+               batch follow MELI_CUDA_GRAPHS, as train does.
 
 One run of a loop is noise: the accuracy difference moves by about the tolerance from seed to seed,
 and other load on the machine moves the speed-up by several times. So the loops run in rounds,
-interleaved (seed-style, ours, [ours at 4x,] then again), max(repeats, seeds) rounds; round k starts
-every loop from seed k mod seeds (initial weights, dropout, batch order; the data stay the same).
-A CPU run leaves out the 4x row and uses one thread unless told otherwise (see DEFAULTS).
+interleaved (seed-style, ours, [ours at 4x,] [ours with graphs,] then again), max(repeats, seeds)
+rounds; round k starts every loop from seed k mod seeds (initial weights, dropout, batch order; the
+data stay the same). A CPU run leaves out the 4x and graphs rows and uses one thread unless told
+otherwise (see DEFAULTS).
 
 Each run prints a line as it ends, with the CPU time the process got beside its wall time. Then, per
 family: samples/s as the median over the rounds with its min..max, the speed-up as the ratio of the
@@ -83,6 +87,7 @@ class Sizes:
     repeats: int = 3  # timed runs of each loop, interleaved with the other loops' runs
     seeds: int = 3  # seeds whose mean validation balanced accuracy is judged
     big_batch: bool = True  # also run ours at BIG_BATCH times the batch in each round
+    graphs: bool = False  # also run ours with CUDA graphs in each round (CUDA only)
     threads: int | None = None  # torch's CPU threads for both loops; None keeps torch's default (one per core)
 
     @property
@@ -91,7 +96,7 @@ class Sizes:
 
     @property
     def loops(self) -> tuple[str, ...]:
-        return LOOPS if self.big_batch else LOOPS[:2]
+        return LOOPS[:2] + LOOPS[2:3] * self.big_batch + LOOPS[3:] * self.graphs
 
 
 # When not given (docs/performance.md has what they measured). A CPU run trains 60 classes (the demo's), so
@@ -99,10 +104,11 @@ class Sizes:
 # other work shares, every parallel region waits for a descheduled thread, which slowed runs several-fold.
 # It leaves out the larger batch, whose 25 steps here learn little. A GPU run trains the course's classes,
 # sized so that 3 rounds of all three families fit in a few minutes: there the seed-style loop is bound by
-# its collate on one CPU core.
+# its collate on one CPU core (500,000 rows took about 2.5 minutes a family on an H100 without the graphs
+# row, and the MLP's more: 300,000 keeps all three within 8 minutes).
 DEFAULTS = {"cpu": Sizes(rows=20_000, epochs=5, classes=60, big_batch=False, threads=1),
-            "cuda": Sizes(rows=500_000, epochs=3, classes=CLASSES)}
-LOOPS = ("seed-style", "ours", f"ours, batch x{BIG_BATCH}")  # the order of the runs within a round
+            "cuda": Sizes(rows=300_000, epochs=3, classes=CLASSES, graphs=True)}
+LOOPS = ("seed-style", "ours", f"ours, batch x{BIG_BATCH}", "ours, CUDA graphs")  # the order of the runs within a round
 PROFILE_STEPS = 10  # --profile: ours' training steps under the profiler, after as many unprofiled ones (warm-up)
 PROFILE_ROWS = 15  # --profile: the ops listed, by their own time on the device (CUDA) or the CPU
 
@@ -213,13 +219,14 @@ def run_seed(family: str, cfg: configs.TrainConfig, init: dict, datasets: dict, 
 
 
 def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, vectors: torch.Tensor, classes: int,
-             device: torch.device, path: str) -> Run:
+             device: torch.device, path: str, graphs: bool | None = None) -> Run:
     torch.manual_seed(cfg.seed)  # dropout
     model = build_model(family, VOCAB, EMBED_DIM, classes, vectors=vectors, **builder_kwargs(cfg))
     model.load_state_dict(init)
     model.to(device)
     optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay)
     split = splits["train"]
+    steps = train.Steps(model, optimizer, split, device, graphs)  # graphs: None follows MELI_CUDA_GRAPHS, as train
     samples = 0
     with PeakMemory(device) as memory:
         _sync(device)
@@ -227,7 +234,7 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
         for epoch in range(1, cfg.epochs + 1):
             rng = np.random.default_rng([cfg.seed, epoch])  # the batch order, as train draws it
             order, batches = epoch_order(split.lengths_host, cfg.batch_size, rng, train.batch_pieces(device, cfg.batch_size))
-            samples += train.train_epoch(model, optimizer, split, order, batches, device)[1]
+            samples += train.train_epoch(model, optimizer, split, order, batches, device, steps=steps)[1]
         _sync(device)
         seconds, cpu_seconds = time.time() - started, time.process_time() - cpu_started
     gpu_metric = None
@@ -237,7 +244,7 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
         gpu_metric = metrics.gpu_memory_sample()
     started = time.time()
     bacc = train.evaluate(model, splits["validation"], device)[1]
-    precision = "bf16" if train.uses_bf16(device, model) else "fp32"
+    precision = ("bf16" if train.uses_bf16(device, model) else "fp32") + (f", {len(steps.graphs)} graphs" if steps.graphs else "")
     return Run(path, cfg.seed, cfg.batch_size, cfg.lr, precision, samples, seconds, time.time() - started, memory.peak, bacc,
                cpu_seconds, gpu_metric)
 
@@ -341,13 +348,15 @@ def gpu_memory_lines(loops: dict[str, list[Run]]) -> list[str]:
 
 
 def one_round(family: str, cfg: configs.TrainConfig, init: dict, datasets: dict, splits: dict, vectors: torch.Tensor,
-              classes: int, device: torch.device, big_batch: bool) -> Iterator[Run]:
+              classes: int, device: torch.device, big_batch: bool, graphs: bool = False) -> Iterator[Run]:
     """Each loop once from cfg.seed and the same initial weights, in the order of LOOPS, yielded as it ends."""
     yield run_seed(family, cfg, init, datasets, vectors, classes, device)
     yield run_ours(family, cfg, init, splits, vectors, classes, device, LOOPS[1])
     if big_batch:
         big = dataclasses.replace(cfg, batch_size=cfg.batch_size * BIG_BATCH, lr=cfg.lr * BIG_BATCH ** 0.5)
         yield run_ours(family, big, init, splits, vectors, classes, device, LOOPS[2])
+    if graphs:
+        yield run_ours(family, cfg, init, splits, vectors, classes, device, LOOPS[3], graphs=True)
 
 
 def bench_family(family: str, data: dict, datasets: dict, vectors: torch.Tensor, sizes: Sizes,
@@ -362,7 +371,7 @@ def bench_family(family: str, data: dict, datasets: dict, vectors: torch.Tensor,
         torch.manual_seed(seed)
         init = build_model(family, VOCAB, EMBED_DIM, sizes.classes, vectors=vectors, **builder_kwargs(cfg)).state_dict()
         for r in one_round(family, dataclasses.replace(cfg, seed=seed), init, datasets, splits, vectors, sizes.classes, device,
-                           sizes.big_batch):
+                           sizes.big_batch, sizes.graphs):
             loops[r.path].append(r)
             print(f"  round {k + 1}/{sizes.rounds}, seed {seed}: {r.path:<{width}}  {r.rate:>11,.0f} samples/s "
                   f"in {r.seconds:6.1f} s (CPU {r.cpu_seconds:6.1f} s), val bal acc {r.balanced_accuracy:.4f}", flush=True)
@@ -384,28 +393,32 @@ def profile_steps(family: str, data: dict, vectors: torch.Tensor, sizes: Sizes, 
     order, batches = epoch_order(split.lengths_host, cfg.batch_size, np.random.default_rng(cfg.seed),
                                  train.batch_pieces(device, cfg.batch_size))
     warm = min(PROFILE_STEPS, len(batches) // 2)
-    train.train_epoch(model, optimizer, split, order, batches[:warm], device)  # kernels chosen, caches warm
+    steps = train.Steps(model, optimizer, split, device)  # as train takes them (MELI_CUDA_GRAPHS)
+    train.train_epoch(model, optimizer, split, order, batches[:warm], device, steps=steps)  # kernels chosen, caches warm
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    steps = batches[warm:warm + PROFILE_STEPS]
+    profiled = batches[warm:warm + PROFILE_STEPS]
     with profile(activities=activities) as prof:
         started = time.time()
-        train.train_epoch(model, optimizer, split, order, steps, device)  # ends with .item(): the device is done
+        train.train_epoch(model, optimizer, split, order, profiled, device, steps=steps)  # ends with .item(): the device is done
         seconds = time.time() - started
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    return (f"profile of ours, {len(steps)} steps of batch {cfg.batch_size} after {warm} unprofiled: "
-            f"{seconds / max(1, len(steps)) * 1e3:.2f} ms a step under the profiler\n"
+    return (f"profile of ours, {len(profiled)} steps of batch {cfg.batch_size} after {warm} unprofiled"
+            f"{' (CUDA graphs)' if steps.graphs_on else ''}: {seconds / max(1, len(profiled)) * 1e3:.2f} ms a step under the profiler\n"
             + prof.key_averages().table(sort_by=key, row_limit=PROFILE_ROWS))
 
 
 def _sizes(args, device: torch.device) -> Sizes:
     """The device's defaults with the command line's values over them, checked."""
-    given = {key: getattr(args, key, None) for key in ("rows", "epochs", "classes", "repeats", "seeds", "big_batch", "threads")}
+    given = {key: getattr(args, key, None)
+             for key in ("rows", "epochs", "classes", "repeats", "seeds", "big_batch", "graphs", "threads")}
     sizes = dataclasses.replace(DEFAULTS[device.type], **{k: v for k, v in given.items() if v is not None})
     for key, least in (("rows", 100), ("epochs", 1), ("repeats", 1), ("seeds", 1), ("threads", 1)):
         if getattr(sizes, key) is not None and getattr(sizes, key) < least:
             raise UserError(f"--{key} {getattr(sizes, key)}: use at least {least}")
     if not 2 <= sizes.classes <= CLASSES:
         raise UserError(f"--classes {sizes.classes}: use 2 to {CLASSES}")
+    if sizes.graphs and device.type != "cuda":
+        raise UserError(f"--graphs: CUDA graphs need --device cuda (this run is on {device.type})")
     return sizes
 
 

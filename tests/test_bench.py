@@ -5,6 +5,7 @@ Benchmarks print figures; nothing here asserts a timing.
 """
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -122,6 +123,74 @@ def test_pieces_take_the_step_of_the_whole_batch(family, monkeypatch):
         torch.testing.assert_close(w1[name], w4[name], rtol=1e-4, atol=1e-5)
 
 
+def _tiny_split(device, rows=96, seed=0):
+    rng = np.random.default_rng(seed)
+    lengths = rng.poisson(4, rows) + 1
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    ids = rng.integers(2, 40, offsets[-1]).astype(np.int32)
+    return make_split(ids, offsets, rng.integers(0, 5, rows), 30, device)
+
+
+def _epochs(split, device, epochs, steps_for, batch=32):
+    """Train a small LSTM for some epochs; steps_for(model, optimizer) gives each epoch's Steps. (losses, weights, steps)"""
+    torch.manual_seed(0)
+    model = build_model("lstm", 40, 8, 5, hidden=6, dropout=0.0).to(device)
+    optimizer = train.build_optimizer(model, 1e-2, 0.0)
+    losses, steps = [], None
+    for epoch in range(1, epochs + 1):
+        steps = steps_for(model, optimizer, steps)
+        order, batches = epoch_order(split.lengths_host, batch, np.random.default_rng([0, epoch]), train.batch_pieces(device, batch))
+        losses.append(train.train_epoch(model, optimizer, split, order, batches, device, steps=steps)[0])
+    return losses, model.state_dict(), steps
+
+
+def test_steps_kept_across_epochs_count_each_epochs_loss_alone():
+    """The Steps a run keeps between epochs (its CUDA graphs) sum each epoch's loss from zero."""
+    cpu, split = torch.device("cpu"), _tiny_split(torch.device("cpu"))
+    kept = _epochs(split, cpu, 3, lambda model, optimizer, steps: steps or train.Steps(model, optimizer, split, cpu))
+    fresh = _epochs(split, cpu, 3, lambda model, optimizer, steps: None)
+    assert kept[0] == pytest.approx(fresh[0], rel=1e-6) and kept[0][2] < kept[0][0]
+    for name in kept[1]:
+        torch.testing.assert_close(kept[1][name], fresh[1][name])
+
+
+def test_cuda_graphs_setting(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv(train.GRAPHS_ENV, raising=False)
+    assert train.graphs_wanted(cuda) == (train.GRAPHS_DEFAULT == "1") and not train.graphs_wanted(cpu)
+    for value, wanted in (("1", True), ("on", True), ("0", False), ("false", False)):
+        monkeypatch.setenv(train.GRAPHS_ENV, value)
+        assert train.graphs_wanted(cuda) is wanted and not train.graphs_wanted(cpu)  # never on a CPU
+    assert not train.Steps(None, None, None, cpu, graphs=True).graphs_on
+    monkeypatch.setenv(train.GRAPHS_ENV, "maybe")
+    with pytest.raises(UserError, match="MELI_CUDA_GRAPHS=maybe: use 1"):
+        train.graphs_wanted(cpu)
+
+
+def test_train_refuses_a_bad_cuda_graphs_setting_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "job", "train", "--config", "hidden50", "--prepared", str(tmp_path / "p"),
+                          "--out", str(tmp_path / "out"), "--sweep", "t", "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, train.GRAPHS_ENV: "yes please"})
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and "MELI_CUDA_GRAPHS=yes please" in errors[0], run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: run on one with pytest -k cuda_graphs")
+def test_cuda_graphs_train_as_the_eager_steps_do():
+    """On a GPU: steps replayed from CUDA graphs leave the weights and losses of eager steps, over epochs with
+    a last partial batch (eager, a shape of its own) and resumed graphs in later epochs."""
+    cuda = torch.device("cuda")
+    split = _tiny_split(cuda, rows=400)
+    graphed = _epochs(split, cuda, 4, lambda model, optimizer, steps: steps or train.Steps(model, optimizer, split, cuda, graphs=True))
+    eager = _epochs(split, cuda, 4, lambda model, optimizer, steps: steps or train.Steps(model, optimizer, split, cuda, graphs=False))
+    assert graphed[2].graphs_on and graphed[2].graphs, "no step was captured"
+    assert graphed[0] == pytest.approx(eager[0], rel=1e-3)
+    for name in eager[1]:
+        torch.testing.assert_close(graphed[1][name], eager[1][name], rtol=1e-3, atol=1e-4)
+
+
 def test_cpu_pieces_by_batch_size():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert train.batch_pieces(cpu, 128) == 1 and train.batch_pieces(cpu, 1024) == 8 and train.batch_pieces(cpu, 4096) == 8
@@ -216,10 +285,13 @@ def test_sizes_take_the_command_line_over_the_device_defaults():
     sizes = bench._sizes(args, torch.device("cpu"))
     cpu = bench.DEFAULTS["cpu"]
     assert (sizes.rows, sizes.epochs, sizes.repeats, sizes.seeds, sizes.threads) == (cpu.rows, 2, 5, cpu.seeds, cpu.threads)
-    assert sizes.rounds == 5 and sizes.loops == bench.LOOPS and cpu.loops == bench.LOOPS[:2]
+    assert sizes.rounds == 5 and sizes.loops == bench.LOOPS[:3] and cpu.loops == bench.LOOPS[:2]
+    assert bench.DEFAULTS["cuda"].loops == bench.LOOPS  # a GPU run: seed-style, ours, ours at 4x, ours with graphs
     for key in ("repeats", "seeds", "threads"):
         with pytest.raises(UserError, match=f"--{key} 0"):
             bench._sizes(argparse.Namespace(**{**vars(args), key: 0}), torch.device("cpu"))
+    with pytest.raises(UserError, match="--graphs: CUDA graphs need --device cuda"):
+        bench._sizes(argparse.Namespace(**{**vars(args), "graphs": True}), torch.device("cpu"))
 
 
 RUN_LINE = re.compile(r"^  round (\d+)/(\d+), seed (\d+): (.+?)\s+([\d,]+) samples/s in .* val bal acc ([\d.]+)$")
@@ -246,7 +318,7 @@ def _table_rows(block: str, header_word: str) -> dict[str, list[str]]:
 @pytest.mark.slow
 @pytest.mark.parametrize("family, extra, loops", [
     ("lstm", [], bench.LOOPS[:2]),  # a CPU run's default: seed-style, ours, seed-style, ours ...
-    ("all", ["--big-batch", "--profile"], bench.LOOPS),
+    ("all", ["--big-batch", "--profile"], bench.LOOPS[:3]),
 ])
 def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_without_heavy_imports(family, extra, loops):
     code = ("import sys; from job.__main__ import main; rc = main(sys.argv[1:]); "
