@@ -123,18 +123,21 @@ def test_pieces_take_the_step_of_the_whole_batch(family, monkeypatch):
         torch.testing.assert_close(w1[name], w4[name], rtol=1e-4, atol=1e-5)
 
 
-def _tiny_split(device, rows=96, seed=0):
+def _tiny_split(device, rows=96, seed=0, widest=None):
+    """A small split; with `widest`, half the titles have that many tokens, so every batch is that wide."""
     rng = np.random.default_rng(seed)
     lengths = rng.poisson(4, rows) + 1
+    if widest is not None:
+        lengths = np.where(rng.random(rows) < 0.5, widest, np.minimum(lengths, widest))
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     ids = rng.integers(2, 40, offsets[-1]).astype(np.int32)
     return make_split(ids, offsets, rng.integers(0, 5, rows), 30, device)
 
 
-def _epochs(split, device, epochs, steps_for, batch=32):
-    """Train a small LSTM for some epochs; steps_for(model, optimizer) gives each epoch's Steps. (losses, weights, steps)"""
+def _epochs(split, device, epochs, steps_for, batch=32, family="lstm"):
+    """Train a small model for some epochs; steps_for(model, optimizer, last) gives each epoch's Steps. (losses, weights, steps)"""
     torch.manual_seed(0)
-    model = build_model("lstm", 40, 8, 5, hidden=6, dropout=0.0).to(device)
+    model = build_model(family, 40, 8, 5, dropout=0.0).to(device)
     optimizer = train.build_optimizer(model, 1e-2, 0.0)
     losses, steps = [], None
     for epoch in range(1, epochs + 1):
@@ -178,17 +181,25 @@ def test_train_refuses_a_bad_cuda_graphs_setting_in_one_line(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: run on one with pytest -k cuda_graphs")
-def test_cuda_graphs_train_as_the_eager_steps_do():
-    """On a GPU: steps replayed from CUDA graphs leave the weights and losses of eager steps, over epochs with
-    a last partial batch (eager, a shape of its own) and resumed graphs in later epochs."""
+@pytest.mark.parametrize("family", ["lstm", "cnn", "mlp"])
+def test_cuda_graphs_train_as_the_eager_steps_do(family, monkeypatch):
+    """On a GPU: steps replayed from CUDA graphs leave the weights and losses of eager steps, over 4 epochs
+    in which the full batches' shape is captured in the first and the last, smaller batch's in the third.
+
+    In fp32, and every batch as wide as a multiple of the graphs' width step, so both runs launch the
+    same kernels on the same shapes: what is left to differ is what the graphs do wrong."""
+    monkeypatch.setattr(train, "uses_bf16", lambda device, model=None: False)
     cuda = torch.device("cuda")
-    split = _tiny_split(cuda, rows=400)
-    graphed = _epochs(split, cuda, 4, lambda model, optimizer, steps: steps or train.Steps(model, optimizer, split, cuda, graphs=True))
-    eager = _epochs(split, cuda, 4, lambda model, optimizer, steps: steps or train.Steps(model, optimizer, split, cuda, graphs=False))
-    assert graphed[2].graphs_on and graphed[2].graphs, "no step was captured"
-    assert graphed[0] == pytest.approx(eager[0], rel=1e-3)
-    for name in eager[1]:
-        torch.testing.assert_close(graphed[1][name], eager[1][name], rtol=1e-3, atol=1e-4)
+    split = _tiny_split(cuda, rows=400, widest=2 * train.GRAPH_WIDTH_STEP)
+    runs = {}
+    for graphs in (True, False):
+        runs[graphs] = _epochs(split, cuda, 4, lambda model, optimizer, steps: steps or train.Steps(model, optimizer, split, cuda, graphs),
+                               family=family)
+    steps = runs[True][2]
+    assert steps.graphs_on and sorted(steps.graphs) == [(16, 8), (32, 8)], "the two shapes were not both captured"
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
+    for name, eager in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][name], eager, rtol=1e-4, atol=1e-5)
 
 
 def test_cpu_pieces_by_batch_size():
