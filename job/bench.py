@@ -107,7 +107,7 @@ class Sizes:
 # It leaves out the larger batch, whose 25 steps here learn little. A GPU run trains the course's classes,
 # sized so that 3 rounds of all three families fit in a few minutes: there the seed-style loop is bound by
 # its collate on one CPU core (500,000 rows took about 2.5 minutes a family on an H100 without the graphs
-# row, and the MLP's more: 300,000 keeps all three within 8 minutes).
+# row, and the MLP's more; 300,000 should keep all three within 8 minutes, not yet timed).
 DEFAULTS = {"cpu": Sizes(rows=20_000, epochs=5, classes=60, big_batch=False, threads=1),
             "cuda": Sizes(rows=300_000, epochs=3, classes=CLASSES, graphs=True)}
 LOOPS = ("seed-style", "ours", f"ours, batch x{BIG_BATCH}", "ours, CUDA graphs")  # the order of the runs within a round
