@@ -188,12 +188,11 @@ class Steps:
                 index.copy_(order_t[start:end])
                 g.replay()
                 return
+            self.eager_runs[(rows, width)] += 1
         self.optimizer.zero_grad(set_to_none=True)
         for start, end, width in batch:
             self._forward_backward(order_t[start:end], width, rows)
         self.optimizer.step()
-        if self.graphs_on and len(batch) == 1:
-            self.eager_runs[(rows, batch[0][2])] += 1
 
     def _forward_backward(self, index: torch.Tensor, width: int, rows: int) -> None:
         """A piece's loss, summed over its rows, into loss_sum; its gradient, as a share of the batch's, into .grad."""
@@ -204,6 +203,7 @@ class Steps:
         self.loss_sum += loss.detach()  # on the device: reading the loss every step would stall the GPU
 
     def _maybe_capture(self, rows: int, width: int):
+        """The shape's graph, captured now, once it has run eagerly GRAPH_WARMUP times; None to run it eagerly."""
         shape = (rows, width)
         if self.eager_runs[shape] < GRAPH_WARMUP or len(self.graphs) >= GRAPH_SHAPES:
             return None
