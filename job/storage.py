@@ -11,7 +11,9 @@ complete: local files go to a temp name and are renamed, and an S3 PUT is
 only visible once the whole object has arrived.
 
 Small objects (results, checkpoints, JSON) go through a `Backend`, local or S3, picked by the URI;
-`BACKENDS` is the seam where the reliability tests wrap one with a faulty backend.
+`BACKENDS` is the seam where the reliability tests wrap one with a faulty backend. The local backend's
+`replace` (the rename that publishes a finished temp file) is passed in, so that a test process can stop
+the real writer between its write and its rename, and kill it there.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 from job.errors import UserError
 
@@ -188,6 +190,9 @@ def _temp_beside(path: Path) -> tuple[int, str]:
 class LocalBackend:
     """Files: written to a temp name beside the target, synced, then renamed over it."""
 
+    def __init__(self, replace: Callable[[str | Path, Path], None] = os.replace):
+        self.replace = replace  # moves a finished file over the target, atomically: the one step that publishes a write
+
     def exists(self, uri: str) -> bool:
         return Path(uri).exists()
 
@@ -208,7 +213,7 @@ class LocalBackend:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            self.replace(tmp, path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -218,7 +223,7 @@ class LocalBackend:
         dest = Path(uri)
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.replace(local, dest)  # atomic: readers see the old file or the whole new one
+            self.replace(local, dest)  # atomic: readers see the old file or the whole new one
         except OSError:  # another filesystem
             _copy_local(local, dest)
             os.unlink(local)

@@ -9,7 +9,8 @@ Faults: `status` answers with an S3-style error and that HTTP status; `drop` rea
 closes the connection with no answer; `delay` waits `seconds` before forwarding (a client with a
 shorter read timeout gives up); `stall` reads the headers and half of the body, sets `stalled`,
 and never forwards (the test kills the client meanwhile: an upload cut off halfway). A fault
-applies to the first `times` matching requests, or to all of them when `times` is None.
+passes the first `skip` matching requests through, then applies to the next `times` of them, or to
+all of them when `times` is None.
 Every request is recorded in `requests` as (method, path, what happened). Binds 127.0.0.1 only.
 """
 
@@ -34,6 +35,7 @@ class Fault:
     times: int | None = 1  # how many matching requests get the fault; None = all of them
     status: int = 503  # for status
     seconds: float = 0.0  # for delay
+    skip: int = 0  # matching requests passed through untouched before the fault applies
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or method == self.method) and (self.path is None or path.split("?")[0].endswith(self.path))
@@ -68,6 +70,9 @@ class FaultProxy:
         with self._lock:
             for fault in self.faults:
                 if fault.matches(method, path) and (fault.times is None or fault.times > 0):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     if fault.times is not None:
                         fault.times -= 1
                     return fault

@@ -2,7 +2,8 @@
 
 A fault is written as `<action>:<point>:<target>[@<n>]`, and installed in a forked child
 (tests/forked.py) through the code's own seams: a storage backend that wraps the real one
-(job.storage.BACKENDS) and the training loop's per-batch callback (train.main's on_batch).
+(job.storage.BACKENDS), the local backend's rename (LocalBackend's `replace`) and the training
+loop's per-batch callback (train.main's on_batch).
 The code under test carries no fault logic of its own. A test that runs whole processes (a local
 sweep starting its train steps) puts tests/faultinject on PYTHONPATH with MELI_FAULT set: its
 sitecustomize installs the fault in each of them.
@@ -10,9 +11,11 @@ sitecustomize installs the fault in each of them.
   action   kill   SIGKILL this process (what a preempted node or the OOM killer does)
            oom    raise torch.OutOfMemoryError (there may be no GPU to run out of)
   point    before-write  just before the object <target> is written
-           mid-write     halfway through writing <target>: what an interrupted write leaves, a local
-                         temp file beside it with half the bytes, or an S3 multipart upload holding
-                         half the object as its one part (never visible as the object)
+           mid-write     inside the real local writer, between its write and its rename: the whole
+                         new file is synced under a temp name beside <target>, the old one still in
+                         place. Local files only: an S3 write is one PUT with nothing in between, so
+                         the tests stall it halfway in the proxy (tests/faultproxy.py) and kill the
+                         process there.
            after-write   just after <target> is complete
            mid-epoch     after half of the batches of epoch <n> of the run whose folder ends in <run>,
                          written <run>/epoch-<n> or epoch-<n>
@@ -27,9 +30,7 @@ from __future__ import annotations
 
 import os
 import signal
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 ACTIONS = ("kill", "oom")
 POINTS = ("before-write", "mid-write", "after-write", "mid-epoch")
@@ -67,10 +68,10 @@ class Fault:
 
 
 class FaultyBackend:
-    """Wraps a real storage backend; acts at the fault's write point, passes everything else through."""
+    """Wraps a real storage backend; acts before and after a write, passes everything else through."""
 
-    def __init__(self, inner, fault: Fault, kind: str):
-        self.inner, self.fault, self.kind = inner, fault, kind
+    def __init__(self, inner, fault: Fault):
+        self.inner, self.fault = inner, fault
 
     def exists(self, uri: str) -> bool:
         return self.inner.exists(uri)
@@ -80,9 +81,6 @@ class FaultyBackend:
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         if self.fault.matches("before-write", uri):
-            self.fault.fire()
-        if self.fault.matches("mid-write", uri):
-            self._leave_half(uri, data)
             self.fault.fire()
         self.inner.write_bytes(uri, data)
         if self.fault.matches("after-write", uri):
@@ -95,21 +93,16 @@ class FaultyBackend:
         if self.fault.matches("after-write", uri):
             self.fault.fire()
 
-    def _leave_half(self, uri: str, data: bytes) -> None:
-        """What a write cut off halfway leaves behind, where the real backend would leave it."""
-        if self.kind == "local":
-            path = Path(uri)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, _ = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data[:len(data) // 2])
-            return
-        from job import storage
 
-        bucket, key = storage.split_s3(uri)
-        client = storage.s3_client()
-        upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
-        client.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=data[:len(data) // 2])
+def firing_replace(fault: Fault):
+    """The local backend's rename, acting first when the fault's mid-write point is reached for the target."""
+
+    def replace(tmp, dest) -> None:
+        if fault.matches("mid-write", str(dest)):
+            fault.fire()
+        os.replace(tmp, dest)
+
+    return replace
 
 
 ENV = "MELI_FAULT"  # the fault, for the processes of a test that puts tests/faultinject on PYTHONPATH
@@ -121,8 +114,8 @@ def install(text: str, run_folder: str):
     from job import storage
 
     fault = Fault.parse(text)
-    for kind in ("local", "s3"):
-        storage.BACKENDS[kind] = FaultyBackend(storage.BACKENDS[kind], fault, kind)
+    storage.BACKENDS["local"] = FaultyBackend(storage.LocalBackend(replace=firing_replace(fault)), fault)
+    storage.BACKENDS["s3"] = FaultyBackend(storage.BACKENDS["s3"], fault)
 
     def on_batch(epoch: int, done: int, total: int) -> None:
         # after half of the epoch's batches (at least one), once per epoch

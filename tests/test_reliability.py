@@ -2,9 +2,11 @@
 then fail in one line, and a failing config (NaN loss, out of memory) never hides the others.
 
 Kill points (tests/faults.py, installed through the storage and training-loop seams) are hit in a
-real forked process with SIGKILL, locally and
-on S3 behind a fault-injecting proxy (tests/faultproxy.py) in front of the moto server; one S3
-upload is cut off halfway by killing the process from outside while the proxy holds it.
+real forked process with SIGKILL, locally and on S3 behind a fault-injecting proxy
+(tests/faultproxy.py) in front of the moto server. Interrupted writes happen inside the product's own
+writer: a local write is stopped between its write and its rename (the local backend's `replace`),
+an S3 PUT is stalled halfway by the proxy; the process is killed there, and the old file or object
+is still whole.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import hashlib
 import io
 import json
 import os
+import select
 import signal
+import traceback
 from pathlib import Path
 
 import boto3
@@ -95,7 +99,7 @@ def assert_same_as_baseline(baseline: dict, metrics: str, summary: dict, model: 
 # (fault, epochs in the checkpoint after the kill): each line kills the rerun of the line before.
 LOCAL_KILLS = [
     ("kill:mid-epoch:epoch-2", 1),  # half of epoch 2's batches done
-    ("kill:mid-write:checkpoint.pt", 1),  # the resumed run's first checkpoint (epoch 2) half written
+    ("kill:mid-write:checkpoint.pt", 1),  # the resumed run's first checkpoint (epoch 2) written, not yet renamed
     ("kill:before-write:checkpoint.pt", 1),  # epoch 2's model.pt written, its checkpoint not
     ("kill:after-write:checkpoint.pt", 2),  # epoch 2 checkpointed, metrics.jsonl not yet rewritten
     ("kill:before-write:summary.json", 4),  # every epoch done, the summary not written
@@ -113,8 +117,9 @@ def test_local_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tin
         shown = epochs_of((out / "metrics.jsonl").read_text()) if (out / "metrics.jsonl").exists() else []
         assert shown == list(range(1, len(shown) + 1)) and len(shown) in (epochs - 1, epochs), (fault, shown)
         if fault.startswith("kill:mid-write"):
-            torn = list(out.glob(".checkpoint.pt.*.tmp"))  # the half-written temp file, never renamed
-            assert torn and torn[0].stat().st_size < (out / "checkpoint.pt").stat().st_size * 0.75
+            # the real writer, killed before its rename: epoch 2's checkpoint whole under its temp name, epoch 1's in place
+            [torn] = out.glob(".checkpoint.pt.*.tmp")
+            assert checkpoint_epoch(torn.read_bytes()) == 2
     assert forked.run(train_args(tiny_prepared, str(out)), log=log) == 0, log.read_text()[-3000:]
     assert_same_as_baseline(baseline, (out / "metrics.jsonl").read_text(), json.loads((out / "summary.json").read_text()),
                             (out / "model.pt").read_bytes())
@@ -173,12 +178,17 @@ def test_s3_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tiny_p
         assert code == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == 1
         assert "metrics.jsonl" not in keys(s3, bucket, prefix) and "summary.json" not in keys(s3, bucket, prefix)
 
-        # 4. halfway through epoch 2's metrics.jsonl (its second write: the first is the resume's rewrite).
-        code = forked.run(train_args(prepared, out), env=child_env, log=log, fault="kill:mid-write:metrics.jsonl@2")
-        assert code == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == 2
+        # 4. epoch 2's metrics.jsonl PUT (its second: the first is the resume's rewrite) stalled halfway, the
+        #    process killed there: S3 still holds the old object, whole.
+        proxy.clear()
+        proxy.add(Fault("stall", method="PUT", path="/metrics.jsonl", skip=1))
+        pid = forked.start(train_args(prepared, out), env=child_env, log=log)
+        try:
+            assert proxy.stalled.wait(60), log.read_text()[-3000:]
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        assert forked.wait(pid) == -signal.SIGKILL and checkpoint_epoch(get("checkpoint.pt")) == 2
         assert epochs_of(get("metrics.jsonl").decode()) == [1]
-        uploads = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
-        assert [u["Key"].rsplit("/", 1)[-1] for u in uploads] == ["metrics.jsonl"]  # started, never completed
 
         # 5. every epoch done, before the summary.
         code = forked.run(train_args(prepared, out), env=child_env, log=log, fault="kill:before-write:summary.json")
@@ -194,7 +204,88 @@ def test_s3_run_killed_at_five_points_resumes_to_the_uninterrupted_result(tiny_p
     assert_same_as_baseline(baseline, get("metrics.jsonl").decode(), json.loads(get("summary.json")), get("model.pt"))
 
 
-# --- 2. S3 faults: retried with backoff, then one clear line, nothing partial marked complete --------
+# --- 2. the product's own writer, killed mid-write -----------------------------------------------
+
+OLD, NEW = b"old " * 1000, b"new " * 5000  # the object before, and what the killed write was writing
+
+
+def fork(work) -> int:
+    """Run work() in a forked child of the test process; its exit status is 0 when work returns. Returns its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 99
+    try:
+        work()
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def test_local_writer_killed_between_its_write_and_its_rename_leaves_the_old_file(tmp_path):
+    """storage.write_bytes in a real process, stopped on the backend's rename and killed there."""
+    from job import storage
+
+    target = tmp_path / "run" / "summary.json"
+    storage.write_bytes(str(target), OLD)
+    stopped, tell = os.pipe()
+
+    def stop_before_rename(tmp, dest) -> None:
+        os.write(tell, b"x")  # here the new file is written and synced under its temp name
+        while True:
+            signal.pause()  # until the test kills this process
+
+    def write() -> None:
+        storage.BACKENDS["local"] = storage.LocalBackend(replace=stop_before_rename)
+        storage.write_bytes(str(target), NEW)
+
+    pid = fork(write)
+    os.close(tell)
+    try:
+        ready, _, _ = select.select([stopped], [], [], 60)
+        # EOF instead: the child ended, and its write never went through a rename
+        assert ready and os.read(stopped, 1) == b"x", "the write finished without a rename: it wrote in place"
+        [temp] = target.parent.glob(".summary.json.*.tmp")
+        assert temp.read_bytes() == NEW and storage.read_bytes(str(target)) == OLD  # a reader sees the old file
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.close(stopped)
+    assert forked.wait(pid) == -signal.SIGKILL
+    assert target.read_bytes() == OLD
+    assert [p.name for p in target.parent.iterdir() if not p.name.startswith(".")] == ["summary.json"]
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_s3_writer_killed_with_its_put_stalled_leaves_the_old_object(s3_env, s3_server, s3):
+    """storage.write_bytes in a real process, its one PUT held halfway by the proxy, killed there."""
+    env, bucket = s3_env
+    from job import storage
+
+    key = "run/summary.json"
+    s3.put_object(Bucket=bucket, Key=key, Body=OLD)
+    with FaultProxy(s3_server) as proxy:
+        proxy.add(Fault("stall", method="PUT", path=f"/{key}"))
+
+        def write() -> None:
+            os.environ["AWS_ENDPOINT_URL"] = proxy.url
+            storage.s3_client.cache_clear()
+            storage.write_bytes(f"s3://{bucket}/{key}", NEW)
+
+        pid = fork(write)
+        try:
+            assert proxy.stalled.wait(60), "the PUT never reached the proxy"
+            assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == OLD  # half of NEW is on its way
+        finally:
+            os.kill(pid, signal.SIGKILL)
+        assert forked.wait(pid) == -signal.SIGKILL
+        assert proxy.count("stall", method="PUT") == 1 and proxy.count("forward", method="PUT") == 0
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == OLD
+
+
+# --- 3. S3 faults: retried with backoff, then one clear line, nothing partial marked complete --------
 
 @pytest.mark.slow
 @pytest.mark.s3
@@ -262,7 +353,7 @@ def test_permanent_s3_faults_fail_in_one_line_and_mark_nothing_complete(tiny_csv
         assert code == 2 and len(errors) == 1 and "cannot reach S3" in errors[0] and "Traceback" not in log.read_text()
 
 
-# --- 3. one failing config never hides the others ---------------------------------------------
+# --- 4. one failing config never hides the others ---------------------------------------------
 
 def test_nan_loss_stops_the_config_at_once_with_its_reason(tiny_prepared, tmp_path):
     out = tmp_path / "sweeps" / "nan" / "run"
