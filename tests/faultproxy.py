@@ -6,8 +6,9 @@
         env["AWS_ENDPOINT_URL"] = proxy.url
 
 Faults: `status` answers with an S3-style error and that HTTP status; `drop` reads the request and
-closes the connection with no answer; `delay` waits `seconds` before forwarding (a client with a
-shorter read timeout gives up); `stall` reads the headers and half of the body, sets `stalled`,
+closes the connection with no answer; `hang` reads the request and answers nothing until the client
+gives up and closes the connection (its read timeout: a slow store), and never forwards it; `delay`
+waits `seconds` before forwarding; `stall` reads the headers and half of the body, sets `stalled`,
 and never forwards (the test kills the client meanwhile: an upload cut off halfway). A fault
 passes the first `skip` matching requests through, then applies to the next `times` of them, or to
 all of them when `times` is None.
@@ -29,7 +30,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding
 
 @dataclass
 class Fault:
-    kind: str  # status | drop | delay | stall
+    kind: str  # status | drop | hang | delay | stall
     method: str | None = None  # only requests with this method; None = any
     path: str | None = None  # only requests whose path (before '?') ends with this; None = any
     times: int | None = 1  # how many matching requests get the fault; None = all of them
@@ -119,6 +120,26 @@ def _handler(proxy: FaultProxy):
             length = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(length if limit is None else min(limit, length))
 
+        def _until_client_leaves(self) -> bool:
+            """Answer nothing until the client closes the connection (True), or the proxy stops or 60 s pass."""
+            self.connection.settimeout(0.2)
+            deadline = time.time() + 60
+            gone = False
+            while time.time() < deadline and not proxy.release.is_set():
+                try:
+                    if not self.connection.recv(65536, socket.MSG_PEEK):
+                        gone = True  # the client is gone
+                        break
+                    self.rfile.read1(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    gone = True
+                    break
+            self.connection.settimeout(None)
+            self.close_connection = True
+            return gone
+
         def _handle(self) -> None:
             method, path = self.command, self.path
             fault = proxy.pick(method, path)
@@ -126,20 +147,15 @@ def _handler(proxy: FaultProxy):
                 self._read_body(limit=int(self.headers.get("Content-Length") or 0) // 2)
                 proxy.record(method, path, "stall")
                 proxy.stalled.set()
-                self.connection.settimeout(0.2)
-                deadline = time.time() + 60
-                while time.time() < deadline and not proxy.release.is_set():
-                    try:
-                        if not self.connection.recv(65536, socket.MSG_PEEK):
-                            break  # the client is gone
-                        self.rfile.read1(65536)
-                    except socket.timeout:
-                        continue
-                    except OSError:
-                        break
-                self.close_connection = True
+                self._until_client_leaves()
                 return
             body = self._read_body()
+            if fault is not None and fault.kind == "hang":
+                if self._until_client_leaves():
+                    proxy.record(method, path, "hang")  # the client gave up on it
+                    return
+                proxy.record(method, path, "hang, then answered")  # it never did: forward after all
+                self.close_connection = False
             if fault is not None and fault.kind == "drop":
                 proxy.record(method, path, "drop")
                 self.close_connection = True
@@ -162,7 +178,7 @@ def _handler(proxy: FaultProxy):
             if fault is not None and fault.kind == "delay":
                 proxy.record(method, path, "delay")
                 time.sleep(fault.seconds)
-            else:
+            elif fault is None or fault.kind != "hang":
                 proxy.record(method, path, "forward")
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             if body or method in ("PUT", "POST"):
