@@ -10,8 +10,9 @@ says `IntOrString` is a string only, so `strict_schema()` tightens both:
 - `IntOrString` and `Quantity` accept integers (and Quantity numbers) too, as
   the Kubernetes API does.
 
-Tests call `validator()` (skipped, with the reason, only when ARGO_SCHEMA is unset)
-and `errors(validator, doc)`, which lists each error with its path.
+Tests call `validator()` and `errors(validator, doc)`, which lists each error with its path.
+Where ARGO_SCHEMA is unset `validator()` skips, saying why; under CI=true it fails instead, so a CI
+run never passes with the schema checks left out.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
 def schema_path() -> Path | None:
     value = os.environ.get(ENV)
     return Path(value) if value else None
+
+
+def in_ci() -> bool:
+    """CI=true, as CI services set it: checks that would skip elsewhere must run, or fail."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
 def strict_schema(schema: dict) -> dict:
@@ -62,10 +68,14 @@ def _validator_for(path: str, kind: str | None):
 
 
 def validator(kind: str | None = None):
-    """The strict validator (for one kind, e.g. "WorkflowTemplate", or any Argo kind), or a pytest skip."""
+    """The strict validator (for one kind, e.g. "WorkflowTemplate", or any Argo kind); a pytest skip where
+    ARGO_SCHEMA is unset, an error under CI=true."""
     path = schema_path()
     if path is None:
-        pytest.skip(f"{ENV} is unset: set it to Argo Workflows v4's schema.json to validate Argo manifests strictly")
+        why = f"{ENV} is unset: set it to Argo Workflows v4's schema.json to validate Argo manifests strictly"
+        if in_ci():
+            pytest.fail(f"{why} (CI=true: a missing schema is an error)", pytrace=False)
+        pytest.skip(why)
     if not path.is_file():
         raise FileNotFoundError(f"{ENV}={path}: no such file")
     return _validator_for(str(path), kind)

@@ -180,7 +180,9 @@ def test_train_refuses_a_bad_cuda_graphs_setting_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: run on one with pytest -k cuda_graphs")
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="needs a CUDA GPU: on one, run `make bench-gpu` (it runs this check first) or `python -m pytest -m cuda`")
 @pytest.mark.parametrize("family", ["lstm", "cnn", "mlp"])
 def test_cuda_graphs_train_as_the_eager_steps_do(family, monkeypatch):
     """On a GPU: steps replayed from CUDA graphs leave the weights and losses of eager steps, over 4 epochs
