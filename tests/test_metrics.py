@@ -237,7 +237,9 @@ def test_aggregate_deletes_the_sweeps_groups(prom, prepared, tmp_path):
     groups = pushgateway_groups(prom.pushgateway_url)
     assert {"sweep": sweep, "config": CONFIG} in [{k: g.get(k) for k in ("sweep", "config")} for g in groups]
 
-    # Right after the final push: aggregate waits until the pushes are 3 scrape intervals old, then deletes.
+    # Prometheus has scraped the run's final push: waited for as an event, so that the history check below
+    # never races a late scrape. Then aggregate waits until the pushes are 3 scrape intervals old, and deletes.
+    assert wait_for(prom.prometheus_url, f'meli_train_last_success_timestamp_seconds{{sweep="{sweep}", config="{CONFIG}"}}')
     r = _job("aggregate", "--out", str(tmp_path), "--sweep", sweep, "--configs", SPEC,
              env={**env, "PUSHGATEWAY_DELETE_AFTER": "3"})
     assert r.returncode == 0, r.stderr
