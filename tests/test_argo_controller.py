@@ -27,12 +27,12 @@ import yaml
 import argo_controller as argo
 import helmbin
 from conftest import ROOT
-from workflows.dag import Options, reference
+from workflows.dag import RETRY_WHEN, Options, reference
 
 CHART = ROOT / "helm" / "meli-sweep"
 NAMESPACE = "ml"
 S3_SECRET = "meli-sweep-s3"  # the Secret every step's envFrom and the chart's repository name (their defaults)
-RETRY = "lastRetry.status == 'Error' || lastRetry.message matches 'imminent node shutdown|pod deleted'"
+RETRY = RETRY_WHEN  # the sweep's own expression: every retry test below runs it
 
 # Tiny runs: one or two epochs on at most 400 rows of the 3,000-row synthetic set.
 TWO_RUNS = "hidden50:epochs=1,max_train_rows=400,hidden100:epochs=1,max_train_rows=400"
@@ -177,14 +177,27 @@ def run(manifest: dict, tmp_path: Path, **cluster) -> argo.WorkflowResult:
 
 
 @pytest.mark.parametrize("status, message, expected", [
-    ("Failed", argo.NODE_SHUTDOWN_MESSAGE, True),  # preemption shows as Failed (argo-workflows#9880)
-    ("Failed", "pod deleted", True),
-    ("Error", "", True),  # a lost node
-    ("Failed", "main: Error (exit code 3)", False),  # a broken config: not retried
+    # Preemption: kubelet's graceful node shutdown leaves this pod status message, which inferFailedReason
+    # (workflow/controller/operator.go) takes as the node's message, phase Failed (argo-workflows#9880).
+    ("Failed", argo.NODE_SHUTDOWN_MESSAGE, True),
+    # A node under disk or memory pressure from other pods evicts ours (kubelet pkg/kubelet/eviction/helpers.go:
+    # nodeLowMessageFmt); the pod's own /tmp over its sizeLimit is another message, and is not retried.
+    ("Failed", "The node was low on resource: ephemeral-storage. Threshold quantity: 1Gi, available: 512Mi. ", True),
+    ("Failed", "Usage of EmptyDir volume \"tmp\" exceeds the limit \"20Gi\". ", False),
+    # A deleted pod (a reclaimed or lost node): operator.go podReconciliation marks the node Error "pod deleted".
+    ("Error", "pod deleted", True),
+    # Failures that will never heal: a broken config, and the wait container failing (missing RBAC, bad keys),
+    # which inferFailedReason reports as Error "wait: <reason> (exit code N): <message>".
+    ("Failed", "main: Error (exit code 3)", False),
+    ("Error", "wait: Error (exit code 1): workflowtaskresults.argoproj.io is forbidden", False),
+    ("Error", "init: Error (exit code 1): failed to get secret meli-sweep-s3", False),
+    ("Error", "Pod failed before main container starts due to CreateContainerConfigError: secret not found", False),
+    ("Failed", "pod failed: wait container did not complete successfully", False),
+    ("Error", "pod deleted during operation", False),  # only the exact message
 ])
 def test_retry_expression_retries_preemption_only(status, message, expected):
     scope = argo._nest({"lastRetry.status": status, "lastRetry.message": message, "lastRetry.exitCode": "137"})
-    assert argo.evaluate(RETRY, scope) is expected
+    assert argo.evaluate(RETRY_WHEN, scope) is expected
 
 
 def test_expressions_are_strict_about_types_and_names_as_expr_lang_is():

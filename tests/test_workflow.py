@@ -323,7 +323,7 @@ def test_retry_strategy_catches_preemption_with_backoff(doc):
     retry = template(doc, "train")["retryStrategy"]
     assert retry["expression"] == RETRY_WHEN
     assert "imminent node shutdown" in retry["expression"] and "pod deleted" in retry["expression"]
-    assert "lastRetry.status == 'Error'" in retry["expression"]
+    assert "lastRetry.message == 'pod deleted'" in retry["expression"]  # Error alone is not enough
     assert retry["retryPolicy"] == "Always" and retry["limit"] >= 1
     assert retry["backoff"]["duration"] and retry["backoff"]["factor"] >= 2
     for other in ("plan", "prepare", "aggregate"):

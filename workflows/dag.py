@@ -72,10 +72,22 @@ RESULT = "/tmp/result"  # train writes the test balanced accuracy here (a plain 
 CPU_IMAGE = "{{workflow.parameters.cpu-image}}"  # image of every step but train
 TMP = "/tmp"  # the one writable path of every step (an emptyDir): the root filesystem is read-only
 
-# Preemption: a reclaimed spot/preemptible GPU node fails the pod ("imminent node shutdown") or deletes it
-# ("pod deleted"), and a lost node shows as Error. A config that is simply broken (bad spec, NaN loss) fails
-# with another message and is not retried.
-RETRY_WHEN = "lastRetry.status == 'Error' || lastRetry.message matches 'imminent node shutdown|pod deleted'"
+# Retry only what another node heals, matched on Argo's exact node messages:
+# - preemption: kubelet's graceful node shutdown sets the pod's status message "Pod was terminated in response to
+#   imminent node shutdown." and inferFailedReason (workflow/controller/operator.go) makes a pod message the
+#   node's, phase Failed;
+# - node pressure from other pods: kubelet's eviction message "The node was low on resource: <resource>. ..."
+#   (pkg/kubelet/eviction/helpers.go: nodeLowMessageFmt), phase Failed by the same path. The pod's own /tmp over
+#   its sizeLimit is evicted with another message ("Usage of EmptyDir volume ...") and fails at once;
+# - a deleted pod (a reclaimed or lost node, the pod garbage-collected): podReconciliation (operator.go) marks
+#   the node Error with exactly "pod deleted".
+# Everything else fails at once: a broken config (main's exit code), and failures of Argo's own init and wait
+# containers (missing RBAC, bad S3 keys), which inferFailedReason reports as Error "init: ..." or "wait: ...".
+RETRY_WHEN = (
+    "lastRetry.status == 'Failed' && lastRetry.message matches "
+    "'^(Pod was terminated in response to imminent node shutdown|The node was low on resource: )'"
+    " || lastRetry.status == 'Error' && lastRetry.message == 'pod deleted'"
+)
 
 
 PARAMETER = "parameter"  # an Argo workflow parameter: per sweep, in the Argo UI's submit form
