@@ -261,8 +261,7 @@ def test_argo_expressions_pass_through_untouched(helm):
 def test_values_reach_the_pods_through_the_parameters(helm):
     docs = render(helm, CHART / "ci" / "monitoring-values.yaml")
     seen = parameters_seen(docs)
-    assert seen["configs"] == "hidden50,hidden100"  # the template's own value: a sweep always gives its configs
-    assert only(docs, "ConfigMap", "meli-sweep-parameters")["data"]["configs"] == "hidden50,hidden100,cnn"
+    assert seen["configs"] == "hidden50,hidden100,cnn"  # what a sweep that sets no configs runs
     assert seen["pushgateway-url"] == "http://prometheus-pushgateway.monitoring:9091"
     assert seen["image"] == "registry.example.com/ml/meli-sweep:0.1.0"
     assert seen["cpu-image"] == "registry.example.com/ml/meli-sweep:0.1.0-cpu"
@@ -291,6 +290,14 @@ def test_empty_tolerations_remove_them_and_one_setting_has_one_place(helm, tmp_p
 def test_unknown_parameter_fails(helm):
     err = render_error(helm, "workflowTemplate.parameters.confgs=hidden50")  # values.schema.json, from Options
     assert "invalid propertyName 'confgs'" in err and "'configs'" in err and "'train-memory'" in err
+
+
+def test_configs_set_at_install_is_what_a_sweep_without_configs_runs(helm):
+    """workflowTemplate.parameters.configs is in values.schema.json, so it must reach the template: a sweep that
+    sets no configs (the Argo UI's form, `argo submit --from workflowtemplate/meli-sweep`) runs it."""
+    docs = render(helm, sets=("workflowTemplate.parameters.configs=mlp256",))
+    assert parameters_seen(docs)["configs"] == "mlp256"
+    assert parameters_seen(render(helm))["configs"] == "hidden50,hidden100"  # unset: the rendered default
 
 
 def test_bucket_and_endpoint_reach_the_pods(helm):

@@ -109,8 +109,8 @@ def test_chart_workflowtemplate_matches_render():
     # the chart sets these from its values, beside the spec; the parameters come from its ConfigMap
     assert "serviceAccountName" not in spec and "artifactRepositoryRef" not in spec and "podSpecPatch" not in spec
     params = spec["arguments"]["parameters"]
-    assert params[0] == {"name": "configs", "description": params[0]["description"], "value": "hidden50,hidden100"}
-    for p in params[1:]:
+    assert params[0]["name"] == "configs" and params[0]["valueFrom"]["default"] == "hidden50,hidden100"
+    for p in params:
         assert p["valueFrom"]["configMapKeyRef"] == {"name": "meli-sweep-parameters", "key": p["name"]}, p
         assert "default" in p["valueFrom"] and "enum" not in p and "value" not in p, p
     assert params_of(render("hidden50"))["train-memory"] == next(p for p in params if p["name"] == "train-memory")["valueFrom"]["default"]

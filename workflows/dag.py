@@ -216,20 +216,22 @@ def _parameters(configs: str, o: Options, template: bool) -> list[Parameter]:
     and takes the default here when the ConfigMap lacks the key: with a default, any failed lookup falls back
     (workflow/controller/operator.go: setGlobalParameters). A submitted Workflow's own value wins whole
     (workflow/util/merge.go: JoinWorkflowSpec)."""
-    params = [Parameter(name="configs", value=configs, description="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")]
+    def source(name: str, value: str) -> dict:
+        if not template:
+            return dict(value=value)
+        return dict(value_from=m.ValueFrom(config_map_key_ref=m.ConfigMapKeySelector(name=PARAMETERS_CONFIGMAP, key=name),
+                                           default=value))
+
+    # configs too: the chart's workflowTemplate.parameters.configs is what a sweep that sets none runs.
+    params = [Parameter(name="configs", description="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4",
+                        **source("configs", configs))]
     for f in parameter_fields():
         name, value = parameter_name(f), parameter_value(o, f.name)
-        source = (
-            dict(value_from=m.ValueFrom(config_map_key_ref=m.ConfigMapKeySelector(name=PARAMETERS_CONFIGMAP, key=name),
-                                        default=value))
-            if template
-            else dict(value=value)
-        )
         # No enum on a ConfigMap-valued parameter: with an enum, validation wants a value
         # (workflow/validate/validate.go: validateArgumentsValues).
         enum = ["true", "false"] if f.type in (bool, "bool") and not template else None
         description = f.metadata.get("argo") or f.metadata["help"]
-        params.append(Parameter(name=name, description=description, enum=enum, **source))
+        params.append(Parameter(name=name, description=description, enum=enum, **source(name, value)))
     return params
 
 
