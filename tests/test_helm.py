@@ -40,6 +40,7 @@ CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret"}
 # Every kind the chart may render; anything else is a mistake (a ClusterRole, say).
 ALL_KINDS = CORE_KINDS | {"WorkflowTemplate", "ServiceMonitor", "PrometheusRule"}
 EXECUTOR_RULES = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
+REPOSITORY = "meli-sweep-artifact-repository"  # the chart's own artifact repository ConfigMap, by default
 PLANTED_KEY_ID, PLANTED_SECRET = "test-access-key-id", "test-secret-access-key"  # ci/credentials-values.yaml
 
 
@@ -218,7 +219,7 @@ def test_default_values_yield_exactly_the_hera_rendering(helm):
     wft = only(render(helm), "WorkflowTemplate")
     spec = dict(wft["spec"])
     assert spec.pop("serviceAccountName") == RELEASE
-    assert spec.pop("artifactRepositoryRef") == {"configMap": "artifact-repositories", "key": "meli-sweep-s3"}
+    assert spec.pop("artifactRepositoryRef") == {"configMap": REPOSITORY, "key": "meli-sweep-s3"}
     assert spec == hera()
     assert wft["metadata"]["name"] == "meli-sweep" and wft["metadata"]["namespace"] == NAMESPACE
 
@@ -310,14 +311,14 @@ def test_bucket_and_endpoint_reach_the_pods(helm):
         [main] = pod["containers"]
         assert {"configMapRef": {"name": "meli-sweep-env", "optional": True}} in main["envFrom"], name
         assert {"secretRef": {"name": "{{workflow.parameters.s3-secret}}", "optional": True}} in main["envFrom"], name
-    repo = yaml.safe_load(only(docs, "ConfigMap", "artifact-repositories")["data"]["meli-sweep-s3"])["s3"]
+    repo = yaml.safe_load(only(docs, "ConfigMap", REPOSITORY)["data"]["meli-sweep-s3"])["s3"]
     assert repo == {
         "bucket": "my-bucket", "endpoint": "minio.ml:9000", "region": "us-east-1", "insecure": False,
         "keyFormat": "meli-sweep/{{workflow.name}}/{{pod.name}}",
         "accessKeySecret": {"name": "meli-s3", "key": "AWS_ACCESS_KEY_ID"},
         "secretKeySecret": {"name": "meli-s3", "key": "AWS_SECRET_ACCESS_KEY"},
     }
-    assert only(docs, "WorkflowTemplate")["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories",
+    assert only(docs, "WorkflowTemplate")["spec"]["artifactRepositoryRef"] == {"configMap": REPOSITORY,
                                                                               "key": "meli-sweep-s3"}
     assert [d for d in render(helm) if d["metadata"]["name"] == "meli-sweep-env"] == []  # nothing set: no ConfigMap
 
@@ -396,14 +397,27 @@ def test_secret_rendered_when_credentials_given(helm):
     assert repo["keyFormat"] == "meli-sweep/{{workflow.name}}/{{pod.name}}"
 
 
+def test_namespace_default_repository_is_opt_in_and_only_under_argos_name(helm):
+    docs = render(helm, sets=("artifactRepository.default=true", "artifactRepository.configMapName=artifact-repositories"))
+    cm = only(docs, "ConfigMap", "artifact-repositories")
+    assert cm["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "meli-sweep-s3"}
+    # Argo reads the namespace default only from a ConfigMap of that name: elsewhere the annotation would do nothing.
+    err = render_error(helm, "artifactRepository.default=true")
+    assert "artifactRepository.default" in err and "artifact-repositories" in err
+
+
 def test_half_given_credentials_fail(helm):
     assert "must be given together" in render_error(helm, f"s3.accessKeyId={PLANTED_KEY_ID}")
 
 
 def test_default_artifact_repository(helm):
+    """The chart owns its repository and only its template names it: `artifact-repositories` (Argo's namespace
+    default, artifactrepositories.go: Resolve) is left to the namespace, so a second owner fails no install."""
     docs = render(helm)
-    cm = only(docs, "ConfigMap", "artifact-repositories")
-    assert cm["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "meli-sweep-s3"}
+    assert "artifact-repositories" not in {d["metadata"]["name"] for d in docs}
+    cm = only(docs, "ConfigMap", REPOSITORY)
+    assert "annotations" not in cm["metadata"]
+    assert only(docs, "WorkflowTemplate")["spec"]["artifactRepositoryRef"] == {"configMap": REPOSITORY, "key": "meli-sweep-s3"}
     repo = yaml.safe_load(cm["data"]["meli-sweep-s3"])["s3"]
     # AWS by default: the executor's S3 driver refuses an empty endpoint (workflow/artifacts/s3/s3.go: newS3Client)
     assert repo["bucket"] == "meli-sweep" and repo["endpoint"] == "s3.amazonaws.com" and repo["insecure"] is False
@@ -428,7 +442,7 @@ def test_artifact_repository_options_reach_the_workflowtemplate(helm):
 def test_sdk_credentials_name_no_secret(helm):
     """IAM role (IRSA) or workload identity: a named key Secret would be a required volume, and pods would hang."""
     docs = render(helm, sets=("s3.credentials=sdk",))
-    repo = yaml.safe_load(only(docs, "ConfigMap", "artifact-repositories")["data"]["meli-sweep-s3"])["s3"]
+    repo = yaml.safe_load(only(docs, "ConfigMap", REPOSITORY)["data"]["meli-sweep-s3"])["s3"]
     assert repo["useSDKCreds"] is True and "accessKeySecret" not in repo and "secretKeySecret" not in repo
     assert "Secret" not in {d["kind"] for d in docs}
     assert "s3-secret" not in only(docs, "ConfigMap", "meli-sweep-parameters")["data"]
