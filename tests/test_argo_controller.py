@@ -545,8 +545,9 @@ def test_chart_http_endpoint_serves_the_executor_as_it_serves_the_pods(tmp_path,
     bucket = new_bucket(s3, "http")
     repository = artifact_repository_configmap(helm_template(helm, f"s3.bucket={bucket}", f"s3.endpoint={s3_server}"))
     outputs = {"artifacts": [{"name": "plain", "path": "/tmp/out/result.txt", "archive": {"none": {}}}]}
-    result = run(workflow([writer(**outputs)], [{"name": "write", "template": "write"}]), tmp_path,
-                 configmaps=[repository], secrets=secrets)
+    ref = {"configMap": repository["metadata"]["name"], "key": next(iter(repository["data"]))}  # the chart's own
+    result = run(workflow([writer(**outputs)], [{"name": "write", "template": "write"}], artifactRepositoryRef=ref),
+                 tmp_path, configmaps=[repository], secrets=secrets)
     assert result.phase == "Succeeded", result.describe()
 
 
