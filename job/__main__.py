@@ -19,7 +19,9 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="titles: .csv or .jsonl (optionally .gz) with a title column [and id]")
     p.add_argument("--out", required=True, help="output CSV, local or s3://")
     p.add_argument("--top-k", type=int, default=1, help="categories per title, best first (default: 1)")
-    p.add_argument("--keep-unknown", action="store_true", help="predict titles with no known word instead of refusing")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse the input when a title is empty or has no known word (default: predict it from no words, "
+                        "the model's prior, and say on which lines)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
 
 
