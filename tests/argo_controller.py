@@ -21,7 +21,10 @@ What it models:
   saved to S3 where the resolved artifact repository says, Secrets the pod mounts;
 - preemption: a pod killed from outside (SIGKILL) fails as a reclaimed node's pod does.
 
-What it does not model (it raises NotModelled where a manifest relies on it):
+What it does not model. Every field of the spec, a template, a container, a DAG and a task is either
+modelled or on IGNORED with its reason (parallelism, synchronization, resources, tolerations,
+nodeSelector, activeDeadlineSeconds, podGC, ttlStrategy, securityContext); any other field raises
+NotModelled (check_fields), and so does a modelled field used in a way the harness does not follow:
 - scheduling: no nodes, resources, tolerations, parallelism or semaphores; pods run one at a time,
   each to its end, in the order the controller creates them; backoff waits are recorded, not slept
   (a virtual clock moves past them);
@@ -84,6 +87,68 @@ _TASK_NAME = re.compile(r"([a-zA-Z0-9][-a-zA-Z0-9]*?\.[A-Z][a-zA-Z]+)|([a-zA-Z0-
 _TASK_RESULTS = ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned", "AnySucceeded", "AllFailed")
 _STEPS_OR_DAG_SEPARATOR = re.compile(r"^(\[\d+\])?\.")  # operator.go: stepsOrDagSeparator
 _UNSUPPORTED_TEMPLATE_KINDS = ("steps", "script", "resource", "suspend", "containerSet", "data", "http", "plugin")
+
+
+# Every field of a Workflow spec, a template, its container and a DAG task is either modelled (applied
+# where cited below) or on an IGNORED list with the reason it changes nothing a test sees here. Any other
+# field raises NotModelled (check_fields), so a manifest can never rely silently on what is not modelled.
+MODELLED = {
+    "spec": {"entrypoint", "arguments", "templates", "serviceAccountName", "archiveLogs", "artifactRepositoryRef",
+             "workflowTemplateRef", "retryStrategy", "podSpecPatch", "priority"},
+    "template": {"name", "container", "dag", "inputs", "outputs", "retryStrategy", "metrics", "podSpecPatch",
+                 "volumes", "annotations", "archiveLocation"},
+    "container": {"image", "command", "args", "env", "envFrom", "volumeMounts"},  # image: its ENV (Cluster.image_env)
+    "dag": {"tasks", "target", "failFast"},
+    "task": {"name", "template", "arguments", "depends", "dependencies", "withItems", "withParam"},
+}
+IGNORED = {
+    "spec": {
+        "parallelism": "pods run one at a time, each to its end, so any limit of 1 or more holds",
+        "podGC": "a pod here is a finished local process: nothing is kept or deleted (its log is Node.log)",
+        "ttlStrategy": "the Workflow object is not kept once run_workflow returns",
+        "securityContext": "no users, capabilities or seccomp: the process runs as the test's user; the pod's "
+                           "spec keeps it (Node.pod_spec) for static checks",
+    },
+    "template": {
+        "synchronization": "pods run one at a time, so a semaphore or mutex never holds a pod back",
+        "activeDeadlineSeconds": "each pod has the harness' own time limit (pod_timeout_s) instead",
+        "nodeSelector": "no nodes and no scheduling; kept in Node.pod_spec",
+        "tolerations": "no nodes and no scheduling; kept in Node.pod_spec",
+    },
+    "container": {
+        "resources": "no scheduling and no cgroups: requests and limits are kept in Node.pod_spec, not enforced",
+        "securityContext": "no users or capabilities, no read-only root filesystem; kept in Node.pod_spec",
+    },
+    "dag": {},
+    "task": {},
+}
+# Fields ignored only at the value that changes nothing (the API default).
+IGNORED_AT = {("template", "failFast"): False}  # operator.go: IsFailFast is false unless set true
+
+
+def check_fields(where: str, obj: dict, what: str) -> None:
+    """Raise NotModelled for a field of `obj` (a `where` object: spec, template, container, dag, task) that is
+    neither modelled nor knowingly ignored."""
+    for key, value in obj.items():
+        if key in MODELLED[where] or key in IGNORED[where]:
+            continue
+        if (where, key) in IGNORED_AT and value == IGNORED_AT[(where, key)]:
+            continue
+        raise NotModelled(f"{what}: `{key}` is neither modelled nor on the harness' ignore list")
+
+
+def check_spec_fields(spec: dict) -> None:
+    """check_fields over the whole executed spec: every template, its container, its DAG and tasks."""
+    check_fields("spec", spec, "spec")
+    for t in spec.get("templates", []) or []:
+        name = f"template {t.get('name')}"
+        check_fields("template", t, name)
+        if isinstance(t.get("container"), dict):
+            check_fields("container", t["container"], f"{name} container")
+        if isinstance(t.get("dag"), dict):
+            check_fields("dag", t["dag"], f"{name} dag")
+            for task in t["dag"].get("tasks") or []:
+                check_fields("task", task, f"{name} task {task.get('name')}")
 
 
 class ArgoError(Exception):
@@ -1422,8 +1487,13 @@ class _Operation:
             validate(self.spec, self.wf["metadata"])
         except SpecError as e:
             return self._result("Failed", f"invalid spec: {e}")  # operator.go setExecWorkflow
+        check_spec_fields(self.spec)
         try:
             self.globals = self._global_params()
+        except ArgoError as e:
+            # operator.go setExecWorkflow: an error of setGlobalParameters marks the workflow Failed, before any node
+            return self._result("Failed", f"failed to set global parameters: {e}")
+        try:
             self.repository_ref, self.repository = resolve_artifact_repository(
                 self.spec.get("artifactRepositoryRef"), self.namespace, self.cluster)
         except ArgoError as e:
@@ -1500,9 +1570,11 @@ class _Operation:
                 g[f"workflow.parameters.{p['name']}"] = _text(p["value"])
             elif (p.get("valueFrom") or {}).get("configMapKeyRef"):
                 g[f"workflow.parameters.{p['name']}"] = self._configmap_parameter(p)
-            elif "valueFrom" in p:
+            elif set(p.get("valueFrom") or {}) - {"supplied", "default"}:
                 raise NotModelled(f"workflow parameter {p['name']}: valueFrom {sorted(p['valueFrom'])}")
             else:
+                # A parameter with no value (valueFrom.supplied that nobody supplied) passes validation, then
+                # fails here: setGlobalParameters' default case; its default is read only with a configMapKeyRef.
                 raise ArgoError(f"either value or valueFrom must be specified in order to set global parameter {p['name']}")
         for kind in ("annotations", "labels"):
             values = meta.get(kind) or {}

@@ -501,8 +501,58 @@ def test_configmap_parameters_fall_back_to_their_default_on_any_lookup_failure(t
     assert log(run(say("hello"), tmp_path / "b", configmaps=[parameter_configmap({"other": "x"})])) == "hello\n"
     # without the configmap-type label the controller does not read it: the default again
     assert log(run(say("hello"), tmp_path / "c", configmaps=[parameter_configmap({"greeting": "hola"}, labelled=False)])) == "hello\n"
+    # no ConfigMap and no default: setGlobalParameters fails, and its caller marks the workflow Failed
+    # (workflow/controller/operator.go: setExecWorkflow, "failed to set global parameters: ...")
     failed = run(say(None), tmp_path / "d")
-    assert failed.phase == "Error" and "failed to set global parameter greeting" in failed.message
+    assert failed.phase == "Failed" and not failed.nodes, failed.describe()
+    assert failed.message == ("failed to set global parameters: failed to set global parameter greeting from configmap "
+                              "with name settings and key greeting: ConfigMap 'settings' does not exist")
+
+
+def test_a_parameter_with_no_value_and_no_default_fails_the_workflow(tmp_path):
+    manifest = workflow([container("say", "print('{{workflow.parameters.greeting}}')")], [{"name": "say", "template": "say"}])
+    # `supplied` passes validation (validate.go validateArgumentsValues) and leaves the parameter without a value
+    manifest["spec"]["arguments"]["parameters"] = [{"name": "greeting", "valueFrom": {"supplied": {}}}]
+    result = run(manifest, tmp_path)
+    assert result.phase == "Failed" and not result.nodes, result.describe()
+    assert result.message == ("failed to set global parameters: either value or valueFrom must be specified in order "
+                              "to set global parameter greeting")
+    # with neither value nor valueFrom, validation stops it first
+    manifest["spec"]["arguments"]["parameters"] = [{"name": "greeting"}]
+    result = run(manifest, tmp_path / "b")
+    assert result.phase == "Failed" and result.message == (
+        "invalid spec: spec.arguments.greeting.value or spec.arguments.greeting.valueFrom is required")
+
+
+@pytest.mark.parametrize("where, field, value", [
+    ("spec", "hostNetwork", True),
+    ("spec", "onExit", "cleanup"),
+    ("template", "timeout", "10s"),
+    ("template", "failFast", True),  # false, the default, is ignored knowingly
+    ("template", "memoize", {"key": "x", "cache": {"configMap": {"name": "c"}}}),
+    ("container", "workingDir", "/srv"),
+    ("container", "ports", [{"containerPort": 80}]),
+    ("dag", "parallelism", 1),
+])
+def test_a_field_neither_modelled_nor_knowingly_ignored_is_refused(tmp_path, where, field, value):
+    manifest = workflow([container("say", "print('hi')")], [{"name": "say", "template": "say"}])
+    holder = {"spec": manifest["spec"], "template": manifest["spec"]["templates"][0],
+              "container": manifest["spec"]["templates"][0]["container"],
+              "dag": next(t for t in manifest["spec"]["templates"] if "dag" in t)["dag"]}[where]
+    holder[field] = value
+    with pytest.raises(argo.NotModelled, match=f"`{field}` is neither modelled nor on the harness' ignore list"):
+        run(manifest, tmp_path)
+
+
+def test_every_field_of_the_sweep_is_modelled_or_knowingly_ignored_with_a_reason():
+    """The fields that the harness once passed over in silence are now on its ignore list, each with its reason."""
+    for where, field in [("spec", "parallelism"), ("spec", "podGC"), ("spec", "securityContext"),
+                         ("template", "synchronization"), ("template", "activeDeadlineSeconds"),
+                         ("template", "tolerations"), ("container", "resources"), ("container", "securityContext")]:
+        assert len(argo.IGNORED[where][field]) > 20, (where, field)
+    for name in ("workflows/sweep.yaml", "helm/meli-sweep/files/workflowtemplate-spec.yaml"):
+        doc = yaml.safe_load((ROOT / name).read_text())
+        argo.check_spec_fields(doc.get("spec", doc))
 
 
 def test_enum_parameter_needs_a_value_to_check():
