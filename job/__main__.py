@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="check and expand config specs into the sweep's runs (JSON)")
     s.add_argument("--configs", required=True, help="comma-separated config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")
     s.add_argument("--result-file", help="also write the JSON list to this file (an Argo output parameter)")
+    s.add_argument("--cpu-result-file", help="write the runs that train on a CPU (tfidf) here instead, and only the "
+                                             "GPU runs to --result-file (the sweep's two fan-outs)")
     s.add_argument("--baseline", default="true", help="true or false: add the tfidf baseline run unless listed (default: true)")
 
     s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")

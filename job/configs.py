@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from job.errors import UserError
 
 FAMILIES = ("mlp", "cnn", "lstm", "tfidf")  # tfidf: the classic baseline (job/baseline.py), on a CPU
+CPU_FAMILIES = ("tfidf",)  # families that train on a CPU: on a cluster their pods request no GPU
 SELECT_BY = ("balanced_accuracy", "loss")
 
 
@@ -250,9 +251,20 @@ def plan(text: str, baseline: bool = True) -> list[dict]:
 
     `label` is the run's name in the Argo UI (the train node's display name).
     """
+    return [item for item, _ in _plan_items(text, baseline)]
+
+
+def plan_by_device(text: str, baseline: bool = True) -> tuple[list[dict], list[dict]]:
+    """plan's items in two lists: the runs for GPU pods, and the runs of CPU_FAMILIES for CPU pods."""
+    items = _plan_items(text, baseline)
+    return [i for i, cpu in items if not cpu], [i for i, cpu in items if cpu]
+
+
+def _plan_items(text: str, baseline: bool) -> list[tuple[dict, bool]]:
     runs = with_baseline(expand(text), baseline)
     labels = display_labels([run.name for run in runs])
-    return [{"name": run.name, "spec": run.spec, "label": label} for run, label in zip(runs, labels)]
+    return [({"name": run.name, "spec": run.spec, "label": label}, run.config.family in CPU_FAMILIES)
+            for run, label in zip(runs, labels)]
 
 
 def plan_main(args) -> int:
@@ -262,7 +274,13 @@ def plan_main(args) -> int:
 
     if args.baseline not in ("true", "false"):
         raise UserError(f"--baseline {args.baseline!r}: expected true or false")
-    text = json.dumps(plan(args.configs, args.baseline == "true"))
-    write_result(args.result_file, text)
+    baseline = args.baseline == "true"
+    text = json.dumps(plan(args.configs, baseline))
+    if args.cpu_result_file:
+        gpu, cpu = plan_by_device(args.configs, baseline)
+        write_result(args.result_file, json.dumps(gpu))
+        write_result(args.cpu_result_file, json.dumps(cpu))
+    else:
+        write_result(args.result_file, text)
     print(text)
     return 0

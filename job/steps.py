@@ -52,12 +52,15 @@ REPORT_FILES = (
 )
 
 
-def plan(configs: str, baseline: str = "true", result_file: str | None = None) -> list[str]:
+def plan(configs: str, baseline: str = "true", result_file: str | None = None, cpu_result_file: str | None = None) -> list[str]:
     """Check and expand the config specs, plus the tfidf baseline when baseline is "true"; prints (and
-    writes to result_file) a JSON list of {name, spec, label}."""
+    writes to result_file) a JSON list of {name, spec, label}. With cpu_result_file, the runs that train on
+    a CPU (configs.CPU_FAMILIES) go there and only the others to result_file."""
     args = MODULE + ["plan", "--configs", configs, "--baseline", baseline]
     if result_file:
         args += ["--result-file", result_file]
+    if cpu_result_file:
+        args += ["--cpu-result-file", cpu_result_file]
     return args
 
 

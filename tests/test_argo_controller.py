@@ -27,10 +27,11 @@ import yaml
 import argo_controller as argo
 import helmbin
 from conftest import ROOT
-from workflows.dag import RETRY_WHEN, Options, reference
+from workflows.dag import RETRY_WHEN, Options, build, reference
 
 CHART = ROOT / "helm" / "meli-sweep"
 NAMESPACE = "ml"
+CHART_REPOSITORY = "meli-sweep-artifact-repository#meli-sweep-s3"  # the chart's artifact repository by default
 S3_SECRET = "meli-sweep-s3"  # the Secret every step's envFrom and the chart's repository name (their defaults)
 RETRY = RETRY_WHEN  # the sweep's own expression: every retry test below runs it
 
@@ -134,9 +135,11 @@ def chart_configmaps(docs: list[dict]) -> list[dict]:
 
 
 def render_workflow(configs: str, bucket: str) -> dict:
-    """`make render`'s Workflow: python -m workflows.cli render, with S3 inputs in the moto bucket."""
+    """`make render`'s Workflow: python -m workflows.cli render, with S3 inputs in the moto bucket, naming the
+    chart's artifact repository (by its default name and key), which is not the namespace's default."""
     proc = subprocess.run([sys.executable, "-m", "workflows.cli", "render", "--configs", configs,
-                           "--data", f"s3://{bucket}/data/tiny.csv.gz", "--embeddings", "none", "--out", f"s3://{bucket}/meli"],
+                           "--data", f"s3://{bucket}/data/tiny.csv.gz", "--embeddings", "none", "--out", f"s3://{bucket}/meli",
+                           "--artifact-repository", CHART_REPOSITORY],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)
@@ -613,6 +616,67 @@ def test_chart_workflowtemplate_finds_its_own_repository_beside_another_default(
     assert ref.get("configMap") == "meli-sweep-artifacts" and repo["s3"]["bucket"] == "meli-sweep", (ref, repo)
 
 
+# --- the sweep's DAG with stand-in steps: the GPU and CPU fan-outs and aggregate's `depends` ------------------
+
+
+def stand_in_sweep(configs: str, baseline: bool = True, fail: tuple[str, ...] = ()) -> dict:
+    """The rendered sweep as it is (DAG, depends, targets, fan-outs, the real plan step), with prepare, train and
+    aggregate replaced by one-line stand-ins: train fails for the runs named in `fail`. No S3: logs are not
+    archived and aggregate declares no artifacts."""
+    doc = build(configs, Options(baseline=baseline, archive_logs=False)).to_dict()
+    for t in doc["spec"]["templates"]:
+        if t["name"] == "prepare":
+            t["container"]["command"] = ["python", "-c", "import sys; open(sys.argv[1], 'w').write('s3://b/prepared/x')",
+                                         "/tmp/prepared"]
+        elif t["name"] in ("train", "train-on-cpu"):
+            script = "import sys; open(sys.argv[1], 'w').write('0.5'); sys.exit(sys.argv[2] in sys.argv[3:])"
+            t["container"]["command"] = ["python", "-c", script, "/tmp/result", "{{inputs.parameters.name}}", *fail]
+        elif t["name"] == "aggregate":
+            t["container"]["command"] = ["python", "-c", "print('report')"]
+            del t["outputs"]
+    return doc
+
+
+def names(nodes: list) -> list[str]:
+    return sorted(n.inputs.get("name", "") for n in nodes)
+
+
+def test_tfidf_trains_in_the_cpu_fan_out_and_aggregate_runs_after_both(tmp_path):
+    result = run(stand_in_sweep("hidden50,mlp256"), tmp_path)
+    assert result.phase == "Succeeded", result.describe()
+    assert names(result.task("train")) == ["hidden50", "mlp256"] and names(result.task("train-on-cpu")) == ["tfidf"]
+    assert {p.template for p in result.pods()} == {"plan", "prepare", "train", "train-on-cpu", "aggregate"}
+    assert result.task("train-on-cpu")[0].display_name == "tfidf"  # its node in the UI, as on the GPU template
+    assert "nvidia.com/gpu" not in json.dumps(result.pods("train-on-cpu")[0].pod_spec)
+    assert "nvidia.com/gpu" in json.dumps(result.pods("train")[0].pod_spec)
+    (aggregate,) = result.task("aggregate")
+    assert aggregate.phase == "Succeeded" and aggregate.started >= max(p.finished for p in result.pods("train-on-cpu"))
+
+
+@pytest.mark.parametrize("fail", ["mlp256", "tfidf"])
+def test_a_failed_run_on_either_fan_out_still_gets_its_report_and_fails_the_sweep(tmp_path, fail):
+    result = run(stand_in_sweep("hidden50,mlp256", fail=(fail,)), tmp_path)
+    assert result.task("aggregate")[0].phase == "Succeeded", result.describe()
+    assert result.phase == "Failed"
+    assert [n.inputs["name"] for n in result.failures() if n.type == "Pod"] == [fail]
+
+
+def test_no_baseline_skips_the_empty_cpu_fan_out_and_aggregate_still_runs(tmp_path):
+    """withParam over [] is a Skipped node (dag.go executeDAGTask: "Skipped, empty params"), which a
+    `.Skipped` term of aggregate's depends lets through; a Skipped target does not fail the DAG."""
+    result = run(stand_in_sweep("hidden50", baseline=False), tmp_path)
+    assert result.phase == "Succeeded", result.describe()
+    (skipped,) = result.task("train-on-cpu")
+    assert (skipped.type, skipped.phase, skipped.message) == ("Skipped", "Skipped", "Skipped, empty params")
+    assert result.task("aggregate")[0].phase == "Succeeded"
+    failed = run(stand_in_sweep("hidden50,mlp256", baseline=False, fail=("mlp256",)), tmp_path / "failed")
+    assert failed.phase == "Failed" and failed.task("aggregate")[0].phase == "Succeeded", failed.describe()
+    # and the other way round: a sweep of the baseline alone has no GPU run
+    alone = run(stand_in_sweep("tfidf"), tmp_path / "alone")
+    assert alone.phase == "Succeeded" and alone.task("train")[0].phase == "Skipped", alone.describe()
+    assert names(alone.task("train-on-cpu")) == ["tfidf"] and alone.task("aggregate")[0].phase == "Succeeded"
+
+
 # --- the sweep end to end -------------------------------------------------------------------------------------
 
 
@@ -660,7 +724,7 @@ def assert_train_metrics(result: argo.WorkflowResult, ok: list[str]) -> None:
 def plan_runs(result: argo.WorkflowResult) -> list[dict]:
     """The items the plan step wrote, which train fanned out over (run names by the spec language)."""
     (plan,) = result.task("plan")
-    return json.loads(plan.outputs["runs"])
+    return json.loads(plan.outputs["runs"]) + json.loads(plan.outputs["cpu-runs"])  # GPU runs, then CPU runs
 
 
 def assert_train_nodes_named_for_the_ui(result: argo.WorkflowResult, *configs: str) -> dict:
@@ -669,7 +733,7 @@ def assert_train_nodes_named_for_the_ui(result: argo.WorkflowResult, *configs: s
     Returns the train nodes by run name.
     """
     runs = plan_runs(result)
-    trains = {n.inputs.get("name"): n for n in result.task("train")}
+    trains = {n.inputs.get("name"): n for n in result.task("train") + result.task("train-on-cpu") if n.type != "Skipped"}
     assert sorted(trains, key=str) == sorted(r["name"] for r in runs), result.describe()
     assert set(configs) <= set(trains), (configs, list(trains))
     for node in trains.values():

@@ -143,14 +143,51 @@ def test_make_render_prints_only_the_workflow():
 def test_dag_plan_and_prepare_then_train_then_aggregate(doc):
     dag = template(doc, "sweep")["dag"]
     assert doc["spec"]["entrypoint"] == "sweep"
-    assert [t["name"] for t in dag["tasks"]] == ["plan", "prepare", "train", "aggregate"]
+    assert [t["name"] for t in dag["tasks"]] == ["plan", "prepare", "train", "train-on-cpu", "aggregate"]
     assert "depends" not in task(doc, "plan") and "depends" not in task(doc, "prepare")
-    assert task(doc, "train")["depends"] == "plan && prepare"
+    assert task(doc, "train")["depends"] == task(doc, "train-on-cpu")["depends"] == "plan && prepare"
     assert task(doc, "train")["withParam"] == "{{tasks.plan.outputs.parameters.runs}}"
-    # aggregate runs on any outcome of the fan-out, and the workflow still fails when a run failed
-    assert task(doc, "aggregate")["depends"] == "train.Succeeded || train.Failed || train.Errored"
+    assert task(doc, "train-on-cpu")["withParam"] == "{{tasks.plan.outputs.parameters.cpu-runs}}"
+    # aggregate runs on any outcome of either fan-out, Skipped (an empty list) included; the workflow still
+    # fails when a run failed (tests/test_argo_controller.py runs each case)
+    assert task(doc, "aggregate")["depends"] == (
+        "(train.Succeeded || train.Failed || train.Errored || train.Skipped)"
+        " && (train-on-cpu.Succeeded || train-on-cpu.Failed || train-on-cpu.Errored || train-on-cpu.Skipped)")
     assert dag["failFast"] is False
-    assert sorted(dag["target"].split()) == ["aggregate", "train"]
+    assert sorted(dag["target"].split()) == ["aggregate", "train", "train-on-cpu"]
+
+
+@pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
+def test_tfidf_trains_in_a_cpu_pod_with_no_gpu_request_placement_or_semaphore(kind, tmp_path):
+    doc = build("hidden50", Options(gpu_semaphore="meli-sweep-semaphore#gpu-pods"), kind=kind).to_dict()
+    gpu, cpu = template(doc, "train"), template(doc, "train-on-cpu")
+    # one definition of the step: the same command, image, retries, deadline, metrics and display name
+    for key in ("container", "inputs", "outputs", "retryStrategy", "activeDeadlineSeconds", "metrics", "annotations"):
+        assert cpu[key] == gpu[key], key
+    assert "synchronization" in gpu and "synchronization" not in cpu
+    values = {p["name"]: p["value"] if "value" in p else p["valueFrom"]["default"] for p in doc["spec"]["arguments"]["parameters"]}
+    patches = {}
+    for name in ("train", "train-on-cpu"):
+        text = template(doc, name)["podSpecPatch"]
+        for p, value in values.items():
+            text = text.replace("{{workflow.parameters.%s}}" % p, value)
+        patches[name] = json.loads(text)
+    assert patches["train"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "tolerations" in patches["train"] and "nodeSelector" in patches["train"]
+    assert "nvidia.com/gpu" not in json.dumps(cpu) and "tolerations" not in patches["train-on-cpu"]
+    assert "nodeSelector" not in patches["train-on-cpu"]
+    assert patches["train-on-cpu"]["containers"][0]["resources"] == {
+        "requests": {"cpu": values["train-cpu"], "memory": values["train-memory"]}, "limits": {"memory": values["train-memory"]}}
+    # plan sends the tfidf runs (the baseline, or one listed) to the CPU fan-out, the others to the GPU one
+    command = template(doc, "plan")["container"]["command"]
+    files = {"/tmp/runs.json": tmp_path / "runs.json", "/tmp/cpu-runs.json": tmp_path / "cpu-runs.json"}
+    command = [str(files.get(c, c)) for c in command]
+    command = [c.replace("{{workflow.parameters.configs}}", "hidden50,tfidf:epochs=2").replace(
+        "{{workflow.parameters.baseline}}", "true") for c in command]
+    r = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [i["name"] for i in json.loads(files["/tmp/runs.json"].read_text())] == ["hidden50"]
+    assert [i["name"] for i in json.loads(files["/tmp/cpu-runs.json"].read_text())] == ["tfidf_epochs=2", "tfidf"]
 
 
 def _substitute(value, params: dict):
@@ -168,7 +205,8 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
     # Run the plan container's own command, as the pod would, with Argo's substitutions done by hand.
     command = _substitute(template(doc, "plan")["container"]["command"], params)
     result = template(doc, "plan")["outputs"]["parameters"][0]["valueFrom"]["path"]
-    command = [str(tmp_path / "runs.json") if c == result else c for c in command]
+    cpu_result = template(doc, "plan")["outputs"]["parameters"][1]["valueFrom"]["path"]
+    command = [{result: str(tmp_path / "runs.json"), cpu_result: str(tmp_path / "cpu-runs.json")}.get(c, c) for c in command]
     assert command[:3] == ["python", "-m", "job"]
     r = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -179,8 +217,9 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
         "hidden100_lr=1e-3_epochs=3",
         "hidden100_lr=3e-4_epochs=2",
         "hidden100_lr=3e-4_epochs=3",
-        "tfidf",  # the baseline every sweep adds (parameter baseline)
     ]
+    # the baseline every sweep adds (parameter baseline), for the CPU fan-out
+    assert [i["name"] for i in json.loads((tmp_path / "cpu-runs.json").read_text())] == ["tfidf"]
     # Each item becomes one train pod whose command is steps.train for that run.
     train_task = task(doc, "train")
     for item in items:
@@ -201,7 +240,8 @@ def test_step_commands_come_from_job_steps(doc):
         return template(doc, name)["container"]["command"]
 
     assert command("plan") == steps.plan(
-        "{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json"
+        "{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
+        cpu_result_file="/tmp/cpu-runs.json",
     )
     assert command("prepare") == steps.prepare(
         "{{workflow.parameters.data}}", "{{workflow.parameters.embeddings}}", "{{workflow.parameters.out}}", result_file="/tmp/prepared"
@@ -214,6 +254,7 @@ def test_step_commands_come_from_job_steps(doc):
         "{{inputs.parameters.name}}",
         result_file="/tmp/result",
     )
+    assert command("train-on-cpu") == command("train")
     assert command("aggregate") == steps.aggregate(
         "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir="/tmp/report"
     )
@@ -268,7 +309,7 @@ def test_every_pod_is_hardened(kind):
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] == IMAGE_UID and pod["runAsGroup"] == IMAGE_UID
     assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
     containers = [t for t in doc["spec"]["templates"] if "dag" not in t]
-    assert sorted(t["name"] for t in containers) == ["aggregate", "plan", "prepare", "train"]
+    assert sorted(t["name"] for t in containers) == ["aggregate", "plan", "prepare", "train", "train-on-cpu"]
     for t in containers:
         c = t["container"]
         assert c["securityContext"] == {

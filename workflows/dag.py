@@ -12,13 +12,14 @@ imports torch.
 
 The DAG:
 
-    plan ─────┐
-              ├─> train (one GPU pod per run, withParam over plan's list) ─> aggregate
-    prepare ──┘
+    plan ─────┐   ┌─> train (one GPU pod per run, withParam over plan's `runs`) ──────────┐
+              ├───┤                                                                     ├─> aggregate
+    prepare ──┘   └─> train-on-cpu (one CPU pod per tfidf run, over plan's `cpu-runs`) ─┘
 
 `aggregate` runs once every train pod is done, whatever their outcome, and the
 report lists the runs that failed. The workflow still ends Failed when a run
-failed (see `_sweep_dag`).
+failed (see `_sweep_dag`). A fan-out over an empty list (no baseline: no CPU
+runs) is Skipped, which holds nothing back.
 
 Every pod is hardened (`_security_context`, `_tmp_volume`): it runs as the
 images' non-root user (uid 1000), without privilege escalation or capabilities,
@@ -113,18 +114,18 @@ class Options:
     image: str = option(f"meli-sweep:{__version__}", PARAMETER, "the CUDA training image (images/Dockerfile)")
     cpu_image: str = option("", PARAMETER, "image of plan, prepare and aggregate (images/Dockerfile.cpu); empty: IMAGE-cpu")
     pushgateway_url: str = option("", PARAMETER, "Pushgateway the train pods push live metrics to; empty: no push")
-    baseline: bool = option(True, PARAMETER, "add the tfidf baseline run (a CPU model, on the train template)")
-    train_cpu: str = option("4", PARAMETER, "CPU cores per train pod (loading the prepared arrays, evaluation)")
-    train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod")
-    gpus: int = option(1, PARAMETER, "nvidia.com/gpu per train pod")
+    baseline: bool = option(True, PARAMETER, "add the tfidf baseline run (a CPU model, in a CPU pod)")
+    train_cpu: str = option("4", PARAMETER, "CPU cores per train pod, GPU or CPU (loading the prepared arrays, evaluation, tfidf)")
+    train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod, GPU or CPU")
+    gpus: int = option(1, PARAMETER, "nvidia.com/gpu per GPU train pod")
     # past about 6 cores the one reading process limits; about 0.7 GiB at 20 M rows with 8 workers (make bench-prepare)
     prepare_cpu: str = option("6", PARAMETER, "CPU cores (request and limit) of prepare: one tokenizing process each")
     prepare_memory: str = option("2Gi", PARAMETER, "memory request and limit of the prepare pod")
-    node_selector: tuple[str, ...] = option((), PARAMETER, "train pods: comma-separated key=value labels a GPU node must carry",
-                                          argo="train pods' nodeSelector, a JSON object")
+    node_selector: tuple[str, ...] = option((), PARAMETER, "GPU train pods: comma-separated key=value labels a GPU node must carry",
+                                          argo="GPU train pods' nodeSelector, a JSON object")
     tolerations: tuple[str, ...] = option(("nvidia.com/gpu:NoSchedule",), PARAMETER,
-                                          "train pods: comma-separated key[=value][:effect] taints they tolerate, as kubectl taint",
-                                          argo="train pods' tolerations, a JSON list (replaces the default)")
+                                          "GPU train pods: comma-separated key[=value][:effect] taints they tolerate, as kubectl taint",
+                                          argo="GPU train pods' tolerations, a JSON list (replaces the default)")
     s3_secret: str = option("meli-sweep-s3", PARAMETER,
                             "Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL, AWS_REGION]; optional")
     parallelism: int = option(4, WORKFLOW, "pods of the sweep at once (spec.parallelism; only train pods overlap)")
@@ -339,7 +340,8 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
         ),
     ) as w:
         shared = {**_env(o), "security_context": _security_context(o), "volumes": [_tmp_volume(o)]}
-        _sweep_dag(_plan(shared), _prepare(shared), _train(o, shared), _aggregate(shared))
+        _sweep_dag(_plan(shared), _prepare(shared), _train(o, shared, gpu=True), _train(o, shared, gpu=False),
+                   _aggregate(shared))
     _name_train_nodes(w)
     return w
 
@@ -356,8 +358,11 @@ def _plan(shared: dict) -> Container:
     return Container(
         name="plan",
         image=CPU_IMAGE,
-        command=steps.plan("{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json"),
-        outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json"))],
+        command=steps.plan("{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
+                           cpu_result_file="/tmp/cpu-runs.json"),
+        # runs: the GPU pods' runs; cpu-runs: the runs of a CPU family (the tfidf baseline), for CPU pods
+        outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json")),
+                 Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json"))],
         resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
         **shared,
     )
@@ -380,9 +385,17 @@ def _prepare(shared: dict) -> Container:
     )
 
 
-def _train(o: Options, shared: dict) -> Container:
+def _train(o: Options, shared: dict, gpu: bool) -> Container:
+    """The train template: one run's pod. gpu: a GPU pod (nvidia.com/gpu, GPU placement, the GPU semaphore);
+    otherwise the same command in a CPU pod (the tfidf baseline), with none of the three. Both use the training
+    image, whose torch runs on a CPU too."""
+    if gpu:
+        patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
+                                 gpus="{{workflow.parameters.gpus}}", placement=True)
+    else:
+        patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}")
     return Container(
-        name="train",
+        name="train" if gpu else "train-on-cpu",
         image="{{workflow.parameters.image}}",
         inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared")],
         command=steps.train(
@@ -391,9 +404,8 @@ def _train(o: Options, shared: dict) -> Container:
         ),
         # A failed run writes no result: the default keeps the node's outputs valid.
         outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
-        pod_spec_patch=_resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
-                                        gpus="{{workflow.parameters.gpus}}", placement=True),
-        synchronization=_semaphore(o.gpu_semaphore),
+        pod_spec_patch=patch,
+        synchronization=_semaphore(o.gpu_semaphore) if gpu else None,
         active_deadline_seconds=o.train_deadline_s,
         retry_strategy=RetryStrategy(
             limit=o.retries,
@@ -458,29 +470,45 @@ def reference(configs: str, o: Options, given: set[str]) -> Workflow:
     )
 
 
-def _sweep_dag(plan: Container, prepare: Container, train: Container, aggregate: Container) -> DAG:
+def _sweep_dag(plan: Container, prepare: Container, train: Container, train_cpu: Container, aggregate: Container) -> DAG:
     # failFast off: one failed run must not stop the others from being scheduled.
-    # target names train as well as aggregate: Argo judges a DAG by its target tasks only, so with aggregate
-    # alone a failed run would be "handled" and the workflow would end Succeeded. With both, the workflow
-    # waits for aggregate (the report is written) and then ends Failed when any run failed.
-    with DAG(name="sweep", fail_fast=False, target="aggregate train") as dag:
+    # target names the train fan-outs as well as aggregate: Argo judges a DAG by its target tasks only, so with
+    # aggregate alone a failed run would be "handled" and the workflow would end Succeeded. With them, the
+    # workflow waits for aggregate (the report is written) and then ends Failed when any run failed.
+    fan_outs = ["train", "train-on-cpu"]
+    with DAG(name="sweep", fail_fast=False, target=" ".join(["aggregate", *fan_outs])) as dag:
         p = plan(name="plan")
         d = prepare(name="prepare")
-        t = train(
-            name="train",
-            with_param="{{tasks.plan.outputs.parameters.runs}}",
-            arguments={
-                "name": "{{item.name}}",
-                "label": "{{item.label}}",
-                "spec": "{{item.spec}}",
-                "prepared": "{{tasks.prepare.outputs.parameters.prepared}}",
-            },
-        )
+        trains = _train_fan_out("train", "runs", train, train_cpu, prepared="{{tasks.prepare.outputs.parameters.prepared}}")
         a = aggregate(name="aggregate")
-        [p, d] >> t
-        # Any outcome of the fan-out: AllFailed alone would miss a mix of Failed and Error runs.
-        a.depends = "train.Succeeded || train.Failed || train.Errored"
+        for t in trains:
+            [p, d] >> t
+        a.depends = " && ".join(_finished(t.name) for t in trains)
     return dag
+
+
+def _train_fan_out(name: str, runs: str, gpu: Container, cpu: Container, prepared: str) -> list:
+    """The training of one list of runs: a fan-out of GPU pods over plan's output `runs`, and one of CPU pods
+    (task `<name>-on-cpu`) over `cpu-<runs>`. Call it once per list to train, inside the DAG; each returns its two
+    tasks, for the dependencies and for aggregate's `depends` (_finished)."""
+    tasks = []
+    for template, task_name, output in ((gpu, name, runs), (cpu, f"{name}-on-cpu", f"cpu-{runs}")):
+        tasks.append(template(
+            name=task_name,
+            with_param=f"{{{{tasks.plan.outputs.parameters.{output}}}}}",
+            arguments={"name": "{{item.name}}", "label": "{{item.label}}", "spec": "{{item.spec}}", "prepared": prepared},
+        ))
+    return tasks
+
+
+def _finished(task: str) -> str:
+    """A `depends` term that holds once a fan-out is done, whatever its outcome.
+
+    Any outcome of the pods: AllFailed alone would miss a mix of Failed and Error runs. Skipped: a fan-out over
+    an empty list (no CPU runs when the baseline is off; no GPU runs for a sweep of tfidf alone) is a Skipped
+    node, "Skipped, empty params" (workflow/controller/dag.go: executeDAGTask), and must not hold aggregate back.
+    """
+    return "(" + " || ".join(f"{task}.{result}" for result in ("Succeeded", "Failed", "Errored", "Skipped")) + ")"
 
 
 def _name_train_nodes(w: Workflow) -> None:
@@ -492,7 +520,7 @@ def _name_train_nodes(w: Workflow) -> None:
     marks the node Error when it fails, hence the plan step's display-safe `label`, not the run name.
     """
     for i, t in enumerate(w.templates):
-        if isinstance(t, Container) and t.name == "train":
+        if isinstance(t, Container) and t.name in ("train", "train-on-cpu"):
             built = t._build_template()
             built.annotations = {DISPLAY_NAME: "{{inputs.parameters.label}}"}
             w.templates[i] = built
