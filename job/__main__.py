@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--cpu-result-file", help="write the runs that train on a CPU (tfidf) here instead, and only the "
                                              "GPU runs to --result-file (the sweep's two fan-outs)")
     s.add_argument("--baseline", default="true", help="true or false: add the tfidf baseline run unless listed (default: true)")
+    s.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                   help="a sweep parameter as resolved, logged; an empty data, embeddings, out or image is refused (repeatable)")
 
     s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")
     s.add_argument("--data", required=True, help="challenge CSV (.csv/.csv.gz) or course .jsonl.gz, local or s3://")

@@ -267,6 +267,29 @@ def _plan_items(text: str, baseline: bool) -> list[tuple[dict, bool]]:
             for run, label in zip(runs, labels)]
 
 
+def check_parameters(items: list[str]) -> None:
+    """Log the sweep's parameters as resolved (the Argo UI shows plan's log), then refuse, in one line, the
+    required ones that nothing set (steps.REQUIRED)."""
+    import logging
+
+    from job.steps import REQUIRED
+
+    values = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise UserError(f"--parameter {item!r}: expected NAME=VALUE")
+        values[name] = value
+        logging.getLogger("job.plan").info("parameter %s = %s", name, value)
+    empty = [name for name in REQUIRED if name in values and not values[name].strip()]
+    if empty:
+        verb = "is" if len(empty) == 1 else "are"
+        raise UserError(f"parameter{'s' if len(empty) > 1 else ''} {', '.join(empty)} {verb} empty: set "
+                        f"{'it' if len(empty) == 1 else 'them'} when submitting (make submit DATA=s3://... "
+                        "EMBEDDINGS=s3://...|none OUT=s3://..., argo submit -p data=...) or in the chart's "
+                        "workflowTemplate.parameters")
+
+
 def plan_main(args) -> int:
     import json
 
@@ -274,6 +297,7 @@ def plan_main(args) -> int:
 
     if args.baseline not in ("true", "false"):
         raise UserError(f"--baseline {args.baseline!r}: expected true or false")
+    check_parameters(args.parameter)
     baseline = args.baseline == "true"
     text = json.dumps(plan(args.configs, baseline))
     if args.cpu_result_file:

@@ -619,11 +619,14 @@ def test_chart_workflowtemplate_finds_its_own_repository_beside_another_default(
 # --- the sweep's DAG with stand-in steps: the GPU and CPU fan-outs and aggregate's `depends` ------------------
 
 
-def stand_in_sweep(configs: str, baseline: bool = True, fail: tuple[str, ...] = ()) -> dict:
+SET = dict(data="s3://b/data/train.csv.gz", embeddings="none", out="s3://b/meli")  # what a sweep must be given
+
+
+def stand_in_sweep(configs: str, baseline: bool = True, fail: tuple[str, ...] = (), **options) -> dict:
     """The rendered sweep as it is (DAG, depends, targets, fan-outs, the real plan step), with prepare, train and
     aggregate replaced by one-line stand-ins: train fails for the runs named in `fail`. No S3: logs are not
     archived and aggregate declares no artifacts."""
-    doc = build(configs, Options(baseline=baseline, archive_logs=False)).to_dict()
+    doc = build(configs, Options(baseline=baseline, archive_logs=False, **{**SET, **options})).to_dict()
     for t in doc["spec"]["templates"]:
         if t["name"] == "prepare":
             t["container"]["command"] = ["python", "-c", "import sys; open(sys.argv[1], 'w').write('s3://b/prepared/x')",
@@ -675,6 +678,58 @@ def test_no_baseline_skips_the_empty_cpu_fan_out_and_aggregate_still_runs(tmp_pa
     alone = run(stand_in_sweep("tfidf"), tmp_path / "alone")
     assert alone.phase == "Succeeded" and alone.task("train")[0].phase == "Skipped", alone.describe()
     assert names(alone.task("train-on-cpu")) == ["tfidf"] and alone.task("aggregate")[0].phase == "Succeeded"
+
+
+# --- placeholders: a sweep never runs on a value nobody set -------------------------------------------------
+
+
+def test_plan_logs_the_resolved_parameters_and_refuses_empty_ones_in_one_line(tmp_path):
+    """`make render` with no DATA, EMBEDDINGS or OUT still renders; the sweep then stops in plan, before any
+    other pod, in one line naming what to set. plan's log (the Argo UI's) shows every parameter it resolved."""
+    result = run(stand_in_sweep("hidden50", data="", embeddings="", out=""), tmp_path)
+    assert result.phase == "Failed" and {p.template for p in result.pods()} == {"plan", "prepare"}, result.describe()
+    assert result.pods("prepare")[0].phase == "Succeeded"  # the stand-in: prepare does start beside plan
+    (plan,) = result.task("plan")
+    errors = [line for line in plan.log.splitlines() if line.startswith("error:")]
+    assert errors == ["error: parameters data, embeddings, out are empty: set them when submitting (make submit "
+                      "DATA=s3://... EMBEDDINGS=s3://...|none OUT=s3://..., argo submit -p data=...) or in the chart's "
+                      "workflowTemplate.parameters"], plan.log
+    assert "Traceback" not in plan.log and result.task("aggregate")[0].phase == "Omitted"
+    ok = run(stand_in_sweep("hidden50", pushgateway_url="http://pgw:9091"), tmp_path / "ok")
+    log = ok.task("plan")[0].log
+    for line in ("parameter data = s3://b/data/train.csv.gz", "parameter embeddings = none", "parameter out = s3://b/meli",
+                 "parameter configs = hidden50", "parameter pushgateway-url = http://pgw:9091", "parameter train-memory = 16Gi"):
+        assert line in log, log
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize("cluster_state, why", [
+    ("absent", "ConfigMap 'meli-sweep-parameters' does not exist"),
+    ("unlabelled", "ConfigMap 'meli-sweep-parameters' needs to have the label workflows.argoproj.io/configmap-type: Parameter"),
+    ("no data set", "ConfigMap 'meli-sweep-parameters' does not have the key 'data'"),
+])
+def test_chart_sweep_without_its_parameters_fails_at_once_naming_what_to_set(tmp_path, helm, cluster_state, why):
+    """The parameters ConfigMap absent, unlabelled, not yet in the informer's cache, or without the key: the
+    template's required parameters have no default to fall back to, so the workflow fails before any pod
+    (operator.go setGlobalParameters), instead of running on a bucket nobody named."""
+    sets = ("workflowTemplate.parameters.embeddings=none",) + (
+        () if cluster_state == "no data set" else ("workflowTemplate.parameters.data=s3://b/data/train.csv.gz",))
+    docs = helm_template(helm, *sets)
+    wft = next(d for d in docs if d["kind"] == "WorkflowTemplate")
+    configmaps = [d for d in chart_configmaps(docs) if d["metadata"]["name"] != "meli-sweep-parameters"]
+    params = next(d for d in docs if d["metadata"]["name"] == "meli-sweep-parameters")
+    if cluster_state == "unlabelled":
+        del params["metadata"]["labels"]["workflows.argoproj.io/configmap-type"]
+    if cluster_state != "absent":
+        configmaps.append(params)
+    submitted = reference(ONE_RUN, dataclasses.replace(Options(), namespace=NAMESPACE), set()).build().model_dump(
+        by_alias=True, exclude_none=True, mode="json")  # `make submit CONFIGS=...` and nothing else
+    result = run(submitted, tmp_path, configmaps=configmaps, workflow_templates=[wft])
+    assert result.phase == "Failed" and not result.nodes, result.describe()
+    first = "data" if cluster_state == "no data set" else next(
+        p["name"] for p in wft["spec"]["arguments"]["parameters"] if "default" not in p["valueFrom"])
+    assert result.message == (f"failed to set global parameters: failed to set global parameter {first} from configmap "
+                              f"with name meli-sweep-parameters and key {first}: {why}")
 
 
 # --- the sweep end to end -------------------------------------------------------------------------------------

@@ -91,14 +91,16 @@ def hera() -> dict:
     return yaml.safe_load(HERA_FILE.read_text())
 
 
-def parameters_seen(docs: list[dict]) -> dict[str, str]:
-    """The WorkflowTemplate's parameters as the controller resolves them for a sweep that sets only configs:
-    the key in the chart's parameters ConfigMap, else the default (operator.go: setGlobalParameters)."""
+def parameters_seen(docs: list[dict]) -> dict[str, str | None]:
+    """The WorkflowTemplate's parameters as the controller resolves them for a sweep that sets none of them:
+    the key in the chart's parameters ConfigMap, else the default (operator.go: setGlobalParameters); None for
+    a required one with neither, which fails such a sweep at once (tests/test_argo_controller.py runs it)."""
     wft = only(docs, "WorkflowTemplate")
     data = only(docs, "ConfigMap", "meli-sweep-parameters")["data"]
     out = {}
     for p in wft["spec"]["arguments"]["parameters"]:
-        out[p["name"]] = p["value"] if "value" in p else data.get(p["valueFrom"]["configMapKeyRef"]["key"], p["valueFrom"]["default"])
+        out[p["name"]] = p["value"] if "value" in p else data.get(p["valueFrom"]["configMapKeyRef"]["key"],
+                                                                  p["valueFrom"].get("default"))
     return out
 
 
@@ -109,7 +111,7 @@ def pods(docs: list[dict]) -> dict[str, dict]:
 
     def substituted(text: str) -> dict:
         for name, value in values.items():
-            text = text.replace("{{workflow.parameters.%s}}" % name, value)
+            text = text.replace("{{workflow.parameters.%s}}" % name, value if value is not None else "")
         return yaml.safe_load(text)
 
     out = {}
@@ -236,7 +238,7 @@ def test_default_values_leave_the_hera_defaults():
     assert values["workflowTemplate"]["gpu"] == {"nodeSelector": None, "tolerations": None}
     assert f"{values['image']['repository']}:{values['image']['tag'] or chart['appVersion']}" == o.image, "image.repository/tag"
     assert o.image + values["image"]["cpuTagSuffix"] == o.image_cpu(), "image.cpuTagSuffix"
-    assert f"s3://{values['s3']['bucket']}" == o.out, "s3.bucket"
+    assert o.out == o.data == o.embeddings == "", "required: no default for the chart to fall back to"
     assert values["s3"]["existingSecret"] == o.s3_secret, "s3.existingSecret"
     assert RELEASE == o.service_account
 
@@ -244,7 +246,8 @@ def test_default_values_leave_the_hera_defaults():
 def test_default_install_runs_the_hera_defaults(helm):
     docs = render(helm)
     seen, o = parameters_seen(docs), Options()
-    assert seen["train-memory"] == o.train_memory and seen["image"] == o.image and seen["out"] == o.out
+    assert seen["train-memory"] == o.train_memory and seen["image"] == o.image and seen["out"] == "s3://meli-sweep"
+    assert seen["data"] is None and seen["embeddings"] is None  # nothing set them: such a sweep fails at once
     train = pods(docs)["train"]
     assert train["containers"][0]["resources"]["limits"] == {"memory": o.train_memory, "nvidia.com/gpu": str(o.gpus)}
     assert train["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -266,7 +269,8 @@ def test_values_reach_the_pods_through_the_parameters(helm):
     assert seen["pushgateway-url"] == "http://prometheus-pushgateway.monitoring:9091"
     assert seen["image"] == "registry.example.com/ml/meli-sweep:0.1.0"
     assert seen["cpu-image"] == "registry.example.com/ml/meli-sweep:0.1.0-cpu"
-    assert seen["data"] == Options().data, "a parameter not named keeps the Hera default"
+    assert seen["data"] is None, "a required parameter not named has no default"
+    assert seen["baseline"] == "true", "an optional parameter not named keeps the Hera default"
     train = pods(docs)["train"]
     assert train["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert [t["key"] for t in train["tolerations"]] == ["nvidia.com/gpu", "cloud.google.com/gke-spot"]

@@ -112,7 +112,9 @@ def test_chart_workflowtemplate_matches_render():
     assert params[0]["name"] == "configs" and params[0]["valueFrom"]["default"] == "hidden50,hidden100"
     for p in params:
         assert p["valueFrom"]["configMapKeyRef"] == {"name": "meli-sweep-parameters", "key": p["name"]}, p
-        assert "default" in p["valueFrom"] and "enum" not in p and "value" not in p, p
+        assert "enum" not in p and "value" not in p, p
+        # a required parameter has no default to fall back to: a sweep without it fails at once
+        assert ("default" in p["valueFrom"]) is (p["name"] not in steps.REQUIRED), p
     assert params_of(render("hidden50"))["train-memory"] == next(p for p in params if p["name"] == "train-memory")["valueFrom"]["default"]
     train = next(t for t in spec["templates"] if t["name"] == "train")
     assert train["synchronization"] == {"semaphores": [{"configMapKeyRef": {"name": "meli-sweep-semaphore", "key": "gpu-pods"}}]}
@@ -165,7 +167,8 @@ def test_tfidf_trains_in_a_cpu_pod_with_no_gpu_request_placement_or_semaphore(ki
     for key in ("container", "inputs", "outputs", "retryStrategy", "activeDeadlineSeconds", "metrics", "annotations"):
         assert cpu[key] == gpu[key], key
     assert "synchronization" in gpu and "synchronization" not in cpu
-    values = {p["name"]: p["value"] if "value" in p else p["valueFrom"]["default"] for p in doc["spec"]["arguments"]["parameters"]}
+    values = {p["name"]: p["value"] if "value" in p else p["valueFrom"].get("default", "")
+              for p in doc["spec"]["arguments"]["parameters"]}
     patches = {}
     for name in ("train", "train-on-cpu"):
         text = template(doc, name)["podSpecPatch"]
@@ -199,7 +202,7 @@ def _substitute(value, params: dict):
 
 
 def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
-    doc = render(GRID)
+    doc = render(GRID, "--data", "s3://bkt/train.csv.gz", "--embeddings", "none", "--out", "s3://bkt/meli")
     params = {f"workflow.parameters.{p['name']}": p["value"] for p in doc["spec"]["arguments"]["parameters"]}
     assert params["workflow.parameters.configs"] == GRID
     # Run the plan container's own command, as the pod would, with Argo's substitutions done by hand.
@@ -242,6 +245,7 @@ def test_step_commands_come_from_job_steps(doc):
     assert command("plan") == steps.plan(
         "{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
         cpu_result_file="/tmp/cpu-runs.json",
+        parameters={p["name"]: "{{workflow.parameters.%s}}" % p["name"] for p in doc["spec"]["arguments"]["parameters"]},
     )
     assert command("prepare") == steps.prepare(
         "{{workflow.parameters.data}}", "{{workflow.parameters.embeddings}}", "{{workflow.parameters.out}}", result_file="/tmp/prepared"

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("results", help="download a sweep's report into DEST/<sweep>/report/")
     s.add_argument("--sweep", required=True, help="the sweep id: the workflow name printed by submit")
-    s.add_argument("--out", default=DEFAULTS.out, help=f"the output prefix the sweep used (default: {DEFAULTS.out})")
+    s.add_argument("--out", default="", help="the output prefix the sweep used, s3:// (required)")
     s.add_argument("--dest", default="runs", help="local folder (default: runs)")
     return p
 
@@ -301,6 +301,8 @@ def submit(args) -> int:
 
 
 def results(args) -> int:
+    if not args.out:
+        raise UserError("out: not set; give the output prefix the sweep used (make results OUT=s3://... SWEEP=...)")
     if not storage.is_s3(args.out):
         storage.check_uri(args.out, "out")
     else:

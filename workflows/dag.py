@@ -107,11 +107,14 @@ class Options:
     come from these fields, and the chart's WorkflowTemplate reads the parameters' values from its ConfigMap
     (PARAMETERS_CONFIGMAP), falling back to the defaults here. See "Settings: one place each" in the README."""
 
-    data: str = option("s3://meli-sweep/data/spanish.train.csv.gz", PARAMETER, "challenge CSV or course jsonl.gz, s3://")
-    embeddings: str = option("s3://meli-sweep/embeddings/SBW-vectors-300-min5.txt.gz", PARAMETER,
-                             "word vectors (.txt.gz/.vec/.bin), s3://, or none")
-    out: str = option("s3://meli-sweep", PARAMETER, "output prefix, s3://: prepared/<hash>/ and sweeps/<name>/ go under it")
-    image: str = option(f"meli-sweep:{__version__}", PARAMETER, "the CUDA training image (images/Dockerfile)")
+    # data, embeddings, out and image are required (job.steps.REQUIRED): the chart's WorkflowTemplate gives them no
+    # default, so a sweep without them fails at once; in a rendered Workflow, plan refuses them empty.
+    data: str = option("", PARAMETER, "challenge CSV or course jsonl.gz, s3:// (required; empty: plan refuses)")
+    embeddings: str = option("", PARAMETER, "word vectors (.txt.gz/.vec/.bin), s3://, or none (required; empty: plan refuses)")
+    out: str = option("", PARAMETER, "output prefix, s3://: prepared/<hash>/ and sweeps/<name>/ go under it "
+                                     "(required; empty: plan refuses)")
+    image: str = option(f"meli-sweep:{__version__}", PARAMETER, "the CUDA training image (images/Dockerfile); "
+                        "the chart's WorkflowTemplate takes it from its install only")
     cpu_image: str = option("", PARAMETER, "image of plan, prepare and aggregate (images/Dockerfile.cpu); empty: IMAGE-cpu")
     pushgateway_url: str = option("", PARAMETER, "Pushgateway the train pods push live metrics to; empty: no push")
     baseline: bool = option(True, PARAMETER, "add the tfidf baseline run (a CPU model, in a CPU pod)")
@@ -156,6 +159,11 @@ def parameter_name(f) -> str:
 
 def parameter_fields() -> list:
     return [f for f in fields(Options) if f.metadata["role"] == PARAMETER]
+
+
+def _parameter_names() -> list[str]:
+    """Every parameter of the sweep, in order: configs, then one per PARAMETER field."""
+    return ["configs"] + [parameter_name(f) for f in parameter_fields()]
 
 
 def parameter_value(o: Options, name: str) -> str:
@@ -220,8 +228,12 @@ def _parameters(configs: str, o: Options, template: bool) -> list[Parameter]:
     def source(name: str, value: str) -> dict:
         if not template:
             return dict(value=value)
+        # A required parameter has no default: without the ConfigMap (absent, unlabelled, not yet in the
+        # controller's informer cache) or its key, the sweep fails at once, naming the parameter and the
+        # ConfigMap, instead of running on a placeholder (operator.go: setGlobalParameters and its caller
+        # setExecWorkflow, "failed to set global parameters: ...").
         return dict(value_from=m.ValueFrom(config_map_key_ref=m.ConfigMapKeySelector(name=PARAMETERS_CONFIGMAP, key=name),
-                                           default=value))
+                                           default=None if name in steps.REQUIRED else value))
 
     # configs too: the chart's workflowTemplate.parameters.configs is what a sweep that sets none runs.
     params = [Parameter(name="configs", description="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4",
@@ -358,8 +370,10 @@ def _plan(shared: dict) -> Container:
     return Container(
         name="plan",
         image=CPU_IMAGE,
+        # plan logs every parameter as resolved and refuses an empty required one (the sweep's first step)
         command=steps.plan("{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
-                           cpu_result_file="/tmp/cpu-runs.json"),
+                           cpu_result_file="/tmp/cpu-runs.json",
+                           parameters={name: f"{{{{workflow.parameters.{name}}}}}" for name in _parameter_names()}),
         # runs: the GPU pods' runs; cpu-runs: the runs of a CPU family (the tfidf baseline), for CPU pods
         outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json")),
                  Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json"))],
