@@ -16,7 +16,8 @@ What it models:
 - variable substitution ({{workflow.*}}, {{inputs.*}}, {{item.*}}, {{tasks.*}}, {{pod.name}},
   metric-only {{status}}/{{duration}}), display names, retries with retryStrategy (limit, policy,
   backoff and expression), custom Prometheus metrics;
-- each pod: its env (image ENV, envFrom and env from the given Secrets), emptyDir volumes as fresh
+- each pod: its spec as the controller creates it (Node.pod: Argo's init and wait containers from the
+  controller's executor settings, Cluster.executor, then the pod spec patches), its env (image ENV, envFrom and env from the given Secrets), emptyDir volumes as fresh
   per-pod folders, output parameters read from valueFrom.path, output artifacts and archived logs
   saved to S3 where the resolved artifact repository says, Secrets the pod mounts;
 - preemption: a pod killed from outside (SIGKILL) fails as a reclaimed node's pod does.
@@ -70,6 +71,7 @@ DEFAULT_ARCHIVE_PATTERN = "{{workflow.name}}/{{pod.name}}"  # artifact_repositor
 # kubelet's graceful node shutdown puts this on every pod it terminates (pkg/kubelet/nodeshutdown);
 # Argo's inferFailedReason (operator.go) takes a pod's status message as the node's, phase Failed.
 NODE_SHUTDOWN_MESSAGE = "Pod was terminated in response to imminent node shutdown."
+EXECUTOR_IMAGE = "quay.io/argoproj/argoexec:v4.1.2"  # the controller's --executor-image default for its release
 MAX_ATTEMPTS = 50  # a retryStrategy without a limit retries for ever in Argo; the harness gives up here
 METRIC_PREFIX = "argo_workflows_"  # util/telemetry/metrics.go: the Prometheus exporter's namespace, on custom metrics too
 
@@ -216,6 +218,7 @@ class Node:
     retried: bool = False  # NodeFlag.Retried: an attempt of a Retry node
     stuck: bool = False  # its pod never starts (ContainerCreating, CreateContainerConfigError)
     pod_spec: dict = field(default_factory=dict)  # the pod's spec as created: containers (main), volumes, placement
+    pod: dict = field(default_factory=dict)  # the same with the containers the controller adds: init, wait (see _Pod)
     started: float = 0.0
     finished: float = 0.0
 
@@ -288,6 +291,9 @@ class Cluster:
     default_artifact_repository: dict = field(default_factory=dict)  # the controller's artifactRepository ({}: none set)
     cloud_credentials: dict | None = None  # what a pod's cloud identity gives (useSDKCreds): AWS_* variables
     image_env: Callable[[str], dict] | None = None  # image reference -> the ENV its Dockerfile bakes in
+    # The controller ConfigMap's `executor` (a Container): its securityContext and resources go to the init and
+    # wait containers of every pod (workflow/controller/workflowpod.go: newExecContainer). {}: the default, none.
+    executor: dict = field(default_factory=dict)
 
     def configmap(self, namespace: str, name: str) -> dict | None:
         return self._find(self.configmaps, namespace, name)
@@ -1033,7 +1039,8 @@ class _PodNotCreated(Exception):
 # Kubernetes' strategic merge keys of the PodSpec fields a pod spec patch here touches; other lists are replaced
 # (tolerations, for one, has no merge key: a patch's list replaces the pod's).
 # Paths start again inside each list item, as in _MERGE_KEYS.
-_POD_MERGE_KEYS = {("containers",): "name", ("volumes",): "name", ("env",): "name", ("volumeMounts",): "mountPath"}
+_POD_MERGE_KEYS = {("containers",): "name", ("initContainers",): "name", ("volumes",): "name", ("env",): "name",
+                   ("volumeMounts",): "mountPath"}
 _QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?$")
 
 
@@ -1123,6 +1130,13 @@ class _Pod:
                 pod[key] = tmpl[key]
         if "securityContext" in self.op.spec:
             pod["securityContext"] = self.op.spec["securityContext"]
+        # The legacy (default) pod layout adds an `init` container and a `wait` container before the main one
+        # (workflowpod.go createWorkflowPod; workflowpod_layout.go legacyLayout), both from newExecContainer: the
+        # executor image with the controller ConfigMap's executor securityContext and resources, nothing else.
+        # The pod spec patches are applied after, to the whole pod (processPodSpecPatch, ApplyPodSpecPatch).
+        full = copy.deepcopy(pod)
+        full["initContainers"] = [self._executor_container("init")]
+        full["containers"] = [self._executor_container("wait")] + full["containers"]
         for text in texts:
             text = replace_tags(text, {**self.op.globals, "pod.name": self.node.pod_name})
             try:
@@ -1131,6 +1145,8 @@ class _Pod:
                 raise _PodNotCreated(f"Failed to convert the PodSpecPatch yaml to json: {e}".splitlines()[0]) from None
             _check_pod_spec(patch, text)
             pod = _strategic_merge(pod, patch, keys=_POD_MERGE_KEYS)
+            full = _strategic_merge(full, patch, keys=_POD_MERGE_KEYS)
+        self.node.pod = full
         out = dict(tmpl)
         main = next(c for c in pod["containers"] if c["name"] == "main")
         out["container"] = {k: v for k, v in main.items() if k != "name"}
@@ -1140,6 +1156,15 @@ class _Pod:
                 out[key] = pod[key]
         self.node.pod_spec = pod
         return out
+
+    def _executor_container(self, name: str) -> dict:
+        """workflowpod.go newExecContainer: Argo's own container `init` or `wait` (argoexec)."""
+        executor = self.op.cluster.executor
+        container = {"name": name, "image": EXECUTOR_IMAGE, "command": ["argoexec", name]}
+        for key in ("securityContext", "resources", "args"):
+            if executor.get(key):
+                container[key] = copy.deepcopy(executor[key])
+        return container
 
     def _archive_location(self) -> dict | None:
         """workflowpod.go addArchiveLocation: the repository's location when an artifact or the log needs one.

@@ -11,6 +11,7 @@ where the chart's artifact repository puts them, retries after a preemption.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -26,6 +27,7 @@ import yaml
 
 import argo_controller as argo
 import helmbin
+import pod_security
 from conftest import ROOT
 from workflows.dag import RETRY_WHEN, Options, build, reference
 
@@ -678,6 +680,57 @@ def test_no_baseline_skips_the_empty_cpu_fan_out_and_aggregate_still_runs(tmp_pa
     alone = run(stand_in_sweep("tfidf"), tmp_path / "alone")
     assert alone.phase == "Succeeded" and alone.task("train")[0].phase == "Skipped", alone.describe()
     assert names(alone.task("train-on-cpu")) == ["tfidf"] and alone.task("aggregate")[0].phase == "Succeeded"
+
+
+# --- Pod Security "restricted": every container of every pod -------------------------------------------------
+
+
+def controller_executor_from_the_docs() -> dict:
+    """The controller ConfigMap snippet of docs/cluster.md, parsed as the controller reads its `executor` key."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "workflow-controller-configmap" in b]
+    assert len(blocks) == 1, "docs/cluster.md: one yaml block with the controller's ConfigMap"
+    configmap = yaml.safe_load(blocks[0])
+    assert configmap["kind"] == "ConfigMap" and configmap["metadata"]["name"] == "workflow-controller-configmap"
+    return yaml.safe_load(configmap["data"]["executor"])
+
+
+def test_every_container_of_every_pod_meets_the_restricted_profile_with_the_documented_controller_config(tmp_path):
+    """The pods the harness builds, with the init and wait containers the controller adds to each
+    (workflowpod.go newExecContainer), against the Pod Security Standards' restricted rules."""
+    result = run(stand_in_sweep("hidden50"), tmp_path, executor=controller_executor_from_the_docs())
+    assert result.phase == "Succeeded", result.describe()
+    pods = result.pods()
+    assert {p.template for p in pods} == {"plan", "prepare", "train", "train-on-cpu", "aggregate"}
+    for p in pods:
+        assert [c["name"] for c in p.pod["initContainers"]] == ["init"] and "wait" in [c["name"] for c in p.pod["containers"]]
+        assert pod_security.restricted_violations(p.pod) == [], p.name
+    # Without it (the controller's default: no executor securityContext), only Argo's own containers fail.
+    default = run(stand_in_sweep("hidden50"), tmp_path / "default")
+    for p in default.pods():
+        failing = {v.split(":")[0] for v in pod_security.restricted_violations(p.pod)}
+        assert failing == {"init", "wait"}, (p.name, failing)
+
+
+def test_the_restricted_rules_catch_what_they_must():
+    ok = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+          "containers": [{"name": "main", "securityContext": {"allowPrivilegeEscalation": False,
+                                                              "capabilities": {"drop": ["ALL"]}}}],
+          "volumes": [{"name": "tmp", "emptyDir": {}}]}
+    assert pod_security.restricted_violations(ok) == []
+    for change, rule in [
+        (lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
+        (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]), "capabilities.add"),
+        (lambda p: p["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
+        (lambda p: p["securityContext"].pop("seccompProfile"), "seccomp"),
+        (lambda p: p["containers"][0]["securityContext"].update(seccompProfile={"type": "Unconfined"}), "seccomp"),
+        (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "volume types"),
+        (lambda p: p.update(hostNetwork=True), "host namespaces"),
+        (lambda p: p["containers"][0]["securityContext"].update(privileged=True), "privileged"),
+    ]:
+        pod = copy.deepcopy(ok)
+        change(pod)
+        assert any(rule in v for v in pod_security.restricted_violations(pod)), rule
 
 
 # --- placeholders: a sweep never runs on a value nobody set -------------------------------------------------
