@@ -114,6 +114,10 @@ BENCH_PREPARE_ARGS ?=
 bench-prepare: $(STAMP) ## prepare's phases at 1 M and 4 M rows on 1 and 2 workers, and the 20 M-row extrapolation (BENCH_PREPARE_ARGS=)
 	$(VPY) -m job bench --prepare $(BENCH_PREPARE_ARGS)
 
+.PHONY: bench-disk
+bench-disk: $(STAMP) ## what prepare and train write to their pod's /tmp at 100,000 and 400,000 rows, extrapolated to 4.9 M
+	$(VPY) -m job.disk_bench
+
 .PHONY: bench-gpu
 bench-gpu: ## every GPU throughput figure in one run (LSTM, CNN, MLP), with the machine's python and CUDA torch
 	images/bench-gpu.sh

@@ -336,7 +336,8 @@ def test_pod_security_is_the_hera_definitions_by_default(helm):
         assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
         assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
         assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
-        assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+        (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+        assert set(tmp["emptyDir"]) == {"sizeLimit"}, name  # sized per step by the Hera definition
 
 
 def test_values_override_pod_security_and_the_tmp_volume(helm):

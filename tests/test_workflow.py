@@ -180,7 +180,8 @@ def test_tfidf_trains_in_a_cpu_pod_with_no_gpu_request_placement_or_semaphore(ki
     assert "nvidia.com/gpu" not in json.dumps(cpu) and "tolerations" not in patches["train-on-cpu"]
     assert "nodeSelector" not in patches["train-on-cpu"]
     assert patches["train-on-cpu"]["containers"][0]["resources"] == {
-        "requests": {"cpu": values["train-cpu"], "memory": values["train-memory"]}, "limits": {"memory": values["train-memory"]}}
+        "requests": {"cpu": values["train-cpu"], "memory": values["train-memory"], "ephemeral-storage": Options().train_tmp_size},
+        "limits": {"memory": values["train-memory"]}}
     # plan sends the tfidf runs (the baseline, or one listed) to the CPU fan-out, the others to the GPU one
     command = template(doc, "plan")["container"]["command"]
     files = {"/tmp/runs.json": tmp_path / "runs.json", "/tmp/cpu-runs.json": tmp_path / "cpu-runs.json"}
@@ -294,7 +295,8 @@ def test_train_pod_gpu_resources_scheduling_and_shm(doc):
     assert patch["nodeSelector"] == {}
     prepare = pod_patch(doc, "prepare")["containers"][0]["resources"]
     # a CPU limit as well: prepare runs one tokenizing process per core the limit allows
-    assert prepare == {"requests": {"cpu": "6", "memory": "2Gi"}, "limits": {"cpu": "6", "memory": "2Gi"}}
+    assert prepare == {"requests": {"cpu": "6", "memory": "2Gi", "ephemeral-storage": Options().prepare_tmp_size},
+                       "limits": {"cpu": "6", "memory": "2Gi"}}
     assert [m["mountPath"] for m in train["container"]["volumeMounts"]] == ["/tmp"]  # no DataLoader: no /dev/shm
     assert isinstance(train["activeDeadlineSeconds"], int) and train["activeDeadlineSeconds"] > 0
     for cpu_step in ("plan", "prepare", "aggregate"):
@@ -326,7 +328,7 @@ def test_every_pod_is_hardened(kind):
         }, t["name"]
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in t["volumes"]}
-        assert volumes[mounts["/tmp"]] == {"name": mounts["/tmp"], "emptyDir": {}}, t["name"]
+        assert set(volumes[mounts["/tmp"]]) == {"name", "emptyDir"}, t["name"]  # on the node's disk, not in memory
         # only /tmp is writable: every file a step names lies under /tmp
         assert set(mounts) == {"/tmp"}, t["name"]
         paths = [p["valueFrom"]["path"] for p in t.get("outputs", {}).get("parameters", [])]
@@ -337,6 +339,29 @@ def test_every_pod_is_hardened(kind):
         env = {e["name"]: e.get("value") for e in c["env"]}
         for name in ("HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR"):
             assert env[name] == "/tmp" or env[name].startswith("/tmp/"), (t["name"], name)
+
+
+@pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
+def test_every_step_has_a_sized_tmp_and_requests_that_much_ephemeral_storage(kind):
+    """Without a sizeLimit or a request, a full /tmp is a disk-pressure eviction on whatever node the pod landed on."""
+    o = Options()
+    doc = build("hidden50", o, kind=kind).to_dict()
+    sizes = {"plan": o.tmp_size, "aggregate": o.tmp_size, "prepare": o.prepare_tmp_size,
+             "train": o.train_tmp_size, "train-on-cpu": o.train_tmp_size}
+    for name, size in sizes.items():
+        t = template(doc, name)
+        (tmp,) = [v for v in t["volumes"] if v["name"] == "tmp"]
+        assert tmp["emptyDir"] == {"sizeLimit": size}, name
+        requests = dict((t["container"].get("resources") or {}).get("requests") or {})
+        if "podSpecPatch" in t:
+            text = t["podSpecPatch"].replace("{{workflow.parameters.node-selector}}", "{}").replace(
+                "{{workflow.parameters.tolerations}}", "[]")
+            requests.update(json.loads(text)["containers"][0]["resources"]["requests"])
+        assert requests["ephemeral-storage"] == size, name
+    assert [t["name"] for t in doc["spec"]["templates"] if "container" in t and t["name"] not in sizes] == []
+    # the help text of each size says what was measured and how
+    for f in ("prepare_tmp_size", "train_tmp_size"):
+        assert "make bench-disk" in Options.__dataclass_fields__[f].metadata["help"]
 
 
 def test_node_selector_tolerations_and_resources_are_configurable():

@@ -156,7 +156,7 @@ def _check(o: Options) -> None:
         raise UserError(f"parallelism {o.parallelism}: must be >= 1")
     if o.gpus < 0:
         raise UserError(f"gpus {o.gpus}: must be >= 0")
-    for name in ("train_cpu", "train_memory", "prepare_cpu", "prepare_memory", "tmp_size"):
+    for name in ("train_cpu", "train_memory", "prepare_cpu", "prepare_memory", "tmp_size", "prepare_tmp_size", "train_tmp_size"):
         value = getattr(o, name)
         if value is not None and not _QUANTITY.match(str(value)):
             raise UserError(f"{name.replace('_', '-')} {value!r}: expected a Kubernetes quantity such as 4, 500m or 16Gi")

@@ -142,7 +142,19 @@ class Options:
     ttl_failure_s: int = option(7 * 24 * 3600, WORKFLOW, "... after it fails, longer to look into")
     uid: int = option(1000, WORKFLOW, "runAsUser of every container: the images' non-root user (images/Dockerfile*)", flag=False)
     gid: int = option(1000, WORKFLOW, "runAsGroup of every container: that user's group", flag=False)
-    tmp_size: str | None = option(None, WORKFLOW, "sizeLimit of the /tmp emptyDir (prepared-data cache, downloads); empty: none")
+    # Each step's /tmp emptyDir has this sizeLimit, and its pod requests as much ephemeral-storage, so the scheduler
+    # places it on a node with that much disk and a runaway step is evicted at its own limit (a message that is not
+    # retried). Sized from what the steps write, measured by `make bench-disk` (docs/cluster.md: Disk).
+    tmp_size: str = option("1Gi", WORKFLOW, "plan and aggregate: sizeLimit of /tmp and ephemeral-storage request "
+                           "(the report's files: a few MiB)")
+    prepare_tmp_size: str = option("10Gi", WORKFLOW, "prepare: sizeLimit of /tmp and ephemeral-storage request; measured "
+                                   "(make bench-disk): the data file as downloaded plus about 50 bytes per row of staging, "
+                                   "0.33 GiB in all at the course's 4.9 M rows, plus the word-vector file as stored: "
+                                   "room for one of several GiB")
+    train_tmp_size: str = option("4Gi", WORKFLOW, "train pods (GPU and CPU): sizeLimit of /tmp and ephemeral-storage "
+                                 "request; measured (make bench-disk): the prepared arrays, about 31 bytes per row (0.14 GiB "
+                                 "at 4.9 M rows), plus the word vectors' matrix, words x dimensions x 4 bytes (0.6 GiB for "
+                                 "500,000 words of 300)")
     archive_logs: bool = option(True, WORKFLOW, "keep every pod's log in the artifact repository (podGC deletes succeeded pods)")
     gpu_semaphore: str = option("", WORKFLOW, "configmap#key of an Argo semaphore every train pod holds (GPU pods across sweeps)",
                                 flag=False)
@@ -269,13 +281,14 @@ def _env(o: Options) -> dict:
     )
 
 
-def _resources_patch(cpu: str, memory: str, gpus: str | None = None, placement: bool = False, cpu_limit: bool = False) -> str:
+def _resources_patch(cpu: str, memory: str, gpus: str | None = None, placement: bool = False, cpu_limit: bool = False,
+                     disk: str | None = None) -> str:
     """A pod spec patch that sets the main container's requests and limits (and the train pod's node selector
     and tolerations) from parameters. Parameters cannot stand in for the fields themselves: a quantity must
     parse when the Workflow is read, and maps and lists are not text. The patch is substituted per pod, then
     checked as a PodSpec and merged (workflow/controller/workflowpod.go: processPodSpecPatch;
     workflow/util/util.go: ApplyPodSpecPatch), so a bad value errors the pod, not the submission."""
-    requests = {"cpu": cpu, "memory": memory}
+    requests = {"cpu": cpu, "memory": memory, **({"ephemeral-storage": disk} if disk else {})}
     limits = {"memory": memory, **({"cpu": cpu} if cpu_limit else {})}
     if gpus is not None:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = gpus
@@ -298,9 +311,9 @@ def _security_context(o: Options) -> m.SecurityContext:
     )
 
 
-def _tmp_volume(o: Options) -> EmptyDirVolume:
-    """The writable /tmp of every step, on the node's disk (results, reports, the prepared-data cache)."""
-    return EmptyDirVolume(name="tmp", mount_path=TMP, size_limit=o.tmp_size)
+def _tmp_volume(size: str) -> EmptyDirVolume:
+    """The writable /tmp of a step, on the node's disk (results, reports, the prepared-data cache), of at most `size`."""
+    return EmptyDirVolume(name="tmp", mount_path=TMP, size_limit=size)
 
 
 def _report_artifacts() -> list[Artifact]:
@@ -351,9 +364,9 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
             seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
         ),
     ) as w:
-        shared = {**_env(o), "security_context": _security_context(o), "volumes": [_tmp_volume(o)]}
-        _sweep_dag(_plan(shared), _prepare(shared), _train(o, shared, gpu=True), _train(o, shared, gpu=False),
-                   _aggregate(shared))
+        shared = {**_env(o), "security_context": _security_context(o)}
+        _sweep_dag(_plan(o, shared), _prepare(o, shared), _train(o, shared, gpu=True), _train(o, shared, gpu=False),
+                   _aggregate(o, shared))
     _name_train_nodes(w)
     return w
 
@@ -366,7 +379,7 @@ def _annotations(configs: str, o: Options, template: bool) -> dict:
             DESCRIPTION: f"configs {configs}; data {o.data}; embeddings {o.embeddings}; out {o.out}"}
 
 
-def _plan(shared: dict) -> Container:
+def _plan(o: Options, shared: dict) -> Container:
     return Container(
         name="plan",
         image=CPU_IMAGE,
@@ -377,12 +390,13 @@ def _plan(shared: dict) -> Container:
         # runs: the GPU pods' runs; cpu-runs: the runs of a CPU family (the tfidf baseline), for CPU pods
         outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json")),
                  Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json"))],
-        resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
+        resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi", ephemeral_request=o.tmp_size),
+        volumes=[_tmp_volume(o.tmp_size)],
         **shared,
     )
 
 
-def _prepare(shared: dict) -> Container:
+def _prepare(o: Options, shared: dict) -> Container:
     return Container(
         name="prepare",
         image=CPU_IMAGE,
@@ -394,7 +408,8 @@ def _prepare(shared: dict) -> Container:
         # A CPU limit too: prepare starts a tokenizing process per usable core, which the limit caps (job.prepare:
         # usable_cores); without one, a 64-core node would get 64 processes in the pod's memory.
         pod_spec_patch=_resources_patch("{{workflow.parameters.prepare-cpu}}", "{{workflow.parameters.prepare-memory}}",
-                                        cpu_limit=True),
+                                        cpu_limit=True, disk=o.prepare_tmp_size),
+        volumes=[_tmp_volume(o.prepare_tmp_size)],
         **shared,
     )
 
@@ -405,9 +420,10 @@ def _train(o: Options, shared: dict, gpu: bool) -> Container:
     image, whose torch runs on a CPU too."""
     if gpu:
         patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
-                                 gpus="{{workflow.parameters.gpus}}", placement=True)
+                                 gpus="{{workflow.parameters.gpus}}", placement=True, disk=o.train_tmp_size)
     else:
-        patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}")
+        patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
+                                 disk=o.train_tmp_size)
     return Container(
         name="train" if gpu else "train-on-cpu",
         image="{{workflow.parameters.image}}",
@@ -443,11 +459,12 @@ def _train(o: Options, shared: dict, gpu: bool) -> Container:
                 value="{{duration}}",
             ),
         ],
+        volumes=[_tmp_volume(o.train_tmp_size)],
         **shared,
     )
 
 
-def _aggregate(shared: dict) -> Container:
+def _aggregate(o: Options, shared: dict) -> Container:
     return Container(
         name="aggregate",
         image=CPU_IMAGE,
@@ -455,7 +472,8 @@ def _aggregate(shared: dict) -> Container:
             "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir=REPORT_DIR
         ),
         outputs=_report_artifacts(),
-        resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi"),
+        resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi", ephemeral_request=o.tmp_size),
+        volumes=[_tmp_volume(o.tmp_size)],
         **shared,
     )
 
