@@ -94,12 +94,14 @@ BENCH_ARGS ?=
 INPUT ?=
 # categories per title in `make predict`
 TOP_K ?= 1
+# 1 makes `make predict` refuse an input with empty or entirely unknown titles; 0 predicts them from no words
+STRICT ?= 0
 
 .PHONY: predict
-predict: $(STAMP) ## classify INPUT's titles with SWEEP's best run, into <sweep folder>/predictions.csv (SWEEP= INPUT= [OUT=] [TOP_K=])
+predict: $(STAMP) ## classify INPUT's titles with SWEEP's best run, into <sweep folder>/predictions.csv (SWEEP= INPUT= [OUT=] [TOP_K=] [STRICT=1])
 	@test -n '$(SWEEP)' && test -n '$(INPUT)' || { echo "error: set SWEEP=<sweep id> and INPUT=<titles file>" >&2; exit 2; }
 	$(VPY) -m job predict --run $(or $(OUT),$(RUNS))/sweeps/$(SWEEP)/best --input '$(INPUT)' \
-		--out $(or $(OUT),$(RUNS))/sweeps/$(SWEEP)/predictions.csv --top-k $(TOP_K)
+		--out $(or $(OUT),$(RUNS))/sweeps/$(SWEEP)/predictions.csv --top-k $(TOP_K) $(if $(filter 1,$(STRICT)),--strict)
 
 .PHONY: bench
 bench: $(STAMP) ## seed-style training loop vs ours, side by side (DEVICE=cpu|cuda, BENCH_ARGS=)
@@ -111,6 +113,10 @@ BENCH_PREPARE_ARGS ?=
 .PHONY: bench-prepare
 bench-prepare: $(STAMP) ## prepare's phases at 1 M and 4 M rows on 1 and 2 workers, and the 20 M-row extrapolation (BENCH_PREPARE_ARGS=)
 	$(VPY) -m job bench --prepare $(BENCH_PREPARE_ARGS)
+
+.PHONY: bench-disk
+bench-disk: $(STAMP) ## what prepare and train write to their pod's /tmp at 100,000 and 400,000 rows, extrapolated to 4.9 M
+	$(VPY) -m job.disk_bench
 
 .PHONY: bench-gpu
 bench-gpu: ## every GPU throughput figure in one run (LSTM, CNN, MLP), with the machine's python and CUDA torch

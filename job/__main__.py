@@ -19,7 +19,9 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="titles: .csv or .jsonl (optionally .gz) with a title column [and id]")
     p.add_argument("--out", required=True, help="output CSV, local or s3://")
     p.add_argument("--top-k", type=int, default=1, help="categories per title, best first (default: 1)")
-    p.add_argument("--keep-unknown", action="store_true", help="predict titles with no known word instead of refusing")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse the input when a title is empty or has no known word (default: predict it from no words, "
+                        "the model's prior, and say on which lines)")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
 
 
@@ -36,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="check and expand config specs into the sweep's runs (JSON)")
     s.add_argument("--configs", required=True, help="comma-separated config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")
     s.add_argument("--result-file", help="also write the JSON list to this file (an Argo output parameter)")
+    s.add_argument("--cpu-result-file", help="write the runs that train on a CPU (tfidf) here instead, and only the "
+                                             "GPU runs to --result-file (the sweep's two fan-outs)")
     s.add_argument("--baseline", default="true", help="true or false: add the tfidf baseline run unless listed (default: true)")
+    s.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
+                   help="a sweep parameter as resolved, logged; an empty data, embeddings, out or image is refused (repeatable)")
 
     s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")
     s.add_argument("--data", required=True, help="challenge CSV (.csv/.csv.gz) or course .jsonl.gz, local or s3://")

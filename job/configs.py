@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from job.errors import UserError
 
 FAMILIES = ("mlp", "cnn", "lstm", "tfidf")  # tfidf: the classic baseline (job/baseline.py), on a CPU
+CPU_FAMILIES = ("tfidf",)  # families that train on a CPU: on a cluster their pods request no GPU
 SELECT_BY = ("balanced_accuracy", "loss")
 
 
@@ -250,9 +251,43 @@ def plan(text: str, baseline: bool = True) -> list[dict]:
 
     `label` is the run's name in the Argo UI (the train node's display name).
     """
+    return [item for item, _ in _plan_items(text, baseline)]
+
+
+def plan_by_device(text: str, baseline: bool = True) -> tuple[list[dict], list[dict]]:
+    """plan's items in two lists: the runs for GPU pods, and the runs of CPU_FAMILIES for CPU pods."""
+    items = _plan_items(text, baseline)
+    return [i for i, cpu in items if not cpu], [i for i, cpu in items if cpu]
+
+
+def _plan_items(text: str, baseline: bool) -> list[tuple[dict, bool]]:
     runs = with_baseline(expand(text), baseline)
     labels = display_labels([run.name for run in runs])
-    return [{"name": run.name, "spec": run.spec, "label": label} for run, label in zip(runs, labels)]
+    return [({"name": run.name, "spec": run.spec, "label": label}, run.config.family in CPU_FAMILIES)
+            for run, label in zip(runs, labels)]
+
+
+def check_parameters(items: list[str]) -> None:
+    """Log the sweep's parameters as resolved (the Argo UI shows plan's log), then refuse, in one line, the
+    required ones that nothing set (steps.REQUIRED)."""
+    import logging
+
+    from job.steps import REQUIRED
+
+    values = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise UserError(f"--parameter {item!r}: expected NAME=VALUE")
+        values[name] = value
+        logging.getLogger("job.plan").info("parameter %s = %s", name, value)
+    empty = [name for name in REQUIRED if name in values and not values[name].strip()]
+    if empty:
+        verb = "is" if len(empty) == 1 else "are"
+        raise UserError(f"parameter{'s' if len(empty) > 1 else ''} {', '.join(empty)} {verb} empty: set "
+                        f"{'it' if len(empty) == 1 else 'them'} when submitting (make submit DATA=s3://... "
+                        "EMBEDDINGS=s3://...|none OUT=s3://..., argo submit -p data=...) or in the chart's "
+                        "workflowTemplate.parameters")
 
 
 def plan_main(args) -> int:
@@ -262,7 +297,14 @@ def plan_main(args) -> int:
 
     if args.baseline not in ("true", "false"):
         raise UserError(f"--baseline {args.baseline!r}: expected true or false")
-    text = json.dumps(plan(args.configs, args.baseline == "true"))
-    write_result(args.result_file, text)
+    check_parameters(args.parameter)
+    baseline = args.baseline == "true"
+    text = json.dumps(plan(args.configs, baseline))
+    if args.cpu_result_file:
+        gpu, cpu = plan_by_device(args.configs, baseline)
+        write_result(args.result_file, json.dumps(gpu))
+        write_result(args.cpu_result_file, json.dumps(cpu))
+    else:
+        write_result(args.result_file, text)
     print(text)
     return 0

@@ -12,8 +12,11 @@ nothing else). Titles are tokenized exactly as prepare tokenized the training da
   id,category                                                 when the input has an `id` column, as the
                                                               challenge's test file does: a submission
 A title that is empty, or whose words are all outside the vocabulary, has nothing to classify it
-by: such titles are refused in one line naming their rows, unless --keep-unknown predicts them
-from no words (the model's prior).
+by. A real batch (a challenge test file, a day's new listings) always has some, so by default they
+are predicted from no words (the model's prior) and every input row gets its output row: a
+submission stays complete. predict says how many there were and on which lines of the input (a
+CSV's header is line 1; a JSON lines file has none). --strict refuses the file instead, in one line
+naming those lines.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from job.prepare import MAX_TOKENS  # prepare keeps at most this many tokens of 
 log = logging.getLogger("job.predict")
 
 BATCH = 8192  # titles per forward pass
-SHOWN_ROWS = 5  # bad rows named in an error line
+SHOWN_LINES = 20  # lines of titles with no known word named in the warning or the --strict error
 
 
 def load_run(run: str) -> dict:
@@ -166,10 +169,15 @@ def main(args) -> int:
     saved = load_run(args.run)
     frame = read_titles(args.input)
     encoded, unknown = encode(frame["title"], saved)
-    if unknown and not args.keep_unknown:
-        shown = ", ".join(str(r + 2) for r in unknown[:SHOWN_ROWS]) + (", ..." if len(unknown) > SHOWN_ROWS else "")
-        raise UserError(f"{args.input}: {len(unknown)} title(s) empty or with only words outside the run's vocabulary "
-                        f"(line {shown}); fix them, or pass --keep-unknown to predict them from no words")
+    if unknown:
+        # a CSV's first data row is line 2 (after the header); JSON lines have no header
+        first = 2 if args.input.removesuffix(".gz").endswith(".csv") else 1
+        shown = ", ".join(str(r + first) for r in unknown[:SHOWN_LINES]) + (", ..." if len(unknown) > SHOWN_LINES else "")
+        what = f"title(s) empty or with only words outside the run's vocabulary (line {shown})"
+        if args.strict:
+            raise UserError(f"{args.input}: {len(unknown)} {what}; fix them, or drop --strict to predict them from no words")
+        log.warning("%s: %d of %d %s: predicted from no words (the model's prior)", args.input, len(unknown),
+                    len(frame), what)
     from job.train import pick_device
 
     probs = probabilities(saved, encoded, pick_device(args.device))

@@ -52,12 +52,26 @@ REPORT_FILES = (
 )
 
 
-def plan(configs: str, baseline: str = "true", result_file: str | None = None) -> list[str]:
+# Parameters a sweep cannot run without, and that nothing may fill in for it: the Argo sweep's plan step refuses
+# them empty, and the chart's WorkflowTemplate gives them no default (a sweep never runs on a placeholder bucket).
+REQUIRED = ("data", "embeddings", "out", "image")
+
+
+def plan(configs: str, baseline: str = "true", result_file: str | None = None, cpu_result_file: str | None = None,
+         parameters: dict[str, str] | None = None) -> list[str]:
     """Check and expand the config specs, plus the tfidf baseline when baseline is "true"; prints (and
-    writes to result_file) a JSON list of {name, spec, label}."""
+    writes to result_file) a JSON list of {name, spec, label}. With cpu_result_file, the runs that train on
+    a CPU (configs.CPU_FAMILIES) go there and only the others to result_file.
+
+    parameters: the sweep's parameters by name, as resolved; plan logs each and refuses an empty REQUIRED one.
+    """
     args = MODULE + ["plan", "--configs", configs, "--baseline", baseline]
     if result_file:
         args += ["--result-file", result_file]
+    if cpu_result_file:
+        args += ["--cpu-result-file", cpu_result_file]
+    for name, value in (parameters or {}).items():
+        args += ["--parameter", f"{name}={value}"]
     return args
 
 

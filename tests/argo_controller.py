@@ -16,12 +16,16 @@ What it models:
 - variable substitution ({{workflow.*}}, {{inputs.*}}, {{item.*}}, {{tasks.*}}, {{pod.name}},
   metric-only {{status}}/{{duration}}), display names, retries with retryStrategy (limit, policy,
   backoff and expression), custom Prometheus metrics;
-- each pod: its env (image ENV, envFrom and env from the given Secrets), emptyDir volumes as fresh
+- each pod: its spec as the controller creates it (Node.pod: Argo's init and wait containers from the
+  controller's executor settings, Cluster.executor, then the pod spec patches), its env (image ENV, envFrom and env from the given Secrets), emptyDir volumes as fresh
   per-pod folders, output parameters read from valueFrom.path, output artifacts and archived logs
   saved to S3 where the resolved artifact repository says, Secrets the pod mounts;
 - preemption: a pod killed from outside (SIGKILL) fails as a reclaimed node's pod does.
 
-What it does not model (it raises NotModelled where a manifest relies on it):
+What it does not model. Every field of the spec, a template, a container, a DAG and a task is either
+modelled or on IGNORED with its reason (parallelism, synchronization, resources, tolerations,
+nodeSelector, activeDeadlineSeconds, podGC, ttlStrategy, securityContext); any other field raises
+NotModelled (check_fields), and so does a modelled field used in a way the harness does not follow:
 - scheduling: no nodes, resources, tolerations, parallelism or semaphores; pods run one at a time,
   each to its end, in the order the controller creates them; backoff waits are recorded, not slept
   (a virtual clock moves past them);
@@ -67,6 +71,7 @@ DEFAULT_ARCHIVE_PATTERN = "{{workflow.name}}/{{pod.name}}"  # artifact_repositor
 # kubelet's graceful node shutdown puts this on every pod it terminates (pkg/kubelet/nodeshutdown);
 # Argo's inferFailedReason (operator.go) takes a pod's status message as the node's, phase Failed.
 NODE_SHUTDOWN_MESSAGE = "Pod was terminated in response to imminent node shutdown."
+EXECUTOR_IMAGE = "quay.io/argoproj/argoexec:v4.1.2"  # the controller's --executor-image default for its release
 MAX_ATTEMPTS = 50  # a retryStrategy without a limit retries for ever in Argo; the harness gives up here
 METRIC_PREFIX = "argo_workflows_"  # util/telemetry/metrics.go: the Prometheus exporter's namespace, on custom metrics too
 
@@ -84,6 +89,68 @@ _TASK_NAME = re.compile(r"([a-zA-Z0-9][-a-zA-Z0-9]*?\.[A-Z][a-zA-Z]+)|([a-zA-Z0-
 _TASK_RESULTS = ("Succeeded", "Failed", "Errored", "Skipped", "Omitted", "Daemoned", "AnySucceeded", "AllFailed")
 _STEPS_OR_DAG_SEPARATOR = re.compile(r"^(\[\d+\])?\.")  # operator.go: stepsOrDagSeparator
 _UNSUPPORTED_TEMPLATE_KINDS = ("steps", "script", "resource", "suspend", "containerSet", "data", "http", "plugin")
+
+
+# Every field of a Workflow spec, a template, its container and a DAG task is either modelled (applied
+# where cited below) or on an IGNORED list with the reason it changes nothing a test sees here. Any other
+# field raises NotModelled (check_fields), so a manifest can never rely silently on what is not modelled.
+MODELLED = {
+    "spec": {"entrypoint", "arguments", "templates", "serviceAccountName", "archiveLogs", "artifactRepositoryRef",
+             "workflowTemplateRef", "retryStrategy", "podSpecPatch", "priority"},
+    "template": {"name", "container", "dag", "inputs", "outputs", "retryStrategy", "metrics", "podSpecPatch",
+                 "volumes", "annotations", "archiveLocation"},
+    "container": {"image", "command", "args", "env", "envFrom", "volumeMounts"},  # image: its ENV (Cluster.image_env)
+    "dag": {"tasks", "target", "failFast"},
+    "task": {"name", "template", "arguments", "depends", "dependencies", "withItems", "withParam"},
+}
+IGNORED = {
+    "spec": {
+        "parallelism": "pods run one at a time, each to its end, so any limit of 1 or more holds",
+        "podGC": "a pod here is a finished local process: nothing is kept or deleted (its log is Node.log)",
+        "ttlStrategy": "the Workflow object is not kept once run_workflow returns",
+        "securityContext": "no users, capabilities or seccomp: the process runs as the test's user; the pod's "
+                           "spec keeps it (Node.pod_spec) for static checks",
+    },
+    "template": {
+        "synchronization": "pods run one at a time, so a semaphore or mutex never holds a pod back",
+        "activeDeadlineSeconds": "each pod has the harness' own time limit (pod_timeout_s) instead",
+        "nodeSelector": "no nodes and no scheduling; kept in Node.pod_spec",
+        "tolerations": "no nodes and no scheduling; kept in Node.pod_spec",
+    },
+    "container": {
+        "resources": "no scheduling and no cgroups: requests and limits are kept in Node.pod_spec, not enforced",
+        "securityContext": "no users or capabilities, no read-only root filesystem; kept in Node.pod_spec",
+    },
+    "dag": {},
+    "task": {},
+}
+# Fields ignored only at the value that changes nothing (the API default).
+IGNORED_AT = {("template", "failFast"): False}  # operator.go: IsFailFast is false unless set true
+
+
+def check_fields(where: str, obj: dict, what: str) -> None:
+    """Raise NotModelled for a field of `obj` (a `where` object: spec, template, container, dag, task) that is
+    neither modelled nor knowingly ignored."""
+    for key, value in obj.items():
+        if key in MODELLED[where] or key in IGNORED[where]:
+            continue
+        if (where, key) in IGNORED_AT and value == IGNORED_AT[(where, key)]:
+            continue
+        raise NotModelled(f"{what}: `{key}` is neither modelled nor on the harness' ignore list")
+
+
+def check_spec_fields(spec: dict) -> None:
+    """check_fields over the whole executed spec: every template, its container, its DAG and tasks."""
+    check_fields("spec", spec, "spec")
+    for t in spec.get("templates", []) or []:
+        name = f"template {t.get('name')}"
+        check_fields("template", t, name)
+        if isinstance(t.get("container"), dict):
+            check_fields("container", t["container"], f"{name} container")
+        if isinstance(t.get("dag"), dict):
+            check_fields("dag", t["dag"], f"{name} dag")
+            for task in t["dag"].get("tasks") or []:
+                check_fields("task", task, f"{name} task {task.get('name')}")
 
 
 class ArgoError(Exception):
@@ -151,6 +218,7 @@ class Node:
     retried: bool = False  # NodeFlag.Retried: an attempt of a Retry node
     stuck: bool = False  # its pod never starts (ContainerCreating, CreateContainerConfigError)
     pod_spec: dict = field(default_factory=dict)  # the pod's spec as created: containers (main), volumes, placement
+    pod: dict = field(default_factory=dict)  # the same with the containers the controller adds: init, wait (see _Pod)
     started: float = 0.0
     finished: float = 0.0
 
@@ -223,6 +291,9 @@ class Cluster:
     default_artifact_repository: dict = field(default_factory=dict)  # the controller's artifactRepository ({}: none set)
     cloud_credentials: dict | None = None  # what a pod's cloud identity gives (useSDKCreds): AWS_* variables
     image_env: Callable[[str], dict] | None = None  # image reference -> the ENV its Dockerfile bakes in
+    # The controller ConfigMap's `executor` (a Container): its securityContext and resources go to the init and
+    # wait containers of every pod (workflow/controller/workflowpod.go: newExecContainer). {}: the default, none.
+    executor: dict = field(default_factory=dict)
 
     def configmap(self, namespace: str, name: str) -> dict | None:
         return self._find(self.configmaps, namespace, name)
@@ -968,7 +1039,8 @@ class _PodNotCreated(Exception):
 # Kubernetes' strategic merge keys of the PodSpec fields a pod spec patch here touches; other lists are replaced
 # (tolerations, for one, has no merge key: a patch's list replaces the pod's).
 # Paths start again inside each list item, as in _MERGE_KEYS.
-_POD_MERGE_KEYS = {("containers",): "name", ("volumes",): "name", ("env",): "name", ("volumeMounts",): "mountPath"}
+_POD_MERGE_KEYS = {("containers",): "name", ("initContainers",): "name", ("volumes",): "name", ("env",): "name",
+                   ("volumeMounts",): "mountPath"}
 _QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?$")
 
 
@@ -1058,6 +1130,13 @@ class _Pod:
                 pod[key] = tmpl[key]
         if "securityContext" in self.op.spec:
             pod["securityContext"] = self.op.spec["securityContext"]
+        # The legacy (default) pod layout adds an `init` container and a `wait` container before the main one
+        # (workflowpod.go createWorkflowPod; workflowpod_layout.go legacyLayout), both from newExecContainer: the
+        # executor image with the controller ConfigMap's executor securityContext and resources, nothing else.
+        # The pod spec patches are applied after, to the whole pod (processPodSpecPatch, ApplyPodSpecPatch).
+        full = copy.deepcopy(pod)
+        full["initContainers"] = [self._executor_container("init")]
+        full["containers"] = [self._executor_container("wait")] + full["containers"]
         for text in texts:
             text = replace_tags(text, {**self.op.globals, "pod.name": self.node.pod_name})
             try:
@@ -1066,6 +1145,8 @@ class _Pod:
                 raise _PodNotCreated(f"Failed to convert the PodSpecPatch yaml to json: {e}".splitlines()[0]) from None
             _check_pod_spec(patch, text)
             pod = _strategic_merge(pod, patch, keys=_POD_MERGE_KEYS)
+            full = _strategic_merge(full, patch, keys=_POD_MERGE_KEYS)
+        self.node.pod = full
         out = dict(tmpl)
         main = next(c for c in pod["containers"] if c["name"] == "main")
         out["container"] = {k: v for k, v in main.items() if k != "name"}
@@ -1075,6 +1156,15 @@ class _Pod:
                 out[key] = pod[key]
         self.node.pod_spec = pod
         return out
+
+    def _executor_container(self, name: str) -> dict:
+        """workflowpod.go newExecContainer: Argo's own container `init` or `wait` (argoexec)."""
+        executor = self.op.cluster.executor
+        container = {"name": name, "image": EXECUTOR_IMAGE, "command": ["argoexec", name]}
+        for key in ("securityContext", "resources", "args"):
+            if executor.get(key):
+                container[key] = copy.deepcopy(executor[key])
+        return container
 
     def _archive_location(self) -> dict | None:
         """workflowpod.go addArchiveLocation: the repository's location when an artifact or the log needs one.
@@ -1422,8 +1512,13 @@ class _Operation:
             validate(self.spec, self.wf["metadata"])
         except SpecError as e:
             return self._result("Failed", f"invalid spec: {e}")  # operator.go setExecWorkflow
+        check_spec_fields(self.spec)
         try:
             self.globals = self._global_params()
+        except ArgoError as e:
+            # operator.go setExecWorkflow: an error of setGlobalParameters marks the workflow Failed, before any node
+            return self._result("Failed", f"failed to set global parameters: {e}")
+        try:
             self.repository_ref, self.repository = resolve_artifact_repository(
                 self.spec.get("artifactRepositoryRef"), self.namespace, self.cluster)
         except ArgoError as e:
@@ -1500,9 +1595,11 @@ class _Operation:
                 g[f"workflow.parameters.{p['name']}"] = _text(p["value"])
             elif (p.get("valueFrom") or {}).get("configMapKeyRef"):
                 g[f"workflow.parameters.{p['name']}"] = self._configmap_parameter(p)
-            elif "valueFrom" in p:
+            elif set(p.get("valueFrom") or {}) - {"supplied", "default"}:
                 raise NotModelled(f"workflow parameter {p['name']}: valueFrom {sorted(p['valueFrom'])}")
             else:
+                # A parameter with no value (valueFrom.supplied that nobody supplied) passes validation, then
+                # fails here: setGlobalParameters' default case; its default is read only with a configMapKeyRef.
                 raise ArgoError(f"either value or valueFrom must be specified in order to set global parameter {p['name']}")
         for kind in ("annotations", "labels"):
             values = meta.get(kind) or {}

@@ -11,6 +11,7 @@ where the chart's artifact repository puts them, retries after a preemption.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -26,11 +27,13 @@ import yaml
 
 import argo_controller as argo
 import helmbin
+import pod_security
 from conftest import ROOT
-from workflows.dag import RETRY_WHEN, Options, reference
+from workflows.dag import RETRY_WHEN, Options, build, reference
 
 CHART = ROOT / "helm" / "meli-sweep"
 NAMESPACE = "ml"
+CHART_REPOSITORY = "meli-sweep-artifact-repository#meli-sweep-s3"  # the chart's artifact repository by default
 S3_SECRET = "meli-sweep-s3"  # the Secret every step's envFrom and the chart's repository name (their defaults)
 
 # Tiny runs: one or two epochs on at most 400 rows of the 3,000-row synthetic set.
@@ -133,9 +136,11 @@ def chart_configmaps(docs: list[dict]) -> list[dict]:
 
 
 def render_workflow(configs: str, bucket: str) -> dict:
-    """`make render`'s Workflow: python -m workflows.cli render, with S3 inputs in the moto bucket."""
+    """`make render`'s Workflow: python -m workflows.cli render, with S3 inputs in the moto bucket, naming the
+    chart's artifact repository (by its default name and key), which is not the namespace's default."""
     proc = subprocess.run([sys.executable, "-m", "workflows.cli", "render", "--configs", configs,
-                           "--data", f"s3://{bucket}/data/tiny.csv.gz", "--embeddings", "none", "--out", f"s3://{bucket}/meli"],
+                           "--data", f"s3://{bucket}/data/tiny.csv.gz", "--embeddings", "none", "--out", f"s3://{bucket}/meli",
+                           "--artifact-repository", CHART_REPOSITORY],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)
@@ -176,10 +181,23 @@ def run(manifest: dict, tmp_path: Path, **cluster) -> argo.WorkflowResult:
 
 
 @pytest.mark.parametrize("status, message, expected", [
-    ("Failed", argo.NODE_SHUTDOWN_MESSAGE, True),  # preemption shows as Failed (argo-workflows#9880)
-    ("Failed", "pod deleted", True),
-    ("Error", "", True),  # a lost node
-    ("Failed", "main: Error (exit code 3)", False),  # a broken config: not retried
+    # Preemption: kubelet's graceful node shutdown leaves this pod status message, which inferFailedReason
+    # (workflow/controller/operator.go) takes as the node's message, phase Failed (argo-workflows#9880).
+    ("Failed", argo.NODE_SHUTDOWN_MESSAGE, True),
+    # A node under disk or memory pressure from other pods evicts ours (kubelet pkg/kubelet/eviction/helpers.go:
+    # nodeLowMessageFmt); the pod's own /tmp over its sizeLimit is another message, and is not retried.
+    ("Failed", "The node was low on resource: ephemeral-storage. Threshold quantity: 1Gi, available: 512Mi. ", True),
+    ("Failed", "Usage of EmptyDir volume \"tmp\" exceeds the limit \"20Gi\". ", False),
+    # A deleted pod (a reclaimed or lost node): operator.go podReconciliation marks the node Error "pod deleted".
+    ("Error", "pod deleted", True),
+    # Failures that will never heal: a broken config, and the wait container failing (missing RBAC, bad keys),
+    # which inferFailedReason reports as Error "wait: <reason> (exit code N): <message>".
+    ("Failed", "main: Error (exit code 3)", False),
+    ("Error", "wait: Error (exit code 1): workflowtaskresults.argoproj.io is forbidden", False),
+    ("Error", "init: Error (exit code 1): failed to get secret meli-sweep-s3", False),
+    ("Error", "Pod failed before main container starts due to CreateContainerConfigError: secret not found", False),
+    ("Failed", "pod failed: wait container did not complete successfully", False),
+    ("Error", "pod deleted during operation", False),  # only the exact message
 ])
 def test_retry_expression_retries_preemption_only(status, message, expected):
     scope = argo._nest({"lastRetry.status": status, "lastRetry.message": message, "lastRetry.exitCode": "137"})
@@ -487,8 +505,58 @@ def test_configmap_parameters_fall_back_to_their_default_on_any_lookup_failure(t
     assert log(run(say("hello"), tmp_path / "b", configmaps=[parameter_configmap({"other": "x"})])) == "hello\n"
     # without the configmap-type label the controller does not read it: the default again
     assert log(run(say("hello"), tmp_path / "c", configmaps=[parameter_configmap({"greeting": "hola"}, labelled=False)])) == "hello\n"
+    # no ConfigMap and no default: setGlobalParameters fails, and its caller marks the workflow Failed
+    # (workflow/controller/operator.go: setExecWorkflow, "failed to set global parameters: ...")
     failed = run(say(None), tmp_path / "d")
-    assert failed.phase == "Error" and "failed to set global parameter greeting" in failed.message
+    assert failed.phase == "Failed" and not failed.nodes, failed.describe()
+    assert failed.message == ("failed to set global parameters: failed to set global parameter greeting from configmap "
+                              "with name settings and key greeting: ConfigMap 'settings' does not exist")
+
+
+def test_a_parameter_with_no_value_and_no_default_fails_the_workflow(tmp_path):
+    manifest = workflow([container("say", "print('{{workflow.parameters.greeting}}')")], [{"name": "say", "template": "say"}])
+    # `supplied` passes validation (validate.go validateArgumentsValues) and leaves the parameter without a value
+    manifest["spec"]["arguments"]["parameters"] = [{"name": "greeting", "valueFrom": {"supplied": {}}}]
+    result = run(manifest, tmp_path)
+    assert result.phase == "Failed" and not result.nodes, result.describe()
+    assert result.message == ("failed to set global parameters: either value or valueFrom must be specified in order "
+                              "to set global parameter greeting")
+    # with neither value nor valueFrom, validation stops it first
+    manifest["spec"]["arguments"]["parameters"] = [{"name": "greeting"}]
+    result = run(manifest, tmp_path / "b")
+    assert result.phase == "Failed" and result.message == (
+        "invalid spec: spec.arguments.greeting.value or spec.arguments.greeting.valueFrom is required")
+
+
+@pytest.mark.parametrize("where, field, value", [
+    ("spec", "hostNetwork", True),
+    ("spec", "onExit", "cleanup"),
+    ("template", "timeout", "10s"),
+    ("template", "failFast", True),  # false, the default, is ignored knowingly
+    ("template", "memoize", {"key": "x", "cache": {"configMap": {"name": "c"}}}),
+    ("container", "workingDir", "/srv"),
+    ("container", "ports", [{"containerPort": 80}]),
+    ("dag", "parallelism", 1),
+])
+def test_a_field_neither_modelled_nor_knowingly_ignored_is_refused(tmp_path, where, field, value):
+    manifest = workflow([container("say", "print('hi')")], [{"name": "say", "template": "say"}])
+    holder = {"spec": manifest["spec"], "template": manifest["spec"]["templates"][0],
+              "container": manifest["spec"]["templates"][0]["container"],
+              "dag": next(t for t in manifest["spec"]["templates"] if "dag" in t)["dag"]}[where]
+    holder[field] = value
+    with pytest.raises(argo.NotModelled, match=f"`{field}` is neither modelled nor on the harness' ignore list"):
+        run(manifest, tmp_path)
+
+
+def test_every_field_of_the_sweep_is_modelled_or_knowingly_ignored_with_a_reason():
+    """The fields that the harness once passed over in silence are now on its ignore list, each with its reason."""
+    for where, field in [("spec", "parallelism"), ("spec", "podGC"), ("spec", "securityContext"),
+                         ("template", "synchronization"), ("template", "activeDeadlineSeconds"),
+                         ("template", "tolerations"), ("container", "resources"), ("container", "securityContext")]:
+        assert len(argo.IGNORED[where][field]) > 20, (where, field)
+    for name in ("workflows/sweep.yaml", "helm/meli-sweep/files/workflowtemplate-spec.yaml"):
+        doc = yaml.safe_load((ROOT / name).read_text())
+        argo.check_spec_fields(doc.get("spec", doc))
 
 
 def test_enum_parameter_needs_a_value_to_check():
@@ -531,8 +599,9 @@ def test_chart_http_endpoint_serves_the_executor_as_it_serves_the_pods(tmp_path,
     bucket = new_bucket(s3, "http")
     repository = artifact_repository_configmap(helm_template(helm, f"s3.bucket={bucket}", f"s3.endpoint={s3_server}"))
     outputs = {"artifacts": [{"name": "plain", "path": "/tmp/out/result.txt", "archive": {"none": {}}}]}
-    result = run(workflow([writer(**outputs)], [{"name": "write", "template": "write"}]), tmp_path,
-                 configmaps=[repository], secrets=secrets)
+    ref = {"configMap": repository["metadata"]["name"], "key": next(iter(repository["data"]))}  # the chart's own
+    result = run(workflow([writer(**outputs)], [{"name": "write", "template": "write"}], artifactRepositoryRef=ref),
+                 tmp_path, configmaps=[repository], secrets=secrets)
     assert result.phase == "Succeeded", result.describe()
 
 
@@ -546,6 +615,173 @@ def test_chart_workflowtemplate_finds_its_own_repository_beside_another_default(
     cluster = argo.Cluster(namespace=NAMESPACE, configmaps=[ours, theirs])
     ref, repo = argo.resolve_artifact_repository(wft["spec"].get("artifactRepositoryRef"), NAMESPACE, cluster)
     assert ref.get("configMap") == "meli-sweep-artifacts" and repo["s3"]["bucket"] == "meli-sweep", (ref, repo)
+
+
+# --- the sweep's DAG with stand-in steps: the GPU and CPU fan-outs and aggregate's `depends` ------------------
+
+
+SET = dict(data="s3://b/data/train.csv.gz", embeddings="none", out="s3://b/meli")  # what a sweep must be given
+
+
+def stand_in_sweep(configs: str, baseline: bool = True, fail: tuple[str, ...] = (), **options) -> dict:
+    """The rendered sweep as it is (DAG, depends, targets, fan-outs, the real plan step), with prepare, train and
+    aggregate replaced by one-line stand-ins: train fails for the runs named in `fail`. No S3: logs are not
+    archived and aggregate declares no artifacts."""
+    doc = build(configs, Options(baseline=baseline, archive_logs=False, **{**SET, **options})).to_dict()
+    for t in doc["spec"]["templates"]:
+        if t["name"] == "prepare":
+            t["container"]["command"] = ["python", "-c", "import sys; open(sys.argv[1], 'w').write('s3://b/prepared/x')",
+                                         "/tmp/prepared"]
+        elif t["name"] in ("train", "train-on-cpu"):
+            script = "import sys; open(sys.argv[1], 'w').write('0.5'); sys.exit(sys.argv[2] in sys.argv[3:])"
+            t["container"]["command"] = ["python", "-c", script, "/tmp/result", "{{inputs.parameters.name}}", *fail]
+        elif t["name"] == "aggregate":
+            t["container"]["command"] = ["python", "-c", "print('report')"]
+            del t["outputs"]
+    return doc
+
+
+def names(nodes: list) -> list[str]:
+    return sorted(n.inputs.get("name", "") for n in nodes)
+
+
+def test_tfidf_trains_in_the_cpu_fan_out_and_aggregate_runs_after_both(tmp_path):
+    result = run(stand_in_sweep("hidden50,mlp256"), tmp_path)
+    assert result.phase == "Succeeded", result.describe()
+    assert names(result.task("train")) == ["hidden50", "mlp256"] and names(result.task("train-on-cpu")) == ["tfidf"]
+    assert {p.template for p in result.pods()} == {"plan", "prepare", "train", "train-on-cpu", "aggregate"}
+    assert result.task("train-on-cpu")[0].display_name == "tfidf"  # its node in the UI, as on the GPU template
+    assert "nvidia.com/gpu" not in json.dumps(result.pods("train-on-cpu")[0].pod_spec)
+    assert "nvidia.com/gpu" in json.dumps(result.pods("train")[0].pod_spec)
+    (aggregate,) = result.task("aggregate")
+    assert aggregate.phase == "Succeeded" and aggregate.started >= max(p.finished for p in result.pods("train-on-cpu"))
+
+
+@pytest.mark.parametrize("fail", ["mlp256", "tfidf"])
+def test_a_failed_run_on_either_fan_out_still_gets_its_report_and_fails_the_sweep(tmp_path, fail):
+    result = run(stand_in_sweep("hidden50,mlp256", fail=(fail,)), tmp_path)
+    assert result.task("aggregate")[0].phase == "Succeeded", result.describe()
+    assert result.phase == "Failed"
+    assert [n.inputs["name"] for n in result.failures() if n.type == "Pod"] == [fail]
+
+
+def test_no_baseline_skips_the_empty_cpu_fan_out_and_aggregate_still_runs(tmp_path):
+    """withParam over [] is a Skipped node (dag.go executeDAGTask: "Skipped, empty params"), which a
+    `.Skipped` term of aggregate's depends lets through; a Skipped target does not fail the DAG."""
+    result = run(stand_in_sweep("hidden50", baseline=False), tmp_path)
+    assert result.phase == "Succeeded", result.describe()
+    (skipped,) = result.task("train-on-cpu")
+    assert (skipped.type, skipped.phase, skipped.message) == ("Skipped", "Skipped", "Skipped, empty params")
+    assert result.task("aggregate")[0].phase == "Succeeded"
+    failed = run(stand_in_sweep("hidden50,mlp256", baseline=False, fail=("mlp256",)), tmp_path / "failed")
+    assert failed.phase == "Failed" and failed.task("aggregate")[0].phase == "Succeeded", failed.describe()
+    # and the other way round: a sweep of the baseline alone has no GPU run
+    alone = run(stand_in_sweep("tfidf"), tmp_path / "alone")
+    assert alone.phase == "Succeeded" and alone.task("train")[0].phase == "Skipped", alone.describe()
+    assert names(alone.task("train-on-cpu")) == ["tfidf"] and alone.task("aggregate")[0].phase == "Succeeded"
+
+
+# --- Pod Security "restricted": every container of every pod -------------------------------------------------
+
+
+def controller_executor_from_the_docs() -> dict:
+    """The controller ConfigMap snippet of docs/cluster.md, parsed as the controller reads its `executor` key."""
+    text = (ROOT / "docs" / "cluster.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "workflow-controller-configmap" in b]
+    assert len(blocks) == 1, "docs/cluster.md: one yaml block with the controller's ConfigMap"
+    configmap = yaml.safe_load(blocks[0])
+    assert configmap["kind"] == "ConfigMap" and configmap["metadata"]["name"] == "workflow-controller-configmap"
+    return yaml.safe_load(configmap["data"]["executor"])
+
+
+def test_every_container_of_every_pod_meets_the_restricted_profile_with_the_documented_controller_config(tmp_path):
+    """The pods the harness builds, with the init and wait containers the controller adds to each
+    (workflowpod.go newExecContainer), against the Pod Security Standards' restricted rules."""
+    result = run(stand_in_sweep("hidden50"), tmp_path, executor=controller_executor_from_the_docs())
+    assert result.phase == "Succeeded", result.describe()
+    pods = result.pods()
+    assert {p.template for p in pods} == {"plan", "prepare", "train", "train-on-cpu", "aggregate"}
+    for p in pods:
+        assert [c["name"] for c in p.pod["initContainers"]] == ["init"] and "wait" in [c["name"] for c in p.pod["containers"]]
+        assert pod_security.restricted_violations(p.pod) == [], p.name
+    # Without it (the controller's default: no executor securityContext), only Argo's own containers fail.
+    default = run(stand_in_sweep("hidden50"), tmp_path / "default")
+    for p in default.pods():
+        failing = {v.split(":")[0] for v in pod_security.restricted_violations(p.pod)}
+        assert failing == {"init", "wait"}, (p.name, failing)
+
+
+def test_the_restricted_rules_catch_what_they_must():
+    ok = {"securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+          "containers": [{"name": "main", "securityContext": {"allowPrivilegeEscalation": False,
+                                                              "capabilities": {"drop": ["ALL"]}}}],
+          "volumes": [{"name": "tmp", "emptyDir": {}}]}
+    assert pod_security.restricted_violations(ok) == []
+    for change, rule in [
+        (lambda p: p["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
+        (lambda p: p["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]), "capabilities.add"),
+        (lambda p: p["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
+        (lambda p: p["securityContext"].pop("seccompProfile"), "seccomp"),
+        (lambda p: p["containers"][0]["securityContext"].update(seccompProfile={"type": "Unconfined"}), "seccomp"),
+        (lambda p: p["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "volume types"),
+        (lambda p: p.update(hostNetwork=True), "host namespaces"),
+        (lambda p: p["containers"][0]["securityContext"].update(privileged=True), "privileged"),
+    ]:
+        pod = copy.deepcopy(ok)
+        change(pod)
+        assert any(rule in v for v in pod_security.restricted_violations(pod)), rule
+
+
+# --- placeholders: a sweep never runs on a value nobody set -------------------------------------------------
+
+
+def test_plan_logs_the_resolved_parameters_and_refuses_empty_ones_in_one_line(tmp_path):
+    """`make render` with no DATA, EMBEDDINGS or OUT still renders; the sweep then stops in plan, before any
+    other pod, in one line naming what to set. plan's log (the Argo UI's) shows every parameter it resolved."""
+    result = run(stand_in_sweep("hidden50", data="", embeddings="", out=""), tmp_path)
+    assert result.phase == "Failed" and {p.template for p in result.pods()} == {"plan", "prepare"}, result.describe()
+    assert result.pods("prepare")[0].phase == "Succeeded"  # the stand-in: prepare does start beside plan
+    (plan,) = result.task("plan")
+    errors = [line for line in plan.log.splitlines() if line.startswith("error:")]
+    assert errors == ["error: parameters data, embeddings, out are empty: set them when submitting (make submit "
+                      "DATA=s3://... EMBEDDINGS=s3://...|none OUT=s3://..., argo submit -p data=...) or in the chart's "
+                      "workflowTemplate.parameters"], plan.log
+    assert "Traceback" not in plan.log and result.task("aggregate")[0].phase == "Omitted"
+    ok = run(stand_in_sweep("hidden50", pushgateway_url="http://pgw:9091"), tmp_path / "ok")
+    log = ok.task("plan")[0].log
+    for line in ("parameter data = s3://b/data/train.csv.gz", "parameter embeddings = none", "parameter out = s3://b/meli",
+                 "parameter configs = hidden50", "parameter pushgateway-url = http://pgw:9091", "parameter train-memory = 16Gi"):
+        assert line in log, log
+
+
+@pytest.mark.helm
+@pytest.mark.parametrize("cluster_state, why", [
+    ("absent", "ConfigMap 'meli-sweep-parameters' does not exist"),
+    ("unlabelled", "ConfigMap 'meli-sweep-parameters' needs to have the label workflows.argoproj.io/configmap-type: Parameter"),
+    ("no data set", "ConfigMap 'meli-sweep-parameters' does not have the key 'data'"),
+])
+def test_chart_sweep_without_its_parameters_fails_at_once_naming_what_to_set(tmp_path, helm, cluster_state, why):
+    """The parameters ConfigMap absent, unlabelled, not yet in the informer's cache, or without the key: the
+    template's required parameters have no default to fall back to, so the workflow fails before any pod
+    (operator.go setGlobalParameters), instead of running on a bucket nobody named."""
+    sets = ("workflowTemplate.parameters.embeddings=none",) + (
+        () if cluster_state == "no data set" else ("workflowTemplate.parameters.data=s3://b/data/train.csv.gz",))
+    docs = helm_template(helm, *sets)
+    wft = next(d for d in docs if d["kind"] == "WorkflowTemplate")
+    configmaps = [d for d in chart_configmaps(docs) if d["metadata"]["name"] != "meli-sweep-parameters"]
+    params = next(d for d in docs if d["metadata"]["name"] == "meli-sweep-parameters")
+    if cluster_state == "unlabelled":
+        del params["metadata"]["labels"]["workflows.argoproj.io/configmap-type"]
+    if cluster_state != "absent":
+        configmaps.append(params)
+    submitted = reference(ONE_RUN, dataclasses.replace(Options(), namespace=NAMESPACE), set()).build().model_dump(
+        by_alias=True, exclude_none=True, mode="json")  # `make submit CONFIGS=...` and nothing else
+    result = run(submitted, tmp_path, configmaps=configmaps, workflow_templates=[wft])
+    assert result.phase == "Failed" and not result.nodes, result.describe()
+    first = "data" if cluster_state == "no data set" else next(
+        p["name"] for p in wft["spec"]["arguments"]["parameters"] if "default" not in p["valueFrom"])
+    assert result.message == (f"failed to set global parameters: failed to set global parameter {first} from configmap "
+                              f"with name meli-sweep-parameters and key {first}: {why}")
 
 
 # --- the sweep end to end -------------------------------------------------------------------------------------
@@ -595,7 +831,7 @@ def assert_train_metrics(result: argo.WorkflowResult, ok: list[str]) -> None:
 def plan_runs(result: argo.WorkflowResult) -> list[dict]:
     """The items the plan step wrote, which train fanned out over (run names by the spec language)."""
     (plan,) = result.task("plan")
-    return json.loads(plan.outputs["runs"])
+    return json.loads(plan.outputs["runs"]) + json.loads(plan.outputs["cpu-runs"])  # GPU runs, then CPU runs
 
 
 def assert_train_nodes_named_for_the_ui(result: argo.WorkflowResult, *configs: str) -> dict:
@@ -604,7 +840,7 @@ def assert_train_nodes_named_for_the_ui(result: argo.WorkflowResult, *configs: s
     Returns the train nodes by run name.
     """
     runs = plan_runs(result)
-    trains = {n.inputs.get("name"): n for n in result.task("train")}
+    trains = {n.inputs.get("name"): n for n in result.task("train") + result.task("train-on-cpu") if n.type != "Skipped"}
     assert sorted(trains, key=str) == sorted(r["name"] for r in runs), result.describe()
     assert set(configs) <= set(trains), (configs, list(trains))
     for node in trains.values():

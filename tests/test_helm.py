@@ -40,6 +40,7 @@ CORE_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Secret"}
 # Every kind the chart may render; anything else is a mistake (a ClusterRole, say).
 ALL_KINDS = CORE_KINDS | {"WorkflowTemplate", "ServiceMonitor", "PrometheusRule"}
 EXECUTOR_RULES = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
+REPOSITORY = "meli-sweep-artifact-repository"  # the chart's own artifact repository ConfigMap, by default
 PLANTED_KEY_ID, PLANTED_SECRET = "test-access-key-id", "test-secret-access-key"  # ci/credentials-values.yaml
 
 
@@ -90,14 +91,16 @@ def hera() -> dict:
     return yaml.safe_load(HERA_FILE.read_text())
 
 
-def parameters_seen(docs: list[dict]) -> dict[str, str]:
-    """The WorkflowTemplate's parameters as the controller resolves them for a sweep that sets only configs:
-    the key in the chart's parameters ConfigMap, else the default (operator.go: setGlobalParameters)."""
+def parameters_seen(docs: list[dict]) -> dict[str, str | None]:
+    """The WorkflowTemplate's parameters as the controller resolves them for a sweep that sets none of them:
+    the key in the chart's parameters ConfigMap, else the default (operator.go: setGlobalParameters); None for
+    a required one with neither, which fails such a sweep at once (tests/test_argo_controller.py runs it)."""
     wft = only(docs, "WorkflowTemplate")
     data = only(docs, "ConfigMap", "meli-sweep-parameters")["data"]
     out = {}
     for p in wft["spec"]["arguments"]["parameters"]:
-        out[p["name"]] = p["value"] if "value" in p else data.get(p["valueFrom"]["configMapKeyRef"]["key"], p["valueFrom"]["default"])
+        out[p["name"]] = p["value"] if "value" in p else data.get(p["valueFrom"]["configMapKeyRef"]["key"],
+                                                                  p["valueFrom"].get("default"))
     return out
 
 
@@ -108,7 +111,7 @@ def pods(docs: list[dict]) -> dict[str, dict]:
 
     def substituted(text: str) -> dict:
         for name, value in values.items():
-            text = text.replace("{{workflow.parameters.%s}}" % name, value)
+            text = text.replace("{{workflow.parameters.%s}}" % name, value if value is not None else "")
         return yaml.safe_load(text)
 
     out = {}
@@ -218,7 +221,7 @@ def test_default_values_yield_exactly_the_hera_rendering(helm):
     wft = only(render(helm), "WorkflowTemplate")
     spec = dict(wft["spec"])
     assert spec.pop("serviceAccountName") == RELEASE
-    assert spec.pop("artifactRepositoryRef") == {"configMap": "artifact-repositories", "key": "meli-sweep-s3"}
+    assert spec.pop("artifactRepositoryRef") == {"configMap": REPOSITORY, "key": "meli-sweep-s3"}
     assert spec == hera()
     assert wft["metadata"]["name"] == "meli-sweep" and wft["metadata"]["namespace"] == NAMESPACE
 
@@ -235,7 +238,7 @@ def test_default_values_leave_the_hera_defaults():
     assert values["workflowTemplate"]["gpu"] == {"nodeSelector": None, "tolerations": None}
     assert f"{values['image']['repository']}:{values['image']['tag'] or chart['appVersion']}" == o.image, "image.repository/tag"
     assert o.image + values["image"]["cpuTagSuffix"] == o.image_cpu(), "image.cpuTagSuffix"
-    assert f"s3://{values['s3']['bucket']}" == o.out, "s3.bucket"
+    assert o.out == o.data == o.embeddings == "", "required: no default for the chart to fall back to"
     assert values["s3"]["existingSecret"] == o.s3_secret, "s3.existingSecret"
     assert RELEASE == o.service_account
 
@@ -243,7 +246,8 @@ def test_default_values_leave_the_hera_defaults():
 def test_default_install_runs_the_hera_defaults(helm):
     docs = render(helm)
     seen, o = parameters_seen(docs), Options()
-    assert seen["train-memory"] == o.train_memory and seen["image"] == o.image and seen["out"] == o.out
+    assert seen["train-memory"] == o.train_memory and seen["image"] == o.image and seen["out"] == "s3://meli-sweep"
+    assert seen["data"] is None and seen["embeddings"] is None  # nothing set them: such a sweep fails at once
     train = pods(docs)["train"]
     assert train["containers"][0]["resources"]["limits"] == {"memory": o.train_memory, "nvidia.com/gpu": str(o.gpus)}
     assert train["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -261,12 +265,12 @@ def test_argo_expressions_pass_through_untouched(helm):
 def test_values_reach_the_pods_through_the_parameters(helm):
     docs = render(helm, CHART / "ci" / "monitoring-values.yaml")
     seen = parameters_seen(docs)
-    assert seen["configs"] == "hidden50,hidden100"  # the template's own value: a sweep always gives its configs
-    assert only(docs, "ConfigMap", "meli-sweep-parameters")["data"]["configs"] == "hidden50,hidden100,cnn"
+    assert seen["configs"] == "hidden50,hidden100,cnn"  # what a sweep that sets no configs runs
     assert seen["pushgateway-url"] == "http://prometheus-pushgateway.monitoring:9091"
     assert seen["image"] == "registry.example.com/ml/meli-sweep:0.1.0"
     assert seen["cpu-image"] == "registry.example.com/ml/meli-sweep:0.1.0-cpu"
-    assert seen["data"] == Options().data, "a parameter not named keeps the Hera default"
+    assert seen["data"] is None, "a required parameter not named has no default"
+    assert seen["baseline"] == "true", "an optional parameter not named keeps the Hera default"
     train = pods(docs)["train"]
     assert train["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
     assert [t["key"] for t in train["tolerations"]] == ["nvidia.com/gpu", "cloud.google.com/gke-spot"]
@@ -293,6 +297,14 @@ def test_unknown_parameter_fails(helm):
     assert "invalid propertyName 'confgs'" in err and "'configs'" in err and "'train-memory'" in err
 
 
+def test_configs_set_at_install_is_what_a_sweep_without_configs_runs(helm):
+    """workflowTemplate.parameters.configs is in values.schema.json, so it must reach the template: a sweep that
+    sets no configs (the Argo UI's form, `argo submit --from workflowtemplate/meli-sweep`) runs it."""
+    docs = render(helm, sets=("workflowTemplate.parameters.configs=mlp256",))
+    assert parameters_seen(docs)["configs"] == "mlp256"
+    assert parameters_seen(render(helm))["configs"] == "hidden50,hidden100"  # unset: the rendered default
+
+
 def test_bucket_and_endpoint_reach_the_pods(helm):
     docs = render(helm, CHART / "ci" / "minio-values.yaml")
     seen = parameters_seen(docs)
@@ -303,14 +315,14 @@ def test_bucket_and_endpoint_reach_the_pods(helm):
         [main] = pod["containers"]
         assert {"configMapRef": {"name": "meli-sweep-env", "optional": True}} in main["envFrom"], name
         assert {"secretRef": {"name": "{{workflow.parameters.s3-secret}}", "optional": True}} in main["envFrom"], name
-    repo = yaml.safe_load(only(docs, "ConfigMap", "artifact-repositories")["data"]["meli-sweep-s3"])["s3"]
+    repo = yaml.safe_load(only(docs, "ConfigMap", REPOSITORY)["data"]["meli-sweep-s3"])["s3"]
     assert repo == {
         "bucket": "my-bucket", "endpoint": "minio.ml:9000", "region": "us-east-1", "insecure": False,
         "keyFormat": "meli-sweep/{{workflow.name}}/{{pod.name}}",
         "accessKeySecret": {"name": "meli-s3", "key": "AWS_ACCESS_KEY_ID"},
         "secretKeySecret": {"name": "meli-s3", "key": "AWS_SECRET_ACCESS_KEY"},
     }
-    assert only(docs, "WorkflowTemplate")["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories",
+    assert only(docs, "WorkflowTemplate")["spec"]["artifactRepositoryRef"] == {"configMap": REPOSITORY,
                                                                               "key": "meli-sweep-s3"}
     assert [d for d in render(helm) if d["metadata"]["name"] == "meli-sweep-env"] == []  # nothing set: no ConfigMap
 
@@ -324,7 +336,8 @@ def test_pod_security_is_the_hera_definitions_by_default(helm):
         assert sc["runAsNonRoot"] is True and sc["allowPrivilegeEscalation"] is False
         assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
         assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
-        assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+        (tmp,) = [v for v in pod["volumes"] if v["name"] == "tmp"]
+        assert set(tmp["emptyDir"]) == {"sizeLimit"}, name  # sized per step by the Hera definition
 
 
 def test_values_override_pod_security_and_the_tmp_volume(helm):
@@ -389,14 +402,27 @@ def test_secret_rendered_when_credentials_given(helm):
     assert repo["keyFormat"] == "meli-sweep/{{workflow.name}}/{{pod.name}}"
 
 
+def test_namespace_default_repository_is_opt_in_and_only_under_argos_name(helm):
+    docs = render(helm, sets=("artifactRepository.default=true", "artifactRepository.configMapName=artifact-repositories"))
+    cm = only(docs, "ConfigMap", "artifact-repositories")
+    assert cm["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "meli-sweep-s3"}
+    # Argo reads the namespace default only from a ConfigMap of that name: elsewhere the annotation would do nothing.
+    err = render_error(helm, "artifactRepository.default=true")
+    assert "artifactRepository.default" in err and "artifact-repositories" in err
+
+
 def test_half_given_credentials_fail(helm):
     assert "must be given together" in render_error(helm, f"s3.accessKeyId={PLANTED_KEY_ID}")
 
 
 def test_default_artifact_repository(helm):
+    """The chart owns its repository and only its template names it: `artifact-repositories` (Argo's namespace
+    default, artifactrepositories.go: Resolve) is left to the namespace, so a second owner fails no install."""
     docs = render(helm)
-    cm = only(docs, "ConfigMap", "artifact-repositories")
-    assert cm["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "meli-sweep-s3"}
+    assert "artifact-repositories" not in {d["metadata"]["name"] for d in docs}
+    cm = only(docs, "ConfigMap", REPOSITORY)
+    assert "annotations" not in cm["metadata"]
+    assert only(docs, "WorkflowTemplate")["spec"]["artifactRepositoryRef"] == {"configMap": REPOSITORY, "key": "meli-sweep-s3"}
     repo = yaml.safe_load(cm["data"]["meli-sweep-s3"])["s3"]
     # AWS by default: the executor's S3 driver refuses an empty endpoint (workflow/artifacts/s3/s3.go: newS3Client)
     assert repo["bucket"] == "meli-sweep" and repo["endpoint"] == "s3.amazonaws.com" and repo["insecure"] is False
@@ -421,7 +447,7 @@ def test_artifact_repository_options_reach_the_workflowtemplate(helm):
 def test_sdk_credentials_name_no_secret(helm):
     """IAM role (IRSA) or workload identity: a named key Secret would be a required volume, and pods would hang."""
     docs = render(helm, sets=("s3.credentials=sdk",))
-    repo = yaml.safe_load(only(docs, "ConfigMap", "artifact-repositories")["data"]["meli-sweep-s3"])["s3"]
+    repo = yaml.safe_load(only(docs, "ConfigMap", REPOSITORY)["data"]["meli-sweep-s3"])["s3"]
     assert repo["useSDKCreds"] is True and "accessKeySecret" not in repo and "secretKeySecret" not in repo
     assert "Secret" not in {d["kind"] for d in docs}
     assert "s3-secret" not in only(docs, "ConfigMap", "meli-sweep-parameters")["data"]

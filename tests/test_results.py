@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -317,14 +318,32 @@ def _error(*args: str) -> str:
 
 
 @pytest.mark.slow
-def test_predict_refuses_empty_and_unknown_titles_in_one_line(sweep, tmp_path):
+def test_predict_gives_every_row_a_prediction_and_names_the_titles_with_no_known_word(sweep, tiny_csv, tmp_path):
+    """A real batch has empty and out-of-vocabulary titles: a submission must still have one row per input row."""
+    known = pd.read_csv(tiny_csv)["title"].head(3).tolist()
+    batch = tmp_path / "batch.csv"
+    pd.DataFrame({"id": [10, 11, 12, 13, 14], "title": [known[0], "", known[1], "xyzzy qwertyuiop", known[2]]}).to_csv(
+        batch, index=False)
+    out = tmp_path / "submission.csv"
+    proc = run_job("predict", "--run", str(sweep / "best"), "--input", str(batch), "--out", str(out))
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["10", "11", "12", "13", "14"] and all(r["category"] for r in rows)
+    assert "2 of 5 title(s) empty or with only words outside the run's vocabulary (line 3, 5)" in proc.stderr
+    # the same titles as JSON lines: no header, so the lines are the rows' own
+    lines = tmp_path / "batch.jsonl"
+    lines.write_text("".join(json.dumps({"title": t}) + "\n" for t in ["", known[0], "xyzzy"]))
+    proc = run_job("predict", "--run", str(sweep / "best"), "--input", str(lines), "--out", str(out))
+    assert "2 of 3 title(s)" in proc.stderr and "(line 1, 3)" in proc.stderr and len(out.read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_predict_strict_refuses_empty_and_unknown_titles_in_one_line(sweep, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text('title\n""\nxyzzy qwertyuiop\n')
     out = tmp_path / "x.csv"
-    line = _error("predict", "--run", str(sweep / "best"), "--input", str(bad), "--out", str(out))
+    line = _error("predict", "--run", str(sweep / "best"), "--input", str(bad), "--out", str(out), "--strict")
     assert "2 title(s) empty or with only words outside the run's vocabulary (line 2, 3)" in line and not out.exists()
-    run_job("predict", "--run", str(sweep / "best"), "--input", str(bad), "--out", str(out), "--keep-unknown")
-    assert len(out.read_text().splitlines()) == 3
 
 
 @pytest.mark.slow

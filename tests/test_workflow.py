@@ -109,10 +109,12 @@ def test_chart_workflowtemplate_matches_render():
     # the chart sets these from its values, beside the spec; the parameters come from its ConfigMap
     assert "serviceAccountName" not in spec and "artifactRepositoryRef" not in spec and "podSpecPatch" not in spec
     params = spec["arguments"]["parameters"]
-    assert params[0] == {"name": "configs", "description": params[0]["description"], "value": "hidden50,hidden100"}
-    for p in params[1:]:
+    assert params[0]["name"] == "configs" and params[0]["valueFrom"]["default"] == "hidden50,hidden100"
+    for p in params:
         assert p["valueFrom"]["configMapKeyRef"] == {"name": "meli-sweep-parameters", "key": p["name"]}, p
-        assert "default" in p["valueFrom"] and "enum" not in p and "value" not in p, p
+        assert "enum" not in p and "value" not in p, p
+        # a required parameter has no default to fall back to: a sweep without it fails at once
+        assert ("default" in p["valueFrom"]) is (p["name"] not in steps.REQUIRED), p
     assert params_of(render("hidden50"))["train-memory"] == next(p for p in params if p["name"] == "train-memory")["valueFrom"]["default"]
     train = next(t for t in spec["templates"] if t["name"] == "train")
     assert train["synchronization"] == {"semaphores": [{"configMapKeyRef": {"name": "meli-sweep-semaphore", "key": "gpu-pods"}}]}
@@ -143,14 +145,53 @@ def test_make_render_prints_only_the_workflow():
 def test_dag_plan_and_prepare_then_train_then_aggregate(doc):
     dag = template(doc, "sweep")["dag"]
     assert doc["spec"]["entrypoint"] == "sweep"
-    assert [t["name"] for t in dag["tasks"]] == ["plan", "prepare", "train", "aggregate"]
+    assert [t["name"] for t in dag["tasks"]] == ["plan", "prepare", "train", "train-on-cpu", "aggregate"]
     assert "depends" not in task(doc, "plan") and "depends" not in task(doc, "prepare")
-    assert task(doc, "train")["depends"] == "plan && prepare"
+    assert task(doc, "train")["depends"] == task(doc, "train-on-cpu")["depends"] == "plan && prepare"
     assert task(doc, "train")["withParam"] == "{{tasks.plan.outputs.parameters.runs}}"
-    # aggregate runs on any outcome of the fan-out, and the workflow still fails when a run failed
-    assert task(doc, "aggregate")["depends"] == "train.Succeeded || train.Failed || train.Errored"
+    assert task(doc, "train-on-cpu")["withParam"] == "{{tasks.plan.outputs.parameters.cpu-runs}}"
+    # aggregate runs on any outcome of either fan-out, Skipped (an empty list) included; the workflow still
+    # fails when a run failed (tests/test_argo_controller.py runs each case)
+    assert task(doc, "aggregate")["depends"] == (
+        "(train.Succeeded || train.Failed || train.Errored || train.Skipped)"
+        " && (train-on-cpu.Succeeded || train-on-cpu.Failed || train-on-cpu.Errored || train-on-cpu.Skipped)")
     assert dag["failFast"] is False
-    assert sorted(dag["target"].split()) == ["aggregate", "train"]
+    assert sorted(dag["target"].split()) == ["aggregate", "train", "train-on-cpu"]
+
+
+@pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
+def test_tfidf_trains_in_a_cpu_pod_with_no_gpu_request_placement_or_semaphore(kind, tmp_path):
+    doc = build("hidden50", Options(gpu_semaphore="meli-sweep-semaphore#gpu-pods"), kind=kind).to_dict()
+    gpu, cpu = template(doc, "train"), template(doc, "train-on-cpu")
+    # one definition of the step: the same command, image, retries, deadline, metrics and display name
+    for key in ("container", "inputs", "outputs", "retryStrategy", "activeDeadlineSeconds", "metrics", "annotations"):
+        assert cpu[key] == gpu[key], key
+    assert "synchronization" in gpu and "synchronization" not in cpu
+    values = {p["name"]: p["value"] if "value" in p else p["valueFrom"].get("default", "")
+              for p in doc["spec"]["arguments"]["parameters"]}
+    patches = {}
+    for name in ("train", "train-on-cpu"):
+        text = template(doc, name)["podSpecPatch"]
+        for p, value in values.items():
+            text = text.replace("{{workflow.parameters.%s}}" % p, value)
+        patches[name] = json.loads(text)
+    assert patches["train"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "tolerations" in patches["train"] and "nodeSelector" in patches["train"]
+    assert "nvidia.com/gpu" not in json.dumps(cpu) and "tolerations" not in patches["train-on-cpu"]
+    assert "nodeSelector" not in patches["train-on-cpu"]
+    assert patches["train-on-cpu"]["containers"][0]["resources"] == {
+        "requests": {"cpu": values["train-cpu"], "memory": values["train-memory"], "ephemeral-storage": Options().train_tmp_size},
+        "limits": {"memory": values["train-memory"]}}
+    # plan sends the tfidf runs (the baseline, or one listed) to the CPU fan-out, the others to the GPU one
+    command = template(doc, "plan")["container"]["command"]
+    files = {"/tmp/runs.json": tmp_path / "runs.json", "/tmp/cpu-runs.json": tmp_path / "cpu-runs.json"}
+    command = [str(files.get(c, c)) for c in command]
+    command = [c.replace("{{workflow.parameters.configs}}", "hidden50,tfidf:epochs=2").replace(
+        "{{workflow.parameters.baseline}}", "true") for c in command]
+    r = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [i["name"] for i in json.loads(files["/tmp/runs.json"].read_text())] == ["hidden50"]
+    assert [i["name"] for i in json.loads(files["/tmp/cpu-runs.json"].read_text())] == ["tfidf_epochs=2", "tfidf"]
 
 
 def _substitute(value, params: dict):
@@ -162,13 +203,14 @@ def _substitute(value, params: dict):
 
 
 def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
-    doc = render(GRID)
+    doc = render(GRID, "--data", "s3://bkt/train.csv.gz", "--embeddings", "none", "--out", "s3://bkt/meli")
     params = {f"workflow.parameters.{p['name']}": p["value"] for p in doc["spec"]["arguments"]["parameters"]}
     assert params["workflow.parameters.configs"] == GRID
     # Run the plan container's own command, as the pod would, with Argo's substitutions done by hand.
     command = _substitute(template(doc, "plan")["container"]["command"], params)
     result = template(doc, "plan")["outputs"]["parameters"][0]["valueFrom"]["path"]
-    command = [str(tmp_path / "runs.json") if c == result else c for c in command]
+    cpu_result = template(doc, "plan")["outputs"]["parameters"][1]["valueFrom"]["path"]
+    command = [{result: str(tmp_path / "runs.json"), cpu_result: str(tmp_path / "cpu-runs.json")}.get(c, c) for c in command]
     assert command[:3] == ["python", "-m", "job"]
     r = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -179,8 +221,9 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
         "hidden100_lr=1e-3_epochs=3",
         "hidden100_lr=3e-4_epochs=2",
         "hidden100_lr=3e-4_epochs=3",
-        "tfidf",  # the baseline every sweep adds (parameter baseline)
     ]
+    # the baseline every sweep adds (parameter baseline), for the CPU fan-out
+    assert [i["name"] for i in json.loads((tmp_path / "cpu-runs.json").read_text())] == ["tfidf"]
     # Each item becomes one train pod whose command is steps.train for that run.
     train_task = task(doc, "train")
     for item in items:
@@ -201,7 +244,9 @@ def test_step_commands_come_from_job_steps(doc):
         return template(doc, name)["container"]["command"]
 
     assert command("plan") == steps.plan(
-        "{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json"
+        "{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
+        cpu_result_file="/tmp/cpu-runs.json",
+        parameters={p["name"]: "{{workflow.parameters.%s}}" % p["name"] for p in doc["spec"]["arguments"]["parameters"]},
     )
     assert command("prepare") == steps.prepare(
         "{{workflow.parameters.data}}", "{{workflow.parameters.embeddings}}", "{{workflow.parameters.out}}", result_file="/tmp/prepared"
@@ -214,6 +259,7 @@ def test_step_commands_come_from_job_steps(doc):
         "{{inputs.parameters.name}}",
         result_file="/tmp/result",
     )
+    assert command("train-on-cpu") == command("train")
     assert command("aggregate") == steps.aggregate(
         "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir="/tmp/report"
     )
@@ -249,7 +295,8 @@ def test_train_pod_gpu_resources_scheduling_and_shm(doc):
     assert patch["nodeSelector"] == {}
     prepare = pod_patch(doc, "prepare")["containers"][0]["resources"]
     # a CPU limit as well: prepare runs one tokenizing process per core the limit allows
-    assert prepare == {"requests": {"cpu": "6", "memory": "2Gi"}, "limits": {"cpu": "6", "memory": "2Gi"}}
+    assert prepare == {"requests": {"cpu": "6", "memory": "2Gi", "ephemeral-storage": Options().prepare_tmp_size},
+                       "limits": {"cpu": "6", "memory": "2Gi"}}
     assert [m["mountPath"] for m in train["container"]["volumeMounts"]] == ["/tmp"]  # no DataLoader: no /dev/shm
     assert isinstance(train["activeDeadlineSeconds"], int) and train["activeDeadlineSeconds"] > 0
     for cpu_step in ("plan", "prepare", "aggregate"):
@@ -268,7 +315,7 @@ def test_every_pod_is_hardened(kind):
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] == IMAGE_UID and pod["runAsGroup"] == IMAGE_UID
     assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
     containers = [t for t in doc["spec"]["templates"] if "dag" not in t]
-    assert sorted(t["name"] for t in containers) == ["aggregate", "plan", "prepare", "train"]
+    assert sorted(t["name"] for t in containers) == ["aggregate", "plan", "prepare", "train", "train-on-cpu"]
     for t in containers:
         c = t["container"]
         assert c["securityContext"] == {
@@ -281,7 +328,7 @@ def test_every_pod_is_hardened(kind):
         }, t["name"]
         mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
         volumes = {v["name"]: v for v in t["volumes"]}
-        assert volumes[mounts["/tmp"]] == {"name": mounts["/tmp"], "emptyDir": {}}, t["name"]
+        assert set(volumes[mounts["/tmp"]]) == {"name", "emptyDir"}, t["name"]  # on the node's disk, not in memory
         # only /tmp is writable: every file a step names lies under /tmp
         assert set(mounts) == {"/tmp"}, t["name"]
         paths = [p["valueFrom"]["path"] for p in t.get("outputs", {}).get("parameters", [])]
@@ -292,6 +339,29 @@ def test_every_pod_is_hardened(kind):
         env = {e["name"]: e.get("value") for e in c["env"]}
         for name in ("HOME", "XDG_CACHE_HOME", "MPLCONFIGDIR"):
             assert env[name] == "/tmp" or env[name].startswith("/tmp/"), (t["name"], name)
+
+
+@pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
+def test_every_step_has_a_sized_tmp_and_requests_that_much_ephemeral_storage(kind):
+    """Without a sizeLimit or a request, a full /tmp is a disk-pressure eviction on whatever node the pod landed on."""
+    o = Options()
+    doc = build("hidden50", o, kind=kind).to_dict()
+    sizes = {"plan": o.tmp_size, "aggregate": o.tmp_size, "prepare": o.prepare_tmp_size,
+             "train": o.train_tmp_size, "train-on-cpu": o.train_tmp_size}
+    for name, size in sizes.items():
+        t = template(doc, name)
+        (tmp,) = [v for v in t["volumes"] if v["name"] == "tmp"]
+        assert tmp["emptyDir"] == {"sizeLimit": size}, name
+        requests = dict((t["container"].get("resources") or {}).get("requests") or {})
+        if "podSpecPatch" in t:
+            text = t["podSpecPatch"].replace("{{workflow.parameters.node-selector}}", "{}").replace(
+                "{{workflow.parameters.tolerations}}", "[]")
+            requests.update(json.loads(text)["containers"][0]["resources"]["requests"])
+        assert requests["ephemeral-storage"] == size, name
+    assert [t["name"] for t in doc["spec"]["templates"] if "container" in t and t["name"] not in sizes] == []
+    # the help text of each size says what was measured and how
+    for f in ("prepare_tmp_size", "train_tmp_size"):
+        assert "make bench-disk" in Options.__dataclass_fields__[f].metadata["help"]
 
 
 def test_node_selector_tolerations_and_resources_are_configurable():
@@ -323,7 +393,7 @@ def test_retry_strategy_catches_preemption_with_backoff(doc):
     retry = template(doc, "train")["retryStrategy"]
     assert retry["expression"] == RETRY_WHEN
     assert "imminent node shutdown" in retry["expression"] and "pod deleted" in retry["expression"]
-    assert "lastRetry.status == 'Error'" in retry["expression"]
+    assert "lastRetry.message == 'pod deleted'" in retry["expression"]  # Error alone is not enough
     assert retry["retryPolicy"] == "Always" and retry["limit"] >= 1
     assert retry["backoff"]["duration"] and retry["backoff"]["factor"] >= 2
     for other in ("plan", "prepare", "aggregate"):

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("results", help="download a sweep's report into DEST/<sweep>/report/")
     s.add_argument("--sweep", required=True, help="the sweep id: the workflow name printed by submit")
-    s.add_argument("--out", default=DEFAULTS.out, help=f"the output prefix the sweep used (default: {DEFAULTS.out})")
+    s.add_argument("--out", default="", help="the output prefix the sweep used, s3:// (required)")
     s.add_argument("--dest", default="runs", help="local folder (default: runs)")
     return p
 
@@ -156,7 +156,7 @@ def _check(o: Options) -> None:
         raise UserError(f"parallelism {o.parallelism}: must be >= 1")
     if o.gpus < 0:
         raise UserError(f"gpus {o.gpus}: must be >= 0")
-    for name in ("train_cpu", "train_memory", "prepare_cpu", "prepare_memory", "tmp_size"):
+    for name in ("train_cpu", "train_memory", "prepare_cpu", "prepare_memory", "tmp_size", "prepare_tmp_size", "train_tmp_size"):
         value = getattr(o, name)
         if value is not None and not _QUANTITY.match(str(value)):
             raise UserError(f"{name.replace('_', '-')} {value!r}: expected a Kubernetes quantity such as 4, 500m or 16Gi")
@@ -301,6 +301,8 @@ def submit(args) -> int:
 
 
 def results(args) -> int:
+    if not args.out:
+        raise UserError("out: not set; give the output prefix the sweep used (make results OUT=s3://... SWEEP=...)")
     if not storage.is_s3(args.out):
         storage.check_uri(args.out, "out")
     else:

@@ -12,13 +12,14 @@ imports torch.
 
 The DAG:
 
-    plan ─────┐
-              ├─> train (one GPU pod per run, withParam over plan's list) ─> aggregate
-    prepare ──┘
+    plan ─────┐   ┌─> train (one GPU pod per run, withParam over plan's `runs`) ──────────┐
+              ├───┤                                                                     ├─> aggregate
+    prepare ──┘   └─> train-on-cpu (one CPU pod per tfidf run, over plan's `cpu-runs`) ─┘
 
 `aggregate` runs once every train pod is done, whatever their outcome, and the
 report lists the runs that failed. The workflow still ends Failed when a run
-failed (see `_sweep_dag`).
+failed (see `_sweep_dag`). A fan-out over an empty list (no baseline: no CPU
+runs) is Skipped, which holds nothing back.
 
 Every pod is hardened (`_security_context`, `_tmp_volume`): it runs as the
 images' non-root user (uid 1000), without privilege escalation or capabilities,
@@ -72,10 +73,22 @@ RESULT = "/tmp/result"  # train writes the test balanced accuracy here (a plain 
 CPU_IMAGE = "{{workflow.parameters.cpu-image}}"  # image of every step but train
 TMP = "/tmp"  # the one writable path of every step (an emptyDir): the root filesystem is read-only
 
-# Preemption: a reclaimed spot/preemptible GPU node fails the pod ("imminent node shutdown") or deletes it
-# ("pod deleted"), and a lost node shows as Error. A config that is simply broken (bad spec, NaN loss) fails
-# with another message and is not retried.
-RETRY_WHEN = "lastRetry.status == 'Error' || lastRetry.message matches 'imminent node shutdown|pod deleted'"
+# Retry only what another node heals, matched on Argo's exact node messages:
+# - preemption: kubelet's graceful node shutdown sets the pod's status message "Pod was terminated in response to
+#   imminent node shutdown." and inferFailedReason (workflow/controller/operator.go) makes a pod message the
+#   node's, phase Failed;
+# - node pressure from other pods: kubelet's eviction message "The node was low on resource: <resource>. ..."
+#   (pkg/kubelet/eviction/helpers.go: nodeLowMessageFmt), phase Failed by the same path. The pod's own /tmp over
+#   its sizeLimit is evicted with another message ("Usage of EmptyDir volume ...") and fails at once;
+# - a deleted pod (a reclaimed or lost node, the pod garbage-collected): podReconciliation (operator.go) marks
+#   the node Error with exactly "pod deleted".
+# Everything else fails at once: a broken config (main's exit code), and failures of Argo's own init and wait
+# containers (missing RBAC, bad S3 keys), which inferFailedReason reports as Error "init: ..." or "wait: ...".
+RETRY_WHEN = (
+    "lastRetry.status == 'Failed' && lastRetry.message matches "
+    "'^(Pod was terminated in response to imminent node shutdown|The node was low on resource: )'"
+    " || lastRetry.status == 'Error' && lastRetry.message == 'pod deleted'"
+)
 
 
 PARAMETER = "parameter"  # an Argo workflow parameter: per sweep, in the Argo UI's submit form
@@ -94,25 +107,28 @@ class Options:
     come from these fields, and the chart's WorkflowTemplate reads the parameters' values from its ConfigMap
     (PARAMETERS_CONFIGMAP), falling back to the defaults here. See "Settings: one place each" in the README."""
 
-    data: str = option("s3://meli-sweep/data/spanish.train.csv.gz", PARAMETER, "challenge CSV or course jsonl.gz, s3://")
-    embeddings: str = option("s3://meli-sweep/embeddings/SBW-vectors-300-min5.txt.gz", PARAMETER,
-                             "word vectors (.txt.gz/.vec/.bin), s3://, or none")
-    out: str = option("s3://meli-sweep", PARAMETER, "output prefix, s3://: prepared/<hash>/ and sweeps/<name>/ go under it")
-    image: str = option(f"meli-sweep:{__version__}", PARAMETER, "the CUDA training image (images/Dockerfile)")
+    # data, embeddings, out and image are required (job.steps.REQUIRED): the chart's WorkflowTemplate gives them no
+    # default, so a sweep without them fails at once; in a rendered Workflow, plan refuses them empty.
+    data: str = option("", PARAMETER, "challenge CSV or course jsonl.gz, s3:// (required; empty: plan refuses)")
+    embeddings: str = option("", PARAMETER, "word vectors (.txt.gz/.vec/.bin), s3://, or none (required; empty: plan refuses)")
+    out: str = option("", PARAMETER, "output prefix, s3://: prepared/<hash>/ and sweeps/<name>/ go under it "
+                                     "(required; empty: plan refuses)")
+    image: str = option(f"meli-sweep:{__version__}", PARAMETER, "the CUDA training image (images/Dockerfile); "
+                        "the chart's WorkflowTemplate takes it from its install only")
     cpu_image: str = option("", PARAMETER, "image of plan, prepare and aggregate (images/Dockerfile.cpu); empty: IMAGE-cpu")
     pushgateway_url: str = option("", PARAMETER, "Pushgateway the train pods push live metrics to; empty: no push")
-    baseline: bool = option(True, PARAMETER, "add the tfidf baseline run (a CPU model, on the train template)")
-    train_cpu: str = option("4", PARAMETER, "CPU cores per train pod (loading the prepared arrays, evaluation)")
-    train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod")
-    gpus: int = option(1, PARAMETER, "nvidia.com/gpu per train pod")
+    baseline: bool = option(True, PARAMETER, "add the tfidf baseline run (a CPU model, in a CPU pod)")
+    train_cpu: str = option("4", PARAMETER, "CPU cores per train pod, GPU or CPU (loading the prepared arrays, evaluation, tfidf)")
+    train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod, GPU or CPU")
+    gpus: int = option(1, PARAMETER, "nvidia.com/gpu per GPU train pod")
     # past about 6 cores the one reading process limits; about 0.7 GiB at 20 M rows with 8 workers (make bench-prepare)
     prepare_cpu: str = option("6", PARAMETER, "CPU cores (request and limit) of prepare: one tokenizing process each")
     prepare_memory: str = option("2Gi", PARAMETER, "memory request and limit of the prepare pod")
-    node_selector: tuple[str, ...] = option((), PARAMETER, "train pods: comma-separated key=value labels a GPU node must carry",
-                                          argo="train pods' nodeSelector, a JSON object")
+    node_selector: tuple[str, ...] = option((), PARAMETER, "GPU train pods: comma-separated key=value labels a GPU node must carry",
+                                          argo="GPU train pods' nodeSelector, a JSON object")
     tolerations: tuple[str, ...] = option(("nvidia.com/gpu:NoSchedule",), PARAMETER,
-                                          "train pods: comma-separated key[=value][:effect] taints they tolerate, as kubectl taint",
-                                          argo="train pods' tolerations, a JSON list (replaces the default)")
+                                          "GPU train pods: comma-separated key[=value][:effect] taints they tolerate, as kubectl taint",
+                                          argo="GPU train pods' tolerations, a JSON list (replaces the default)")
     s3_secret: str = option("meli-sweep-s3", PARAMETER,
                             "Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL, AWS_REGION]; optional")
     parallelism: int = option(4, WORKFLOW, "pods of the sweep at once (spec.parallelism; only train pods overlap)")
@@ -126,7 +142,19 @@ class Options:
     ttl_failure_s: int = option(7 * 24 * 3600, WORKFLOW, "... after it fails, longer to look into")
     uid: int = option(1000, WORKFLOW, "runAsUser of every container: the images' non-root user (images/Dockerfile*)", flag=False)
     gid: int = option(1000, WORKFLOW, "runAsGroup of every container: that user's group", flag=False)
-    tmp_size: str | None = option(None, WORKFLOW, "sizeLimit of the /tmp emptyDir (prepared-data cache, downloads); empty: none")
+    # Each step's /tmp emptyDir has this sizeLimit, and its pod requests as much ephemeral-storage, so the scheduler
+    # places it on a node with that much disk and a runaway step is evicted at its own limit (a message that is not
+    # retried). Sized from what the steps write, measured by `make bench-disk` (docs/cluster.md: Disk).
+    tmp_size: str = option("1Gi", WORKFLOW, "plan and aggregate: sizeLimit of /tmp and ephemeral-storage request "
+                           "(the report's files: a few MiB)")
+    prepare_tmp_size: str = option("10Gi", WORKFLOW, "prepare: sizeLimit of /tmp and ephemeral-storage request; measured "
+                                   "(make bench-disk): the data file as downloaded plus about 50 bytes per row of staging, "
+                                   "0.33 GiB in all at the course's 4.9 M rows, plus the word-vector file as stored: "
+                                   "room for one of several GiB")
+    train_tmp_size: str = option("4Gi", WORKFLOW, "train pods (GPU and CPU): sizeLimit of /tmp and ephemeral-storage "
+                                 "request; measured (make bench-disk): the prepared arrays, about 31 bytes per row (0.14 GiB "
+                                 "at 4.9 M rows), plus the word vectors' matrix, words x dimensions x 4 bytes (0.6 GiB for "
+                                 "500,000 words of 300)")
     archive_logs: bool = option(True, WORKFLOW, "keep every pod's log in the artifact repository (podGC deletes succeeded pods)")
     gpu_semaphore: str = option("", WORKFLOW, "configmap#key of an Argo semaphore every train pod holds (GPU pods across sweeps)",
                                 flag=False)
@@ -143,6 +171,11 @@ def parameter_name(f) -> str:
 
 def parameter_fields() -> list:
     return [f for f in fields(Options) if f.metadata["role"] == PARAMETER]
+
+
+def _parameter_names() -> list[str]:
+    """Every parameter of the sweep, in order: configs, then one per PARAMETER field."""
+    return ["configs"] + [parameter_name(f) for f in parameter_fields()]
 
 
 def parameter_value(o: Options, name: str) -> str:
@@ -204,20 +237,26 @@ def _parameters(configs: str, o: Options, template: bool) -> list[Parameter]:
     and takes the default here when the ConfigMap lacks the key: with a default, any failed lookup falls back
     (workflow/controller/operator.go: setGlobalParameters). A submitted Workflow's own value wins whole
     (workflow/util/merge.go: JoinWorkflowSpec)."""
-    params = [Parameter(name="configs", value=configs, description="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4")]
+    def source(name: str, value: str) -> dict:
+        if not template:
+            return dict(value=value)
+        # A required parameter has no default: without the ConfigMap (absent, unlabelled, not yet in the
+        # controller's informer cache) or its key, the sweep fails at once, naming the parameter and the
+        # ConfigMap, instead of running on a placeholder (operator.go: setGlobalParameters and its caller
+        # setExecWorkflow, "failed to set global parameters: ...").
+        return dict(value_from=m.ValueFrom(config_map_key_ref=m.ConfigMapKeySelector(name=PARAMETERS_CONFIGMAP, key=name),
+                                           default=None if name in steps.REQUIRED else value))
+
+    # configs too: the chart's workflowTemplate.parameters.configs is what a sweep that sets none runs.
+    params = [Parameter(name="configs", description="config specs, e.g. hidden50,hidden100:lr=1e-3|3e-4",
+                        **source("configs", configs))]
     for f in parameter_fields():
         name, value = parameter_name(f), parameter_value(o, f.name)
-        source = (
-            dict(value_from=m.ValueFrom(config_map_key_ref=m.ConfigMapKeySelector(name=PARAMETERS_CONFIGMAP, key=name),
-                                        default=value))
-            if template
-            else dict(value=value)
-        )
         # No enum on a ConfigMap-valued parameter: with an enum, validation wants a value
         # (workflow/validate/validate.go: validateArgumentsValues).
         enum = ["true", "false"] if f.type in (bool, "bool") and not template else None
         description = f.metadata.get("argo") or f.metadata["help"]
-        params.append(Parameter(name=name, description=description, enum=enum, **source))
+        params.append(Parameter(name=name, description=description, enum=enum, **source(name, value)))
     return params
 
 
@@ -242,13 +281,14 @@ def _env(o: Options) -> dict:
     )
 
 
-def _resources_patch(cpu: str, memory: str, gpus: str | None = None, placement: bool = False, cpu_limit: bool = False) -> str:
+def _resources_patch(cpu: str, memory: str, gpus: str | None = None, placement: bool = False, cpu_limit: bool = False,
+                     disk: str | None = None) -> str:
     """A pod spec patch that sets the main container's requests and limits (and the train pod's node selector
     and tolerations) from parameters. Parameters cannot stand in for the fields themselves: a quantity must
     parse when the Workflow is read, and maps and lists are not text. The patch is substituted per pod, then
     checked as a PodSpec and merged (workflow/controller/workflowpod.go: processPodSpecPatch;
     workflow/util/util.go: ApplyPodSpecPatch), so a bad value errors the pod, not the submission."""
-    requests = {"cpu": cpu, "memory": memory}
+    requests = {"cpu": cpu, "memory": memory, **({"ephemeral-storage": disk} if disk else {})}
     limits = {"memory": memory, **({"cpu": cpu} if cpu_limit else {})}
     if gpus is not None:
         requests["nvidia.com/gpu"] = limits["nvidia.com/gpu"] = gpus
@@ -271,9 +311,9 @@ def _security_context(o: Options) -> m.SecurityContext:
     )
 
 
-def _tmp_volume(o: Options) -> EmptyDirVolume:
-    """The writable /tmp of every step, on the node's disk (results, reports, the prepared-data cache)."""
-    return EmptyDirVolume(name="tmp", mount_path=TMP, size_limit=o.tmp_size)
+def _tmp_volume(size: str) -> EmptyDirVolume:
+    """The writable /tmp of a step, on the node's disk (results, reports, the prepared-data cache), of at most `size`."""
+    return EmptyDirVolume(name="tmp", mount_path=TMP, size_limit=size)
 
 
 def _report_artifacts() -> list[Artifact]:
@@ -324,8 +364,9 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
             seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
         ),
     ) as w:
-        shared = {**_env(o), "security_context": _security_context(o), "volumes": [_tmp_volume(o)]}
-        _sweep_dag(_plan(shared), _prepare(shared), _train(o, shared), _aggregate(shared))
+        shared = {**_env(o), "security_context": _security_context(o)}
+        _sweep_dag(_plan(o, shared), _prepare(o, shared), _train(o, shared, gpu=True), _train(o, shared, gpu=False),
+                   _aggregate(o, shared))
     _name_train_nodes(w)
     return w
 
@@ -338,18 +379,24 @@ def _annotations(configs: str, o: Options, template: bool) -> dict:
             DESCRIPTION: f"configs {configs}; data {o.data}; embeddings {o.embeddings}; out {o.out}"}
 
 
-def _plan(shared: dict) -> Container:
+def _plan(o: Options, shared: dict) -> Container:
     return Container(
         name="plan",
         image=CPU_IMAGE,
-        command=steps.plan("{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json"),
-        outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json"))],
-        resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi"),
+        # plan logs every parameter as resolved and refuses an empty required one (the sweep's first step)
+        command=steps.plan("{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
+                           cpu_result_file="/tmp/cpu-runs.json",
+                           parameters={name: f"{{{{workflow.parameters.{name}}}}}" for name in _parameter_names()}),
+        # runs: the GPU pods' runs; cpu-runs: the runs of a CPU family (the tfidf baseline), for CPU pods
+        outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json")),
+                 Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json"))],
+        resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi", ephemeral_request=o.tmp_size),
+        volumes=[_tmp_volume(o.tmp_size)],
         **shared,
     )
 
 
-def _prepare(shared: dict) -> Container:
+def _prepare(o: Options, shared: dict) -> Container:
     return Container(
         name="prepare",
         image=CPU_IMAGE,
@@ -361,14 +408,24 @@ def _prepare(shared: dict) -> Container:
         # A CPU limit too: prepare starts a tokenizing process per usable core, which the limit caps (job.prepare:
         # usable_cores); without one, a 64-core node would get 64 processes in the pod's memory.
         pod_spec_patch=_resources_patch("{{workflow.parameters.prepare-cpu}}", "{{workflow.parameters.prepare-memory}}",
-                                        cpu_limit=True),
+                                        cpu_limit=True, disk=o.prepare_tmp_size),
+        volumes=[_tmp_volume(o.prepare_tmp_size)],
         **shared,
     )
 
 
-def _train(o: Options, shared: dict) -> Container:
+def _train(o: Options, shared: dict, gpu: bool) -> Container:
+    """The train template: one run's pod. gpu: a GPU pod (nvidia.com/gpu, GPU placement, the GPU semaphore);
+    otherwise the same command in a CPU pod (the tfidf baseline), with none of the three. Both use the training
+    image, whose torch runs on a CPU too."""
+    if gpu:
+        patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
+                                 gpus="{{workflow.parameters.gpus}}", placement=True, disk=o.train_tmp_size)
+    else:
+        patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
+                                 disk=o.train_tmp_size)
     return Container(
-        name="train",
+        name="train" if gpu else "train-on-cpu",
         image="{{workflow.parameters.image}}",
         inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared")],
         command=steps.train(
@@ -377,9 +434,8 @@ def _train(o: Options, shared: dict) -> Container:
         ),
         # A failed run writes no result: the default keeps the node's outputs valid.
         outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
-        pod_spec_patch=_resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
-                                        gpus="{{workflow.parameters.gpus}}", placement=True),
-        synchronization=_semaphore(o.gpu_semaphore),
+        pod_spec_patch=patch,
+        synchronization=_semaphore(o.gpu_semaphore) if gpu else None,
         active_deadline_seconds=o.train_deadline_s,
         retry_strategy=RetryStrategy(
             limit=o.retries,
@@ -403,11 +459,12 @@ def _train(o: Options, shared: dict) -> Container:
                 value="{{duration}}",
             ),
         ],
+        volumes=[_tmp_volume(o.train_tmp_size)],
         **shared,
     )
 
 
-def _aggregate(shared: dict) -> Container:
+def _aggregate(o: Options, shared: dict) -> Container:
     return Container(
         name="aggregate",
         image=CPU_IMAGE,
@@ -415,7 +472,8 @@ def _aggregate(shared: dict) -> Container:
             "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir=REPORT_DIR
         ),
         outputs=_report_artifacts(),
-        resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi"),
+        resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi", ephemeral_request=o.tmp_size),
+        volumes=[_tmp_volume(o.tmp_size)],
         **shared,
     )
 
@@ -444,29 +502,45 @@ def reference(configs: str, o: Options, given: set[str]) -> Workflow:
     )
 
 
-def _sweep_dag(plan: Container, prepare: Container, train: Container, aggregate: Container) -> DAG:
+def _sweep_dag(plan: Container, prepare: Container, train: Container, train_cpu: Container, aggregate: Container) -> DAG:
     # failFast off: one failed run must not stop the others from being scheduled.
-    # target names train as well as aggregate: Argo judges a DAG by its target tasks only, so with aggregate
-    # alone a failed run would be "handled" and the workflow would end Succeeded. With both, the workflow
-    # waits for aggregate (the report is written) and then ends Failed when any run failed.
-    with DAG(name="sweep", fail_fast=False, target="aggregate train") as dag:
+    # target names the train fan-outs as well as aggregate: Argo judges a DAG by its target tasks only, so with
+    # aggregate alone a failed run would be "handled" and the workflow would end Succeeded. With them, the
+    # workflow waits for aggregate (the report is written) and then ends Failed when any run failed.
+    fan_outs = ["train", "train-on-cpu"]
+    with DAG(name="sweep", fail_fast=False, target=" ".join(["aggregate", *fan_outs])) as dag:
         p = plan(name="plan")
         d = prepare(name="prepare")
-        t = train(
-            name="train",
-            with_param="{{tasks.plan.outputs.parameters.runs}}",
-            arguments={
-                "name": "{{item.name}}",
-                "label": "{{item.label}}",
-                "spec": "{{item.spec}}",
-                "prepared": "{{tasks.prepare.outputs.parameters.prepared}}",
-            },
-        )
+        trains = _train_fan_out("train", "runs", train, train_cpu, prepared="{{tasks.prepare.outputs.parameters.prepared}}")
         a = aggregate(name="aggregate")
-        [p, d] >> t
-        # Any outcome of the fan-out: AllFailed alone would miss a mix of Failed and Error runs.
-        a.depends = "train.Succeeded || train.Failed || train.Errored"
+        for t in trains:
+            [p, d] >> t
+        a.depends = " && ".join(_finished(t.name) for t in trains)
     return dag
+
+
+def _train_fan_out(name: str, runs: str, gpu: Container, cpu: Container, prepared: str) -> list:
+    """The training of one list of runs: a fan-out of GPU pods over plan's output `runs`, and one of CPU pods
+    (task `<name>-on-cpu`) over `cpu-<runs>`. Call it once per list to train, inside the DAG; each returns its two
+    tasks, for the dependencies and for aggregate's `depends` (_finished)."""
+    tasks = []
+    for template, task_name, output in ((gpu, name, runs), (cpu, f"{name}-on-cpu", f"cpu-{runs}")):
+        tasks.append(template(
+            name=task_name,
+            with_param=f"{{{{tasks.plan.outputs.parameters.{output}}}}}",
+            arguments={"name": "{{item.name}}", "label": "{{item.label}}", "spec": "{{item.spec}}", "prepared": prepared},
+        ))
+    return tasks
+
+
+def _finished(task: str) -> str:
+    """A `depends` term that holds once a fan-out is done, whatever its outcome.
+
+    Any outcome of the pods: AllFailed alone would miss a mix of Failed and Error runs. Skipped: a fan-out over
+    an empty list (no CPU runs when the baseline is off; no GPU runs for a sweep of tfidf alone) is a Skipped
+    node, "Skipped, empty params" (workflow/controller/dag.go: executeDAGTask), and must not hold aggregate back.
+    """
+    return "(" + " || ".join(f"{task}.{result}" for result in ("Succeeded", "Failed", "Errored", "Skipped")) + ")"
 
 
 def _name_train_nodes(w: Workflow) -> None:
@@ -478,7 +552,7 @@ def _name_train_nodes(w: Workflow) -> None:
     marks the node Error when it fails, hence the plan step's display-safe `label`, not the run name.
     """
     for i, t in enumerate(w.templates):
-        if isinstance(t, Container) and t.name == "train":
+        if isinstance(t, Container) and t.name in ("train", "train-on-cpu"):
             built = t._build_template()
             built.annotations = {DISPLAY_NAME: "{{inputs.parameters.label}}"}
             w.templates[i] = built
