@@ -271,13 +271,14 @@ class Sweep:
     """A --configs list split into what runs as written and what is searched, checked against the settings."""
 
     settings: Search
-    plain: list  # configs.Run: named configs and grid points, searched by halving with the trials
+    plain: list  # configs.Run: named configs and grid points, halved with round 1's trials (listed before them)
     spaces: list  # SearchSpec
-    once: list  # configs.Run trained once to their epochs in round 1, rung 0: tfidf (the baseline too)
+    once: list  # configs.Run trained once to their epochs in round 1, rung 0: with halving, tfidf (the baseline too)
+    added: list = field(default_factory=list)  # configs.Run: the baseline when added and not in `once` (listed last)
 
     def max_epochs(self) -> int:
         """The most epochs of a run that halving trains: the last rung's budget."""
-        return max([r.config.epochs for r in self.plain] + [s.epochs() for s in self.spaces] + [1])
+        return max([r.config.epochs for r in self.plain + self.added] + [s.epochs() for s in self.spaces] + [1])
 
 
 def parse(text: str, baseline: bool, settings: Search) -> Sweep:
@@ -285,8 +286,8 @@ def parse(text: str, baseline: bool, settings: Search) -> Sweep:
     check_settings(settings)
     specs = configs.split_specs(text)
     spaces = [parse_space(s, settings.halving > 0) for s in specs if is_space(s)]
-    plain = configs.with_baseline(configs.expand(",".join(s for s in specs if not is_space(s))) if len(spaces) < len(specs)
-                                  else [], baseline)
+    listed = configs.expand(",".join(s for s in specs if not is_space(s))) if len(spaces) < len(specs) else []
+    added = configs.with_baseline(listed, baseline)[len(listed):]
     if spaces and settings.trials < 1:
         raise UserError(f"--trials {settings.trials}: config {spaces[0].text!r} holds a search space; give --trials N (N >= 1)")
     if not spaces and settings.trials:
@@ -296,9 +297,8 @@ def parse(text: str, baseline: bool, settings: Search) -> Sweep:
     names = [s.text for s in spaces]
     if len(set(names)) != len(names):
         raise UserError("configs: a search space is listed twice")
-    once = [r for r in plain if r.config.family == "tfidf"] if settings.halving else []
-    searched = [r for r in plain if r not in once]
-    sweep = Sweep(settings, searched, spaces, once)
+    once = [r for r in listed + added if r.config.family == "tfidf"] if settings.halving else []
+    sweep = Sweep(settings, [r for r in listed if r not in once], spaces, once, [r for r in added if r not in once])
     shape(sweep)  # refuses a sweep with more rungs or rounds than the template carries
     return sweep
 
@@ -379,7 +379,10 @@ class Result:
         return bool(self.summary) and self.summary.get("status") == "ok" and bool(self.summary.get("stopped_early"))
 
     def done_at(self, budget: int) -> bool:
-        """Trained to `budget` epochs, or stopped early before (it would stop there again)."""
+        """Trained to `budget` epochs, or stopped early before (it would stop there again). A run that failed
+        on its way to a budget (its failed summary says which) finished only the budgets below it."""
+        if self.failed:
+            return len(self.history) >= budget and budget < self.summary.get("budget", len(self.history))
         return len(self.history) >= budget or self.stopped_early
 
     def score_at(self, budget: int, select_by: str) -> float:
@@ -455,7 +458,7 @@ class Schedule:
         """A round's runs at its first rung: (run, sampled values, its space or None), in a fixed order."""
         if round_ not in self._rounds:
             members = [(run, {}, None) for run in self.sweep.plain] if round_ == 1 else []
-            taken = {run.name for run, _, _ in members} | {r.name for r in self.sweep.once}
+            taken = {run.name for run, _, _ in members} | {r.name for r in self.sweep.once + self.sweep.added}
             for earlier in range(1, round_):
                 taken |= {run.name for run, _, _ in self.population(earlier)}
             for space in self.sweep.spaces:
@@ -464,6 +467,7 @@ class Schedule:
                 for run, values in self._sample(space, round_, history, taken):
                     members.append((run, values, space))
                     taken.add(run.name)
+            members += [(run, {}, None) for run in self.sweep.added] if round_ == 1 else []
             self._rounds[round_] = members
         return self._rounds[round_]
 
