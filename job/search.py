@@ -275,6 +275,7 @@ class Sweep:
     spaces: list  # SearchSpec
     once: list  # configs.Run trained once to their epochs in round 1, rung 0: with halving, tfidf (the baseline too)
     added: list = field(default_factory=list)  # configs.Run: the baseline when added and not in `once` (listed last)
+    added_names: tuple = ()  # the runs added by --baseline rather than listed (in `once` or `added`)
 
     def max_epochs(self) -> int:
         """The most epochs of a run that halving trains: the last rung's budget."""
@@ -298,7 +299,8 @@ def parse(text: str, baseline: bool, settings: Search) -> Sweep:
     if len(set(names)) != len(names):
         raise UserError("configs: a search space is listed twice")
     once = [r for r in listed + added if r.config.family == "tfidf"] if settings.halving else []
-    sweep = Sweep(settings, [r for r in listed if r not in once], spaces, once, [r for r in added if r not in once])
+    sweep = Sweep(settings, [r for r in listed if r not in once], spaces, once, [r for r in added if r not in once],
+                  tuple(r.name for r in added))
     shape(sweep)  # refuses a sweep with more rungs or rounds than the template carries
     return sweep
 
