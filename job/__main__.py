@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
                                              "GPU runs to --result-file (the sweep's two fan-outs)")
     s.add_argument("--baseline", default="true", help="true or false: add the tfidf baseline run unless listed (default: true)")
     search.add_arguments(s)
+    s.add_argument("--max-rounds", type=int, help="the rounds the Argo DAG was unrolled to: a search that needs more is refused")
+    s.add_argument("--max-rungs", type=int, help="the rungs the Argo DAG was unrolled to: a search that needs more is refused")
+    s.add_argument("--shape-dir", help="write the search's rounds and rungs here, as the files rounds and rungs (Argo outputs)")
+    s.add_argument("--max-workflow-bytes", type=int, default=0,
+                   help="refuse a sweep whose Argo Workflow would pass this size (the controller's MAX_WORKFLOW_SIZE); "
+                        "0: no check (default)")
 
     s = sub.add_parser("next", help="the runs to train at a round and rung of a search, from the results so far (JSON)")
     s.add_argument("--out", required=True, help="the sweep's output prefix, local or s3://")
@@ -52,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--round", type=int, required=True, help="the round, from 1")
     s.add_argument("--rung", type=int, required=True, help="the rung of successive halving, from 0")
     s.add_argument("--result-file", help="also write the JSON list to this file (an Argo output parameter)")
+    s.add_argument("--cpu-result-file", help="write the runs that train on a CPU (tfidf) here instead, and only the "
+                                             "GPU runs to --result-file, as plan does")
     search.add_arguments(s)
 
     s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")

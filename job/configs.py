@@ -279,21 +279,36 @@ def by_device(items: list[dict]) -> tuple[list[dict], list[dict]]:
     return [i for i, c in zip(items, cpu) if not c], [i for i, c in zip(items, cpu) if c]
 
 
-def plan_main(args) -> int:
+def write_lists(items: list[dict], result_file: str | None, cpu_result_file: str | None) -> str:
+    """What plan and next leave for Argo: the JSON list at result_file, or with cpu_result_file, the GPU runs there
+    and the CPU runs (by_device) at cpu_result_file. Returns the whole list's JSON, which the step prints."""
     import json
 
-    from job import search
     from job.steps import write_result
+
+    text = json.dumps(items)
+    if cpu_result_file:
+        gpu, cpu = by_device(items)
+        write_result(result_file, json.dumps(gpu))
+        write_result(cpu_result_file, json.dumps(cpu))
+    else:
+        write_result(result_file, text)
+    return text
+
+
+def plan_main(args) -> int:
+    from job import capacity, search
 
     if args.baseline not in ("true", "false"):
         raise UserError(f"--baseline {args.baseline!r}: expected true or false")
-    items = plan(args.configs, args.baseline == "true", search.from_args(args))
-    text = json.dumps(items)
-    if args.cpu_result_file:
-        gpu, cpu = by_device(items)
-        write_result(args.result_file, json.dumps(gpu))
-        write_result(args.cpu_result_file, json.dumps(cpu))
-    else:
-        write_result(args.result_file, text)
+    baseline = args.baseline == "true"
+    settings = search.from_args(args)
+    sweep = search.parse(args.configs, baseline, settings)
+    shape = search.shape(sweep)
+    capacity.check(shape.rounds, shape.rungs, capacity.trainings(sweep, shape), args.max_rounds, args.max_rungs,
+                   args.max_workflow_bytes)
+    text = write_lists(plan(args.configs, baseline, settings), args.result_file, args.cpu_result_file)
+    if args.shape_dir:
+        capacity.write_shape(args.shape_dir, shape.rounds, shape.rungs)
     print(text)
     return 0

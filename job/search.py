@@ -580,14 +580,10 @@ def next_items(text: str, baseline: bool, settings: Search, round_: int, rung: i
 
 
 def next_main(args) -> int:
-    from job.steps import write_result
-
     if args.baseline not in ("true", "false"):
         raise UserError(f"--baseline {args.baseline!r}: expected true or false")
     storage.check_uri(args.out, "--out")
     storage.join(args.out, args.sweep)  # refuses a sweep id that is not a plain name
     items = next_items(args.configs, args.baseline == "true", from_args(args), args.round, args.rung, args.out, args.sweep)
-    text = json.dumps(items)
-    write_result(args.result_file, text)
-    print(text)
+    print(configs.write_lists(items, args.result_file, args.cpu_result_file))
     return 0

@@ -98,16 +98,26 @@ def search_args(values: Mapping[str, object] | search.Search | None = None) -> l
 
 
 def plan(configs: str, baseline: str = "true", result_file: str | None = None, cpu_result_file: str | None = None,
-         search_settings: Mapping[str, object] | search.Search | None = None) -> list[str]:
+         search_settings: Mapping[str, object] | search.Search | None = None, capacity: tuple[int, int] | None = None,
+         shape_dir: str | None = None, max_workflow_bytes: str | int | None = None) -> list[str]:
     """Check the config specs and search settings (every one, before any work) and list round 1's first rung:
     prints (and writes to result_file) the JSON list `next --round 1 --rung 0` gives, {name, spec, label,
     epochs}, plus the tfidf baseline when baseline is "true". It reads no results. With cpu_result_file, the
-    runs that train on a CPU (configs.CPU_FAMILIES) go there and only the others to result_file."""
+    runs that train on a CPU (configs.CPU_FAMILIES) go there and only the others to result_file.
+
+    For Argo (job/capacity.py): capacity, the (rounds, rungs) the DAG was unrolled to; shape_dir, where the
+    search's rounds and rungs go as two files; max_workflow_bytes, the Workflow size past which plan refuses."""
     args = MODULE + ["plan", "--configs", configs, "--baseline", baseline] + search_args(search_settings)
     if result_file:
         args += ["--result-file", result_file]
     if cpu_result_file:
         args += ["--cpu-result-file", cpu_result_file]
+    if capacity:
+        args += ["--max-rounds", str(capacity[0]), "--max-rungs", str(capacity[1])]
+    if shape_dir:
+        args += ["--shape-dir", shape_dir]
+    if max_workflow_bytes is not None:
+        args += ["--max-workflow-bytes", str(max_workflow_bytes)]
     return args
 
 
