@@ -504,7 +504,11 @@ class Schedule:
         runs = [(run, self.budget(run, rung)) for run in self.rung(round_, rung)]
         if round_ == 1 and rung == 0:
             runs += [(run, run.config.epochs) for run in self.sweep.once]
-        labels = dict(zip(self._all_names(round_), configs.display_labels(self._all_names(round_))))
+        # In the Argo UI a run shows once per stage it trains in: with more than one stage, each label starts with
+        # its stage, r<round>k<rung>, so that every display name is unique (and stays when a long one is hashed).
+        stage = f"r{round_}k{rung}-" if self.shape.rounds * self.shape.rungs > 1 else ""
+        names = self._all_names(round_)
+        labels = dict(zip(names, configs.display_labels([stage + n for n in names])))
         return [Item(run, epochs, labels[run.name]) for run, epochs in runs]
 
     def _all_names(self, round_: int) -> list[str]:

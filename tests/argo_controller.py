@@ -2030,14 +2030,21 @@ class _Operation:
         `next` step's list). v4.0 substitutes the whole task with unresolved tags allowed, which ends alike.
         """
         scope = {**self.globals, **self._task_scope(dag, task["name"])}
-        try:
-            if task.get("when"):
-                when = replace_tags(task["when"], scope, strict_prefixes=("tasks", "steps"))
-                if should_execute(when) is False:
+        if task.get("when"):
+            when = self._substitute_or_requeue(dag, task["name"], task["when"], scope)
+            try:
+                if not should_execute(when):
                     return {**task, "when": when}
-            return substitute(task, scope, strict_prefixes=("tasks", "steps"))
+            except ArgoError:
+                if not (task.get("withParam") or task.get("withItems")):  # it may hold {{item}}: decided per item
+                    raise
+        return self._substitute_or_requeue(dag, task["name"], task, scope)
+
+    def _substitute_or_requeue(self, dag: _Dag, task_name: str, obj, scope: dict):
+        try:
+            return substitute(obj, scope, strict_prefixes=("tasks", "steps"))
         except ArgoError as e:
-            self.requeued.append(f"{dag.node_name(task['name'])}: {e}")
+            self.requeued.append(f"{dag.node_name(task_name)}: {e}")
             raise _Requeue() from None
 
     def _assess_dag_phase(self, dag: _Dag, targets: list[str]) -> str:
