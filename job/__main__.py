@@ -124,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also run ours with each step captured as a CUDA graph (cuda only; default: on cuda)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu; torch's own on cuda)")
     s.add_argument("--profile", action="store_true", help="also print the profiler's table of a few of ours' training steps")
+    s.add_argument("--search", action="store_true",
+                   help="bench successive halving against the full search instead: 27 trials twice (--rows, --trials)")
+    s.add_argument("--trials", type=int, default=None, help="with --search: trials of the space (default: 27)")
     s.add_argument("--prepare", action="store_true",
                    help="bench the prepare step instead: each phase at 1 M and 4 M rows (--rows: one size), 1 and 2 workers")
     return p
@@ -170,6 +173,10 @@ def _step(args, on_batch=None) -> int:
         from job import local
 
         return local.main(args)
+    if args.search:
+        from job import bench_search
+
+        return bench_search.main(args)
     if args.prepare:
         from job import prepare_bench
 

@@ -286,3 +286,69 @@ def test_a_run_that_stopped_early_is_done_for_any_budget(tmp_path):
     other = {**run.config.to_dict(), "lr": 0.5}
     (tmp_path / "summary.json").write_text(json.dumps({"status": "ok", "spec": run.spec, "config_values": other, "budget": 9}))
     assert train.finished(str(tmp_path), run, 3) is None
+
+
+# --- 5, 6. search sweeps on this machine: rounds and rungs, resume and extend ------------------------
+
+# Tiny trials: 8 batches of 50 rows an epoch, 9 epochs at most (rungs of 1, 3 and 9 with ETA 3).
+TINY_SPACE = "mlp256:lr=loguniform(1e-3,1e-1),mlp_hidden=choice(16,32),max_train_rows=400,batch_size=50,epochs=9"
+
+
+def histories(sweep_dir: Path) -> dict[str, str]:
+    return {p.parent.name: p.read_text() for p in sweep_dir.glob("*/metrics.jsonl")}
+
+
+def sweep_cmd(data: Path, out: Path, *flags: str) -> list[str]:
+    return ["sweep", "--configs", TINY_SPACE, "--data", str(data), "--out", str(out), "--sweep", "s", "--no-baseline",
+            "--parallel", "2", *flags]
+
+
+@pytest.mark.slow
+def test_a_halving_sweep_resumes_and_extends_without_training_a_finished_run_again(tiny_csv, tmp_path):
+    flags = ["--trials", "3", "--halving", "3", "--search-seed", "1"]
+    run_job(*sweep_cmd(tiny_csv, tmp_path, *flags))
+    sweep_dir = tmp_path / "sweeps" / "s"
+    report = json.loads((sweep_dir / "report" / "summary.json").read_text())
+    rows = {r["config"]: r for r in report["rows"]}
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows.values())
+    # 3 trials -> 1 -> 1: one run reaches the last rung, trained to 9; the others stop after rung 0, at 1 epoch
+    assert sorted((r["rung"], r["epochs"]) for r in rows.values()) == [(0, 1), (0, 1), (2, 9)]
+    search_record = report["search"]
+    assert (search_record["halving_eta"], search_record["rung_epochs"], search_record["sampler"]) == (3, [1, 3, 9], "random")
+    assert (search_record["epochs_spent"], search_record["epochs_full"]) == (11, 27)
+    assert set(search_record["spaces"][TINY_SPACE]) == {"lr", "mlp_hidden"}
+    assert (sweep_dir / "report" / "search.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## The search" in (sweep_dir / "report" / "summary.md").read_text()
+    first = histories(sweep_dir)
+
+    # the same command again: every rung lists the same runs, and nothing trains
+    proc = run_job(*sweep_cmd(tiny_csv, tmp_path, *flags))
+    assert histories(sweep_dir) == first
+    assert proc.stderr.count("already finished") == 5  # 3 in rung 0, 1 in rung 1, 1 in rung 2
+
+    # more trials and a second round: only new runs train, an old run only goes on from where it was
+    run_job(*sweep_cmd(tiny_csv, tmp_path, "--trials", "5", "--halving", "3", "--search-seed", "1", "--rounds", "2",
+                       "--search", "tpe"))
+    after = histories(sweep_dir)
+    assert len(after) == 10
+    for name, text in first.items():
+        assert after[name].startswith(text)  # the same epochs, bit for bit, perhaps followed by more
+    report = json.loads((sweep_dir / "report" / "summary.json").read_text())
+    assert sorted(r["round"] for r in report["rows"]) == [1] * 5 + [2] * 5
+    assert sum(r["rung"] == 2 for r in report["rows"]) == 2  # one per round: 5 -> 1 -> 1
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_next_reads_the_results_from_s3_and_is_idempotent(tiny_csv, s3_env, tmp_path):
+    env, bucket = s3_env
+    out = f"s3://{bucket}/runs"
+    run_job(*sweep_cmd(tiny_csv, out, "--trials", "3", "--halving", "3"), env={**os.environ, **env})
+    lists = []
+    for attempt in range(2):  # a `next` run again (as a retried pod would) writes the same list
+        proc = run_job("next", "--out", out, "--sweep", "s", "--configs", TINY_SPACE, "--baseline", "false",
+                       "--trials", "3", "--halving", "3", "--round", "1", "--rung", "2",
+                       "--result-file", str(tmp_path / f"list{attempt}.json"), env={**os.environ, **env})
+        lists.append((tmp_path / f"list{attempt}.json").read_text())
+        assert json.loads(proc.stdout) == json.loads(lists[-1])
+    assert lists[0] == lists[1] and len(json.loads(lists[0])) == 1 and json.loads(lists[0])[0]["epochs"] == 9
