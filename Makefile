@@ -19,6 +19,22 @@ DEMO_ROWS ?= 60000
 BASELINE ?= 1
 # extra pytest arguments, e.g. -k tokenizer
 PYTEST_ARGS ?=
+# Search (docs/search.md), for `make demo` and `make observe`; unset = the default of job/search.py (no search).
+# trials sampled per spec that holds a search space, per round, e.g. CONFIGS='mlp256:lr=loguniform(1e-4,1e-1)' TRIALS=9
+TRIALS ?=
+# sampler: random or tpe
+SEARCH ?=
+# sampler seed
+SEARCH_SEED ?=
+# successive halving's ETA, e.g. 3
+HALVING ?=
+# halving: epochs of the first rung
+MIN_EPOCHS ?=
+# rounds of sampling, each learning from the ones before (with SEARCH=tpe)
+ROUNDS ?=
+SEARCH_FLAGS = $(if $(TRIALS),--trials $(TRIALS)) $(if $(SEARCH),--search $(SEARCH)) \
+	$(if $(SEARCH_SEED),--search-seed $(SEARCH_SEED)) $(if $(HALVING),--halving $(HALVING)) \
+	$(if $(MIN_EPOCHS),--min-epochs $(MIN_EPOCHS)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -41,8 +57,8 @@ venv: $(STAMP) ## create the venv and install the package with its test tools
 demo: $(STAMP) ## run a whole sweep locally on synthetic data (CPU) and print where the report is
 	@mkdir -p $(RUNS)
 	$(VPY) -m job synth --rows $(DEMO_ROWS) --out $(RUNS)/data/synthetic.csv.gz
-	$(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz --embeddings none --out $(RUNS) --sweep demo \
-		$(if $(filter 0,$(BASELINE)),--no-baseline)
+	$(VPY) -m job sweep --configs '$(CONFIGS)' --data $(RUNS)/data/synthetic.csv.gz --embeddings none --out $(RUNS) --sweep demo \
+		$(if $(filter 0,$(BASELINE)),--no-baseline) $(SEARCH_FLAGS)
 
 .PHONY: test
 test: $(STAMP) prom-deps ## run every test (starts its own S3, Prometheus and Pushgateway on loopback)
@@ -84,8 +100,8 @@ observe: $(STAMP) prom-deps ## a fresh demo sweep with Prometheus and a Pushgate
 	$(VPY) -m workflows.observe --dir $(RUNS)/observe --prometheus-port $(OBSERVE_PROMETHEUS_PORT) \
 		--pushgateway-port $(OBSERVE_PUSHGATEWAY_PORT) $(if $(filter 1,$(OBSERVE_HOLD)),--hold) \
 		--sweep $(OBSERVE_SWEEP) --dashboard helm/meli-sweep/dashboards/meli-sweep.json \
-		-- $(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz --embeddings none \
-		--out $(RUNS) --sweep $(OBSERVE_SWEEP) $(if $(filter 0,$(BASELINE)),--no-baseline)
+		-- $(VPY) -m job sweep --configs '$(CONFIGS)' --data $(RUNS)/data/synthetic.csv.gz --embeddings none \
+		--out $(RUNS) --sweep $(OBSERVE_SWEEP) $(if $(filter 0,$(BASELINE)),--no-baseline) $(SEARCH_FLAGS)
 
 # extra arguments of `make bench`, e.g. --family all --rows 200000
 BENCH_ARGS ?=
@@ -117,6 +133,10 @@ bench-prepare: $(STAMP) ## prepare's phases at 1 M and 4 M rows on 1 and 2 worke
 .PHONY: bench-disk
 bench-disk: $(STAMP) ## what prepare and train write to their pod's /tmp at 100,000 and 400,000 rows, extrapolated to 4.9 M
 	$(VPY) -m job.disk_bench
+
+.PHONY: bench-search
+bench-search: $(STAMP) ## successive halving vs the full search: 27 random trials twice on the CPU, epochs and best compared
+	$(VPY) -m job bench --search
 
 .PHONY: bench-gpu
 bench-gpu: ## every GPU throughput figure in one run (LSTM, CNN, MLP), with the machine's python and CUDA torch

@@ -1,6 +1,6 @@
 """Command line of the training job: `python -m job <step> ...`.
 
-Steps: synth, plan, prepare, train, aggregate, sweep (all of them on one machine), predict, bench.
+Steps: synth, plan, next, prepare, train, aggregate, sweep (all of them on one machine), predict, bench.
 Each module is imported only when its step runs, so light steps start fast.
 Errors a user can fix print one line and exit non-zero, with no traceback.
 """
@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from job import search
 from job.errors import run_cli
 
 
@@ -43,6 +44,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", default="true", help="true or false: add the tfidf baseline run unless listed (default: true)")
     s.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
                    help="a sweep parameter as resolved, logged; an empty data, embeddings, out or image is refused (repeatable)")
+    search.add_arguments(s)
+    s.add_argument("--max-rounds", type=int, help="the rounds the Argo DAG was unrolled to: a search that needs more is refused")
+    s.add_argument("--max-rungs", type=int, help="the rungs the Argo DAG was unrolled to: a search that needs more is refused")
+    s.add_argument("--shape-dir", help="write the search's rounds and rungs here, as the files rounds and rungs (Argo outputs)")
+    s.add_argument("--max-workflow-bytes", type=int, default=0,
+                   help="refuse a sweep whose Argo Workflow would pass this size (the controller's MAX_WORKFLOW_SIZE); "
+                        "0: no check (default)")
+
+    s = sub.add_parser("next", help="the runs to train at a round and rung of a search, from the results so far (JSON)")
+    s.add_argument("--out", required=True, help="the sweep's output prefix, local or s3://")
+    s.add_argument("--sweep", required=True, help="the sweep id: its runs are under <out>/sweeps/<sweep>/")
+    s.add_argument("--configs", required=True, help="the sweep's config specs, as given to plan")
+    s.add_argument("--baseline", default="true", help="true or false, as given to plan (default: true)")
+    s.add_argument("--round", type=int, required=True, help="the round, from 1")
+    s.add_argument("--rung", type=int, required=True, help="the rung of successive halving, from 0")
+    s.add_argument("--result-file", help="also write the JSON list to this file (an Argo output parameter)")
+    s.add_argument("--cpu-result-file", help="write the runs that train on a CPU (tfidf) here instead, and only the "
+                                             "GPU runs to --result-file, as plan does")
+    search.add_arguments(s)
 
     s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")
     s.add_argument("--data", required=True, help="challenge CSV (.csv/.csv.gz) or course .jsonl.gz, local or s3://")
@@ -65,12 +85,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--sweep", required=True, help="the sweep id: groups the run's live metrics with its sweep's")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
     s.add_argument("--result-file", help="also write the test balanced accuracy to this file")
+    s.add_argument("--epochs", type=int, default=None,
+                   help="train to this epoch, continuing from the checkpoint (default: the config's epochs)")
 
     s = sub.add_parser("aggregate", help="plots and summary of a sweep, under <out>/sweeps/<sweep>/report/")
     s.add_argument("--out", required=True, help="the sweep's output prefix, local or s3://")
     s.add_argument("--sweep", required=True, help="the sweep id: its runs are under <out>/sweeps/<sweep>/")
     s.add_argument("--configs", default="", help="the sweep's config specs; those with no output are reported missing")
     s.add_argument("--report-dir", help="also leave the report files in this local folder (Argo output artifacts)")
+    s.add_argument("--baseline", default="true", help="true or false, as given to plan (default: true)")
+    search.add_arguments(s)
 
     s = sub.add_parser("predict", help="classify titles with a finished run (e.g. a sweep's best/)")
     predict_arguments(s)
@@ -84,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--parallel", type=int, default=1, help="configs trained at once (default: 1)")
     s.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="leave out the tfidf baseline run every sweep adds")
+    search.add_arguments(s)
 
     s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side (--prepare: the prepare step)")
     s.add_argument("--rows", type=int, default=None, help="synthetic rows (default: sized for the device)")
@@ -101,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="also run ours with each step captured as a CUDA graph (cuda only; default: on cuda)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu; torch's own on cuda)")
     s.add_argument("--profile", action="store_true", help="also print the profiler's table of a few of ours' training steps")
+    s.add_argument("--search", action="store_true",
+                   help="bench successive halving against the full search instead: 27 trials twice (--rows, --trials)")
+    s.add_argument("--trials", type=int, default=None, help="with --search: trials of the space (default: 27)")
     s.add_argument("--prepare", action="store_true",
                    help="bench the prepare step instead: each phase at 1 M and 4 M rows (--rows: one size), 1 and 2 workers")
     return p
@@ -125,6 +153,8 @@ def _step(args, on_batch=None) -> int:
         from job import configs
 
         return configs.plan_main(args)
+    if args.step == "next":
+        return search.next_main(args)
     if args.step == "prepare":
         from job import prepare
 
@@ -145,6 +175,10 @@ def _step(args, on_batch=None) -> int:
         from job import local
 
         return local.main(args)
+    if args.search:
+        from job import bench_search
+
+        return bench_search.main(args)
     if args.prepare:
         from job import prepare_bench
 

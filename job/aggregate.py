@@ -8,6 +8,9 @@ that never started is reported as missing) and writes <out>/sweeps/<sweep>/repor
   comparison.png                                               test balanced accuracy per run
   summary.csv, summary.md, summary.json                        one row per run, ranked, best marked
   per_class.csv, recall_by_class_size.png                      the best run's test split, per category
+  search.png                                                   sampled values against validation balanced accuracy
+With search flags (job/search.py), each run's row says its round, the last rung it reached and that
+rung's epochs, and summary.md and summary.json add the search (job/search_report.py).
 A failed, unfinished or missing run keeps its row, with its status and reason. Runs are ranked, and
 the best chosen, by validation balanced accuracy; test figures are shown beside, never used to
 choose. The best run's model and summary are copied to <sweep>/best/, ready for `predict`.
@@ -25,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from job import configs, steps, storage
+from job import search, search_report, steps, storage
 from job.errors import UserError
 
 log = logging.getLogger("job.aggregate")
 
-COLUMNS = ["rank", "config", "status", "family", "epochs", "best_epoch", "validation_balanced_accuracy", "test_loss",
+COLUMNS = ["rank", "config", "status", "family", "round", "rung", "budget", "epochs", "best_epoch", "validation_balanced_accuracy", "test_loss",
            "test_balanced_accuracy", "train_seconds", "samples_per_second", "reason", "spec"]
 REPORT = "report"
 BEST = "best"  # <sweep>/best/: the best run's files, for predict
@@ -209,24 +212,28 @@ def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     return buf.getvalue()
 
 
-def to_markdown(sweep: str, rows: list[dict], view: dict) -> str:
+def to_markdown(sweep: str, rows: list[dict], view: dict, search_lines: list[str] | None = None) -> str:
+    """search_lines: the search's section; with it, each row shows its round, rung and budget too."""
     def cell(r, key, fmt="{}"):
         value = r.get(key)
         return "" if value in (None, "") else fmt.format(value)
 
+    searched = bool(search_lines)
     lines = [f"# Sweep report: {sweep.rstrip('/').rsplit('/', 1)[-1]}", "",
              f"{sum(r['status'] == 'ok' for r in rows)} of {len(rows)} runs finished. {CHOSEN_BY}", "",
-             "| rank | config | status | epochs | best epoch | validation balanced accuracy | test balanced accuracy "
-             "| test loss | train s | samples/s | reason |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| rank | config | status | " + ("round | rung | budget | " if searched else "") + "epochs | best epoch "
+             "| validation balanced accuracy | test balanced accuracy | test loss | train s | samples/s | reason |",
+             "|---|---|---|" + ("---|---|---|" if searched else "") + "---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append("| " + " | ".join([
-            str(r["rank"]), ("★ " if r.get("best") else "") + r["config"], r["status"], cell(r, "epochs"),
+            str(r["rank"]), ("★ " if r.get("best") else "") + r["config"], r["status"]]
+            + ([cell(r, "round"), cell(r, "rung"), cell(r, "budget")] if searched else []) + [cell(r, "epochs"),
             cell(r, "best_epoch"), cell(r, "validation_balanced_accuracy", "{:.4f}"),
             cell(r, "test_balanced_accuracy", "{:.4f}"), cell(r, "test_loss", "{:.4f}"),
             cell(r, "train_seconds", "{:.1f}"), cell(r, "samples_per_second", "{:,.0f}"),
             str(r.get("reason", "")).replace("|", "/")]) + " |")
     lines += ["", "Plots: train_loss.png, validation_loss.png, balanced_accuracy.png, comparison.png", ""]
+    lines += search_lines or []
     if view:
         lines += [f"## The best run on the test split: {view['run']}", "",
                   "Per category: per_class.csv; recall against category size: recall_by_class_size.png.", "",
@@ -244,7 +251,14 @@ def main(args) -> int:
     storage.check_uri(args.out, "--out")
     storage.join(args.out, args.sweep)  # refuses a sweep id that is not a plain name
     sweep = steps.sweep_uri(args.out, args.sweep)
-    expected = [run.name for run in configs.expand(args.configs)] if args.configs.strip() else []
+    if args.baseline not in ("true", "false"):
+        raise UserError(f"--baseline {args.baseline!r}: expected true or false")
+    schedule, runs = None, {}
+    if args.configs.strip():  # the runs next listed, round by round and rung by rung, from the same run folders
+        schedule = search.Schedule(search.parse(args.configs, args.baseline == "true", search.from_args(args)),
+                                   args.out, args.sweep)
+        runs = search_report.describe(schedule)
+    expected = search_report.expected(runs, schedule.sweep) if schedule else []
     found = [n for n in storage.list_dirs(sweep) if n not in (REPORT, BEST)]
     names = list(dict.fromkeys(expected + found))
     if not names:
@@ -254,9 +268,18 @@ def main(args) -> int:
         row, history = read_run(sweep, name)
         rows.append(row)
         histories[name] = history
+    search_report.columns(rows, runs)
     rows = rank(rows)
     best = next((r for r in rows if r.get("best")), None)
     view = best_run_view(sweep, best)
+    searched = schedule is not None and (schedule.sweep.spaces or schedule.shape.rungs > 1)
+    record, search_lines = None, None
+    if searched:
+        record = search_report.settings_record(schedule)
+        spent, full = search_report.epochs_spent(runs, histories)
+        importances = search_report.importance(schedule, runs) if schedule.sweep.spaces else {}
+        record.update(epochs_spent=spent, epochs_full=full, importance=importances)
+        search_lines = search_report.markdown(record, spent, full, importances)
 
     files = {
         "train_loss.png": plot_lines(histories, "train_loss", "train loss", "Train loss"),
@@ -264,16 +287,18 @@ def main(args) -> int:
         "balanced_accuracy.png": plot_lines(histories, "validation_balanced_accuracy", "balanced accuracy", "Validation balanced accuracy"),
         "comparison.png": plot_comparison(rows),
         "summary.csv": to_csv(rows).encode(),
-        "summary.md": to_markdown(sweep, rows, view).encode(),
+        "summary.md": to_markdown(sweep, rows, view, search_lines).encode(),
         "per_class.csv": to_csv(view.get("classes", []), ["category", "precision", "recall", "f1", "support"]).encode(),
         "recall_by_class_size.png": plot_recall_by_size(view.get("classes", []), view.get("run", "no finished run")),
+        "search.png": search_report.plot_parallel(schedule, runs, {r["config"]: r for r in rows}),
     }
     table = {"sweep": sweep, "runs": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
-             "best": best["config"] if best else None, "chosen_by": "validation_balanced_accuracy", "rows": rows}
+             "best": best["config"] if best else None, "chosen_by": "validation_balanced_accuracy", "rows": rows,
+             "search": record}
     files["summary.json"] = (json.dumps(table, indent=2, sort_keys=True) + "\n").encode()  # last: marks the report complete
     copy_best(sweep, best)
     report = storage.join(sweep, REPORT)
-    for fname in steps.REPORT_FILES:
+    for fname in steps.REPORT_FILES[:-1] + steps.SEARCH_REPORT_FILES + steps.REPORT_FILES[-1:]:
         blob = files[fname]
         storage.write_bytes(storage.join(report, fname), blob)
         if getattr(args, "report_dir", None):

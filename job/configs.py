@@ -5,6 +5,7 @@ A spec names a config and optionally overrides keys:
     hidden100                      the named config as it is
     hidden100:lr=3e-4,epochs=5     with two keys overridden
     hidden100:lr=1e-3|3e-4         a grid: one run per value (per combination)
+    hidden100:lr=loguniform(1e-4,1e-2)   a search space: --trials N samples N runs (job/search.py)
 
 In a comma-separated list of specs, an item that holds `=` belongs to the spec
 before it, so `hidden100:lr=3e-4,epochs=5,hidden50` is two runs. Every run gets
@@ -119,11 +120,12 @@ class Run:
     config: TrainConfig = field(compare=False)
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,119}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]{0,119}$")  # a run name: a safe folder name
 _VALUE = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
-def _parse_value(key: str, text: str, spec: str):
+def parse_value(key: str, text: str, spec: str):
+    """One value as written, parsed to the key's type; a bad one is refused naming the spec."""
     kind = type(getattr(TrainConfig(), key))
     if not _VALUE.match(text):
         raise UserError(f"config {spec!r}: {key}={text!r} is not a plain value")
@@ -147,10 +149,22 @@ def _parse_value(key: str, text: str, spec: str):
         raise UserError(f"config {spec!r}: {key}={text!r} is not a valid {kind.__name__}") from None
 
 
+def split_top(text: str) -> list[str]:
+    """Split on the commas outside parentheses, so `lr=uniform(1e-4,1e-2),dropout=0.1` is two items."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
 def split_specs(text: str) -> list[str]:
     """Split a --configs list; an item holding `=` (and no `:`) continues the spec before it."""
     specs: list[str] = []
-    for item in (part.strip() for part in str(text).split(",")):
+    for item in split_top(str(text)):
         if not item:
             continue
         if "=" in item and ":" not in item:
@@ -171,7 +185,7 @@ def expand_spec(spec: str) -> list[Run]:
     if name not in NAMED:
         raise UserError(f"config {spec!r}: unknown config {name!r}; valid names: {', '.join(NAMED)}")
     keys, choices = [], []
-    for assignment in filter(None, (a.strip() for a in rest.split(","))):
+    for assignment in split_top(rest):
         key, eq, values = assignment.partition("=")
         key = key.strip()
         if not eq:
@@ -180,18 +194,20 @@ def expand_spec(spec: str) -> list[Run]:
             raise UserError(f"config {spec!r}: unknown key {key!r}; valid keys: {', '.join(KEYS)}")
         if key in keys:
             raise UserError(f"config {spec!r}: key {key!r} given twice")
+        if "(" in values:
+            raise UserError(f"config {spec!r}: {key}={values.strip()} is a search space; sample it with --trials N")
         texts = [v.strip() for v in values.split("|")]
         if not all(texts):
             raise UserError(f"config {spec!r}: {key} has an empty value")
         keys.append(key)
-        choices.append([(t, _parse_value(key, t, spec)) for t in texts])
+        choices.append([(t, parse_value(key, t, spec)) for t in texts])
     runs = []
     for combo in itertools.product(*choices):
         overrides = {k: v for k, (_, v) in zip(keys, combo)}
         config = validate(dataclasses.replace(NAMED[name], **overrides))
         run_name = "_".join([name] + [f"{k}={t}" for k, (t, _) in zip(keys, combo)])
         canonical = name + (":" + ",".join(f"{k}={t}" for k, (t, _) in zip(keys, combo)) if keys else "")
-        if not _NAME.match(run_name) or ".." in run_name:
+        if not NAME.match(run_name) or ".." in run_name:
             raise UserError(f"config {spec!r}: run name {run_name!r} is not a safe folder name")
         runs.append(Run(run_name, canonical, config))
     return runs
@@ -246,25 +262,21 @@ def with_baseline(runs: list[Run], baseline: bool) -> list[Run]:
     return runs + expand(BASELINE)
 
 
-def plan(text: str, baseline: bool = True) -> list[dict]:
-    """The runs of a sweep as JSON-ready items, the list Argo fans out over (withParam).
+def plan(text: str, baseline: bool = True, settings=None) -> list[dict]:
+    """The runs of a sweep's first round and rung as JSON-ready items, the list Argo fans out over (withParam):
+    {name, spec, label, epochs}. Without search settings, every listed run, trained to its epochs.
 
     `label` is the run's name in the Argo UI (the train node's display name).
     """
-    return [item for item, _ in _plan_items(text, baseline)]
+    from job import search
+
+    return search.next_items(text, baseline, settings or search.Search(), 1, 0)
 
 
-def plan_by_device(text: str, baseline: bool = True) -> tuple[list[dict], list[dict]]:
-    """plan's items in two lists: the runs for GPU pods, and the runs of CPU_FAMILIES for CPU pods."""
-    items = _plan_items(text, baseline)
-    return [i for i, cpu in items if not cpu], [i for i, cpu in items if cpu]
-
-
-def _plan_items(text: str, baseline: bool) -> list[tuple[dict, bool]]:
-    runs = with_baseline(expand(text), baseline)
-    labels = display_labels([run.name for run in runs])
-    return [({"name": run.name, "spec": run.spec, "label": label}, run.config.family in CPU_FAMILIES)
-            for run, label in zip(runs, labels)]
+def by_device(items: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Items of plan or next in two lists: the runs for GPU pods, and the runs of CPU_FAMILIES for CPU pods."""
+    cpu = [parse_one(item["spec"]).config.family in CPU_FAMILIES for item in items]
+    return [i for i, c in zip(items, cpu) if not c], [i for i, c in zip(items, cpu) if c]
 
 
 def check_parameters(items: list[str]) -> None:
@@ -290,21 +302,37 @@ def check_parameters(items: list[str]) -> None:
                         "workflowTemplate.parameters")
 
 
-def plan_main(args) -> int:
+def write_lists(items: list[dict], result_file: str | None, cpu_result_file: str | None) -> str:
+    """What plan and next leave for Argo: the JSON list at result_file, or with cpu_result_file, the GPU runs there
+    and the CPU runs (by_device) at cpu_result_file. Returns the whole list's JSON, which the step prints."""
     import json
 
     from job.steps import write_result
+
+    text = json.dumps(items)
+    if cpu_result_file:
+        gpu, cpu = by_device(items)
+        write_result(result_file, json.dumps(gpu))
+        write_result(cpu_result_file, json.dumps(cpu))
+    else:
+        write_result(result_file, text)
+    return text
+
+
+def plan_main(args) -> int:
+    from job import capacity, search
 
     if args.baseline not in ("true", "false"):
         raise UserError(f"--baseline {args.baseline!r}: expected true or false")
     check_parameters(args.parameter)
     baseline = args.baseline == "true"
-    text = json.dumps(plan(args.configs, baseline))
-    if args.cpu_result_file:
-        gpu, cpu = plan_by_device(args.configs, baseline)
-        write_result(args.result_file, json.dumps(gpu))
-        write_result(args.cpu_result_file, json.dumps(cpu))
-    else:
-        write_result(args.result_file, text)
+    settings = search.from_args(args)
+    sweep = search.parse(args.configs, baseline, settings)
+    shape = search.shape(sweep)
+    capacity.check(shape.rounds, shape.rungs, capacity.trainings(sweep, shape), args.max_rounds, args.max_rungs,
+                   args.max_workflow_bytes)
+    text = write_lists(plan(args.configs, baseline, settings), args.result_file, args.cpu_result_file)
+    if args.shape_dir:
+        capacity.write_shape(args.shape_dir, shape.rounds, shape.rungs)
     print(text)
     return 0

@@ -1,15 +1,19 @@
-"""A whole sweep on one machine: plan, prepare, train every run, aggregate.
+"""A whole sweep on one machine: prepare, then for each round and rung `next` and train its runs, then aggregate.
 
     python -m job sweep --configs hidden50,hidden100 --data runs/data/synthetic.csv.gz --out runs
+    python -m job sweep --configs 'mlp256:lr=loguniform(1e-4,1e-1)' --trials 27 --halving 3 ... (docs/search.md)
 
 Each step runs as the same `python -m job <step>` command that an Argo pod runs (job/steps.py
 defines them once). A run that fails does not stop the others; the report lists it, and the
 sweep exits 1 after writing the report. Rerunning the same sweep id resumes: prepare finds its
-manifest, finished runs are kept, interrupted ones go on from their checkpoints.
+manifest, finished runs are kept, interrupted ones go on from their checkpoints, and `next` lists
+the same runs again for the rounds and rungs already done (train skips those already there).
+Without search flags a sweep is one round of one rung: every listed run, trained once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -21,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from job import configs, steps, storage
+from job import search, steps, storage
 from job.errors import UserError
 
 log = logging.getLogger("job.local")
@@ -45,8 +49,20 @@ def run_step(args: list[str], label: str, prefix_output: bool, env: dict | None 
     return proc.wait()
 
 
+def next_runs(args, sweep: str, settings: search.Search, round_: int, rung: int, tmp: str) -> list[dict]:
+    """The `next` step for a round and rung: the runs to train there (its JSON list, read from its result file)."""
+    result = os.path.join(tmp, f"next-{round_}-{rung}.json")
+    cmd = _command(steps.next_runs(args.out, sweep, args.configs, "true" if args.baseline else "false", round_, rung,
+                                   settings, result_file=result))
+    if subprocess.call(cmd, stdout=subprocess.DEVNULL) != 0:  # the list goes to the result file; errors to stderr
+        raise UserError(f"next failed at round {round_}, rung {rung} (see the line above)")
+    return json.loads(Path(result).read_text())
+
+
 def main(args) -> int:
-    runs = configs.with_baseline(configs.expand(args.configs), args.baseline)  # every spec checked before any work
+    settings = search.from_args(args)
+    plan = search.parse(args.configs, args.baseline, settings)  # every spec and search flag checked before any work
+    shape = search.shape(plan)
     storage.check_uri(args.data, "--data")
     storage.check_uri(args.out, "--out")
     if args.embeddings != "none":
@@ -57,7 +73,8 @@ def main(args) -> int:
     if args.parallel < 1:
         raise UserError(f"--parallel {args.parallel}: must be >= 1")
     started = time.time()
-    log.info("sweep %s: %d run(s): %s", sweep, len(runs), ", ".join(r.name for r in runs))
+    log.info("sweep %s: %d round(s) of %d rung(s) (epochs %s)", sweep, shape.rounds, shape.rungs,
+             ", ".join(map(str, shape.budgets)))
 
     with tempfile.TemporaryDirectory(prefix="meli-sweep-") as tmp:
         result = os.path.join(tmp, "prepared")
@@ -65,28 +82,37 @@ def main(args) -> int:
             raise UserError("prepare failed (see the line above); no run was started")
         prepared = Path(result).read_text().strip()
 
-    codes: dict[str, int] = {}
-    lock = threading.Lock()
-    train_env = None
-    if args.parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
-        # N trainings each using every core fight over them; share the cores out instead.
-        train_env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
+        codes: dict[str, int] = {}  # each run's exit code in the last rung that trained it
+        lock = threading.Lock()
+        train_env = None
+        if args.parallel > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # N trainings each using every core fight over them; share the cores out instead.
+            train_env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
 
-    def train(run: configs.Run) -> None:
-        code = run_step(steps.train(run.spec, prepared, args.out, sweep, run.name), run.name, args.parallel > 1, train_env)
-        with lock:
-            codes[run.name] = code
-        if code != 0:
-            log.warning("run %s failed (exit %d); the others go on", run.name, code)
+        def train(item: dict) -> None:
+            code = run_step(steps.train(item["spec"], prepared, args.out, sweep, item["name"], epochs=item["epochs"]),
+                            item["name"], args.parallel > 1, train_env)
+            with lock:
+                codes[item["name"]] = code
+            if code != 0:
+                log.warning("run %s failed (exit %d); the others go on", item["name"], code)
 
-    with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-        list(pool.map(train, runs))
+        # The same sequence as the Argo DAG (job/steps.py): next, then train each listed run, per round and rung.
+        for round_ in range(1, shape.rounds + 1):
+            for rung in range(shape.rungs):
+                items = next_runs(args, sweep, settings, round_, rung, tmp)
+                log.info("round %d, rung %d: %d run(s)%s", round_, rung, len(items),
+                         "" if not items else f" to {', '.join(sorted({str(i['epochs']) for i in items}, key=int))} epochs")
+                with ThreadPoolExecutor(max_workers=args.parallel) as pool:
+                    list(pool.map(train, items))
 
-    if run_step(steps.aggregate(args.out, sweep, ",".join(run.spec for run in runs)), "aggregate", False) != 0:
+    baseline = "true" if args.baseline else "false"
+    if run_step(steps.aggregate(args.out, sweep, args.configs, search_settings=settings, baseline=baseline),
+                "aggregate", False) != 0:
         raise UserError("aggregate failed (see the line above)")
     failed = sorted(n for n, c in codes.items() if c != 0)
     report = steps.report_uri(args.out, sweep)
-    print(f"\nsweep {sweep}: {len(runs) - len(failed)} of {len(runs)} runs finished in {time.time() - started:.0f}s")
+    print(f"\nsweep {sweep}: {len(codes) - len(failed)} of {len(codes)} runs finished in {time.time() - started:.0f}s")
     if failed:
         print(f"failed: {', '.join(failed)} (reasons in the report)")
     print(f"report: {report}/summary.md")

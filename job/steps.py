@@ -4,6 +4,18 @@ The local sweep (`python -m job sweep`) calls these with real values; the Argo
 workflow (`workflows/dag.py`) calls the same functions with Argo template
 expressions such as `{{item.spec}}`. Nothing here imports torch.
 
+A sweep, with or without a search, is this sequence (job/local.py runs it; the DAG unrolls it):
+
+    prepare
+    for round in 1..R, for rung in 0..K-1:          R, K: search.shape_of(...), at most MAX_ROUNDS, MAX_RUNGS
+        next --round round --rung rung  ->  [{name, spec, label, epochs}, ...]   ([] : nothing to train)
+        train --config spec --epochs epochs, for each item (a promoted run continues from its checkpoint)
+    aggregate
+
+`plan` is `next` for round 1, rung 0, which needs no results. Every step that takes the search settings
+takes them as the same flags (search_args), whose defaults mean no search: one round, one rung, every
+listed run trained once to its config's epochs, exactly as a sweep without them.
+
 Output layout under one prefix OUT:
 
     OUT/prepared/<hash>/...                      prepared data, manifest.json written last
@@ -14,6 +26,9 @@ Output layout under one prefix OUT:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
+
+from job import search
 
 MODULE = ["python", "-m", "job"]  # the command every pod and the local runner start
 
@@ -50,28 +65,89 @@ REPORT_FILES = (
     "recall_by_class_size.png",
     "summary.json",
 )
+# Written by aggregate just before summary.json, search or not: the sampled values against validation
+# balanced accuracy (parallel coordinates). An Argo aggregate step may declare it as an artifact too.
+SEARCH_REPORT_FILES = ("search.png",)
 
 
 # Parameters a sweep cannot run without, and that nothing may fill in for it: the Argo sweep's plan step refuses
 # them empty, and the chart's WorkflowTemplate gives them no default (a sweep never runs on a placeholder bucket).
 REQUIRED = ("data", "embeddings", "out", "image")
+# The search flags, shared by sweep, plan, next and aggregate: --trials, --search, --search-seed, --halving,
+# --min-epochs, --rounds. Their defaults (job/search.py: Search) mean no search.
+SEARCH_FLAGS = search.FLAGS
+MAX_RUNGS = search.MAX_RUNGS  # the most rungs a sweep may have: a template unrolled to rungs carries this many
+MAX_ROUNDS = search.MAX_ROUNDS  # the most rounds a sweep may have: a template unrolled to rounds carries this many
+
+
+def search_args(values: Mapping[str, object] | search.Search | None = None) -> list[str]:
+    """The search settings as command-line flags: `--trials 27 --halving 3 ...`.
+
+    values: a search.Search, or a mapping of some of SEARCH_FLAGS to values or to Argo expressions
+    (`{"trials": "{{workflow.parameters.trials}}", ...}`); a flag left out takes the step's default.
+    """
+    if values is None:
+        return []
+    if isinstance(values, search.Search):
+        values = values.flags()
+    unknown = sorted(set(values) - set(SEARCH_FLAGS))
+    if unknown:
+        raise ValueError(f"search_args: unknown search settings {unknown}; known: {', '.join(SEARCH_FLAGS)}")
+    args: list[str] = []
+    for name in SEARCH_FLAGS:  # a fixed order: the same settings always give the same command
+        if name in values:
+            args += ["--" + name.replace("_", "-"), str(values[name])]
+    return args
 
 
 def plan(configs: str, baseline: str = "true", result_file: str | None = None, cpu_result_file: str | None = None,
+         search_settings: Mapping[str, object] | search.Search | None = None, capacity: tuple[int, int] | None = None,
+         shape_dir: str | None = None, max_workflow_bytes: str | int | None = None,
          parameters: dict[str, str] | None = None) -> list[str]:
-    """Check and expand the config specs, plus the tfidf baseline when baseline is "true"; prints (and
-    writes to result_file) a JSON list of {name, spec, label}. With cpu_result_file, the runs that train on
-    a CPU (configs.CPU_FAMILIES) go there and only the others to result_file.
+    """Check the config specs and search settings (every one, before any work) and list round 1's first rung:
+    prints (and writes to result_file) the JSON list `next --round 1 --rung 0` gives, {name, spec, label,
+    epochs}, plus the tfidf baseline when baseline is "true". It reads no results. With cpu_result_file, the
+    runs that train on a CPU (configs.CPU_FAMILIES) go there and only the others to result_file.
 
-    parameters: the sweep's parameters by name, as resolved; plan logs each and refuses an empty REQUIRED one.
-    """
-    args = MODULE + ["plan", "--configs", configs, "--baseline", baseline]
+    For Argo (job/capacity.py): capacity, the (rounds, rungs) the DAG was unrolled to; shape_dir, where the
+    search's rounds and rungs go as two files; max_workflow_bytes, the Workflow size past which plan refuses;
+    parameters, the sweep's parameters by name, as resolved: plan logs each and refuses an empty REQUIRED one."""
+    args = MODULE + ["plan", "--configs", configs, "--baseline", baseline] + search_args(search_settings)
     if result_file:
         args += ["--result-file", result_file]
     if cpu_result_file:
         args += ["--cpu-result-file", cpu_result_file]
+    if capacity:
+        args += ["--max-rounds", str(capacity[0]), "--max-rungs", str(capacity[1])]
+    if shape_dir:
+        args += ["--shape-dir", shape_dir]
+    if max_workflow_bytes is not None:
+        args += ["--max-workflow-bytes", str(max_workflow_bytes)]
     for name, value in (parameters or {}).items():
         args += ["--parameter", f"{name}={value}"]
+    return args
+
+
+def next_runs(out: str, sweep: str, configs: str, baseline: str, round_: str | int, rung: str | int,
+              search_settings: Mapping[str, object] | search.Search | None = None,
+              result_file: str | None = None, cpu_result_file: str | None = None) -> list[str]:
+    """The runs to train at a round and rung: `python -m job next`.
+
+    Reads the finished runs' results so far from OUT/sweeps/SWEEP/ (local or s3://) and prints (and writes
+    to result_file) a JSON list of {name, spec, label, epochs}: names and specs, never results, so that it
+    stays small enough for an Argo parameter (withParam). `epochs` is the rung's budget r_k for that run
+    (capped at its config's epochs); train it with train(..., epochs=). The list is [] past the last round
+    or rung, or when no run of the rung before finished it. Round 1 rung 0 is what `plan` prints.
+    Idempotent: a function of the command line and the results of earlier rungs and rounds, so a
+    killed `next` run again writes the same list. Ties go to the name that sorts first; a run that failed
+    or did not finish a rung is never promoted. With cpu_result_file, as plan.
+    """
+    args = MODULE + ["next", "--out", out, "--sweep", sweep, "--configs", configs, "--baseline", baseline,
+                     "--round", str(round_), "--rung", str(rung)] + search_args(search_settings)
+    if result_file:
+        args += ["--result-file", result_file]
+    if cpu_result_file:
+        args += ["--cpu-result-file", cpu_result_file]
     return args
 
 
@@ -88,20 +164,37 @@ def prepare(data: str, embeddings: str, out: str, result_file: str | None = None
     return args
 
 
-def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file: str | None = None) -> list[str]:
-    """Train one run; writes its test balanced accuracy to result_file when given. `sweep` groups its metrics."""
+def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file: str | None = None,
+          epochs: str | int | None = None) -> list[str]:
+    """Train one run; writes its test balanced accuracy to result_file when given. `sweep` groups its metrics.
+
+    epochs: the budget, train to this epoch (a next item's `epochs`); None = the config's epochs. The budget
+    is not part of the run's identity: a run trained to 3 and then given 9 continues from its checkpoint
+    (optimizer and RNG state included) and ends bit-exactly where a run trained to 9 at once ends (on a CPU).
+    A run already trained to the budget, or stopped early, is left as it is.
+    """
     args = MODULE + ["train", "--config", spec, "--prepared", prepared, "--out", run_uri(out, sweep, run), "--sweep", sweep]
+    if epochs is not None:
+        args += ["--epochs", str(epochs)]
     if result_file:
         args += ["--result-file", result_file]
     return args
 
 
-def aggregate(out: str, sweep: str, configs: str, report_dir: str | None = None) -> list[str]:
+def aggregate(out: str, sweep: str, configs: str, report_dir: str | None = None,
+              search_settings: Mapping[str, object] | search.Search | None = None,
+              baseline: str | None = None) -> list[str]:
     """Join the runs of a sweep into its report; runs that failed or are missing are listed.
 
+    With search settings, the report also shows each run's round and rung and the epochs it trained, the
+    sampled values against validation balanced accuracy (SEARCH_REPORT_FILES), parameter importance, and
+    the epochs spent against training every run fully.
+    baseline: "true" or "false", as given to next (None: the step's default, "true").
     report_dir: also leave the report files in this local folder (the Argo step uploads them as artifacts).
     """
-    args = MODULE + ["aggregate", "--out", out, "--sweep", sweep, "--configs", configs]
+    args = MODULE + ["aggregate", "--out", out, "--sweep", sweep, "--configs", configs] + search_args(search_settings)
+    if baseline is not None:
+        args += ["--baseline", baseline]
     if report_dir:
         args += ["--report-dir", report_dir]
     return args

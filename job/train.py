@@ -7,7 +7,10 @@ Writes into --out (local or s3://):
   checkpoint.pt   after every epoch: config, epoch, model, optimizer, RNG state and history (a plain dict)
   model.pt        the best-validation weights with everything needed to use them
   summary.json    written last: status, test loss and balanced accuracy of the best epoch, timings
-A rerun with the same --out resumes from checkpoint.pt; a finished run is left as it is.
+A rerun with the same --out resumes from checkpoint.pt; a finished run is left as it is. `--epochs E` trains
+to epoch E instead of the config's epochs: the budget is not part of the run's identity, so a run trained to
+3 and then given 9 continues from its checkpoint and ends where a run trained to 9 at once ends (successive
+halving promotes runs this way, job/search.py).
 Uses CUDA with bf16 autocast when present, the CPU otherwise (bf16 autocast too where the CPU has
 native bf16 matrix units, AMX or AVX512-BF16; fp32 elsewhere). `python -m job bench` measures this
 training path against a seed-style loop.
@@ -319,9 +322,11 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def failed_summary(out: str, run: configs.Run, reason: str, history: list[dict]) -> None:
+def failed_summary(out: str, run: configs.Run, reason: str, history: list[dict], budget: int) -> None:
+    """budget: the epoch the run was to reach; the epochs before it that history holds still stand."""
     storage.write_json(storage.join(out, "summary.json"), {
         "config": run.name, "spec": run.spec, "status": "failed", "reason": reason, "epochs": len(history),
+        "budget": budget,
     })
 
 
@@ -346,6 +351,7 @@ class Training:
     best: dict = field(default_factory=lambda: {"epoch": 0, "score": -math.inf})  # score: higher is better
     train_seconds: float = 0.0  # seconds spent in training passes, over every attempt
     steps: Steps | None = None  # how steps are taken (CUDA graphs kept between epochs); made after `resume`
+    budget: int = 0  # train to this epoch (--epochs; the config's epochs by default)
 
     @property
     def cfg(self) -> configs.TrainConfig:
@@ -384,7 +390,7 @@ def resume(r: Training) -> None:
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{r.uri('checkpoint.pt')}: checkpoint format {ckpt.get('format')}, this version reads "
                         f"{CHECKPOINT_FORMAT}; use a new --out")
-    if ckpt.get("config") != r.cfg.to_dict():
+    if not same_run(ckpt.get("config"), r.cfg):  # the budget may differ: a promoted run goes on to more epochs
         raise UserError(f"{r.uri('checkpoint.pt')}: holds a checkpoint of another config ({ckpt.get('spec')}); use a new --out")
     r.model.load_state_dict(ckpt["model"])
     r.optimizer.load_state_dict(ckpt["optimizer"])
@@ -425,7 +431,7 @@ def run_epoch(r: Training, epoch: int, progress: Progress, pusher, on_batch: OnB
         if not math.isfinite(running):
             raise TrainingFailed(f"loss is {running} at epoch {epoch} after {seen} samples")
         rate = seen / seconds
-        eta = (len(r.train) - seen + (cfg.epochs - epoch) * len(r.train)) / rate
+        eta = (len(r.train) - seen + (r.budget - epoch) * len(r.train)) / rate
         progress.show(epoch, seen, running, rate, eta)
         pusher.progress(epoch, samples_before + seen, running, rate)
 
@@ -443,7 +449,7 @@ def run_epoch(r: Training, epoch: int, progress: Progress, pusher, on_batch: OnB
                       "validation_balanced_accuracy": round(val_bacc, 6), "seconds": round(seconds, 3),
                       "samples_per_second": round(seen / seconds, 1)})
     log.info("%s epoch %d/%d: train loss %.4f, validation loss %.4f, balanced accuracy %.4f, %.0f samples/s, %.1fs",
-             r.run.name, epoch, cfg.epochs, train_loss, val_loss, val_bacc, seen / seconds, seconds)
+             r.run.name, epoch, r.budget, train_loss, val_loss, val_bacc, seen / seconds, seconds)
     score = selection_score(cfg.select_by, val_loss, val_bacc)
     if score > r.best["score"]:
         r.best = {"epoch": epoch, "score": score}
@@ -482,7 +488,7 @@ def finish(r: Training) -> dict:
         "test_loss": round(test_loss, 6), "test_balanced_accuracy": round(test_bacc, 6),
         "train_seconds": round(r.train_seconds, 2),
         "samples_per_second": round(len(r.history) * len(r.train) / max(r.train_seconds, 1e-9), 1),
-        "stopped_early": len(r.history) < r.cfg.epochs, "device": str(r.device),
+        "budget": r.budget, "stopped_early": len(r.history) < r.budget, "device": str(r.device),
         "parameters": sum(p.numel() for p in r.model.parameters()),
         "prepared": r.prepared_uri, "config_values": r.cfg.to_dict(),
     }
@@ -492,15 +498,32 @@ def finish(r: Training) -> dict:
     return summary
 
 
-def finished(out: str, run: configs.Run) -> dict | None:
-    """The summary of an earlier attempt that finished this same run, if there is one."""
+def same_run(config_values: dict | None, config: configs.TrainConfig) -> bool:
+    """Whether saved config values are this config's, the epochs aside: the budget is not the run's identity."""
+    return isinstance(config_values, dict) and {**config_values, "epochs": None} == {**config.to_dict(), "epochs": None}
+
+
+def finished(out: str, run: configs.Run, budget: int) -> dict | None:
+    """The summary of an earlier attempt that finished this same run to `budget` epochs or more (or stopped
+    early, as it would again), if there is one."""
     uri = storage.join(out, "summary.json")
     if storage.exists(uri):
         done = storage.read_json(uri)
         # the config's values, not only its name: a named config may have changed since
-        if done.get("status") == "ok" and done.get("spec") == run.spec and done.get("config_values") == run.config.to_dict():
-            return done
+        if done.get("status") == "ok" and done.get("spec") == run.spec and same_run(done.get("config_values"), run.config):
+            trained_to = done.get("budget", done["config_values"]["epochs"])  # a summary from before budgets
+            if trained_to >= budget or done.get("stopped_early"):
+                return done
     return None
+
+
+def mark_continuing(r: Training) -> None:
+    """A finished run given a larger budget: its summary.json no longer describes model.pt once training goes
+    on, so it is replaced at once by one that says the run is running (the finished summary comes last)."""
+    uri = r.uri("summary.json")
+    if storage.exists(uri) and storage.read_json(uri).get("status") == "ok":
+        storage.write_json(uri, {"config": r.run.name, "spec": r.run.spec, "status": "running", "epochs": len(r.history),
+                                 "reason": f"going on from epoch {len(r.history)} to {r.budget}"})
 
 
 def train_baseline(run: configs.Run, out: str, args, pusher) -> int:
@@ -527,11 +550,14 @@ def main(args, on_batch: OnBatch | None = None) -> int:
     Returns 0; a failed run raises TrainingFailed (exit 3) after writing its failed summary.
     """
     run = configs.parse_one(args.config)
+    budget = run.config.epochs if args.epochs is None else args.epochs
+    if budget < 1:
+        raise UserError(f"--epochs {args.epochs}: must be >= 1")
     out = storage.check_uri(args.out, "--out")
     storage.check_uri(args.prepared, "--prepared")
     device = pick_device(args.device)
     graphs = graphs_wanted(device)  # a bad MELI_CUDA_GRAPHS fails here, before any data is read
-    done = finished(out, run)
+    done = finished(out, run, budget)
     if done is not None:
         log.info("%s already finished (summary.json found): test balanced accuracy %.4f", run.name, done["test_balanced_accuracy"])
         write_result(args.result_file, f"{done['test_balanced_accuracy']:.6f}")
@@ -541,30 +567,35 @@ def main(args, on_batch: OnBatch | None = None) -> int:
 
     pusher = metrics.TrainingMetrics.from_env(args.sweep, run.name)
     if run.config.family == "tfidf":
+        if budget != run.config.epochs:
+            raise UserError(f"--epochs {budget}: tfidf trains in one go to its epochs ({run.config.epochs}); it cannot stop or go on")
         return train_baseline(run, out, args, pusher)
     r = setup(run, out, args.prepared, device)
+    r.budget = budget
     resume(r)
+    r.budget = max(r.budget, len(r.history))  # a run already past the budget is not cut back: it is finished there
+    mark_continuing(r)
     r.steps = Steps(r.model, r.optimizer, r.train, device, graphs)  # after resume: graphs hold the optimizer's state tensors
     log.info("%s: %s on %s%s, %d parameters (%d trained), %d/%d/%d rows, %d epochs of batch %d",
              run.name, r.cfg.family, device, " with CUDA graphs" if r.steps.graphs_on else "",
              sum(p.numel() for p in r.model.parameters()),
              sum(p.numel() for p in r.model.parameters() if p.requires_grad),
-             len(r.train), len(r.valid), len(r.test), r.cfg.epochs, r.cfg.batch_size)
-    pusher.start(r.cfg.epochs, len(r.train))
-    progress = Progress(run.name, r.cfg.epochs, len(r.train))
+             len(r.train), len(r.valid), len(r.test), r.budget, r.cfg.batch_size)
+    pusher.start(r.budget, len(r.train))
+    progress = Progress(run.name, r.budget, len(r.train))
     summary = None
     try:
-        for epoch in range(len(r.history) + 1, r.cfg.epochs + 1):
+        for epoch in range(len(r.history) + 1, r.budget + 1):
             if stop_early(r, epoch):
                 break
             run_epoch(r, epoch, progress, pusher, on_batch)
         summary = finish(r)
     except TrainingFailed as e:
-        failed_summary(out, run, str(e), r.history)
+        failed_summary(out, run, str(e), r.history, r.budget)
         raise
     except torch.OutOfMemoryError:
         reason = f"out of memory at epoch {len(r.history) + 1} (batch_size={r.cfg.batch_size}); try a smaller batch_size"
-        failed_summary(out, run, reason, r.history)
+        failed_summary(out, run, reason, r.history, r.budget)
         raise TrainingFailed(reason) from None
     finally:
         pusher.finish(summary["test_balanced_accuracy"] if summary else None, ok=summary is not None)

@@ -32,7 +32,7 @@ NotModelled (check_fields), and so does a modelled field used in a way the harne
 - real pods: no images, no read-only root filesystem, users or capabilities; the process runs from
   this checkout with `python` taken as this interpreter; /dev/shm and other paths not in the
   command line are the host's;
-- steps, script, resource, suspend and other template kinds, `when`, hooks, onExit, input
+- steps, script, resource, suspend and other template kinds, hooks, onExit, input
   artifacts, withSequence, expression tags ({{=...}}), memoization, daemons, activeDeadlineSeconds
   (each pod has the harness' own time limit instead), realtime metrics.
 
@@ -101,7 +101,7 @@ MODELLED = {
                  "volumes", "annotations", "archiveLocation"},
     "container": {"image", "command", "args", "env", "envFrom", "volumeMounts"},  # image: its ENV (Cluster.image_env)
     "dag": {"tasks", "target", "failFast"},
-    "task": {"name", "template", "arguments", "depends", "dependencies", "withItems", "withParam"},
+    "task": {"name", "template", "arguments", "depends", "dependencies", "withItems", "withParam", "when"},
 }
 IGNORED = {
     "spec": {
@@ -840,7 +840,7 @@ class _Validator:
         if using_depends and task.get("continueOn"):
             raise SpecError(f"templates.{dag} cannot use 'continueOn' when using 'depends'. "
                             "Instead use 'dep-task.Failed'/'dep-task.Errored'")
-        for unsupported in ("templateRef", "inline", "when", "hooks", "onExit", "withSequence"):
+        for unsupported in ("templateRef", "inline", "hooks", "onExit", "withSequence"):
             if unsupported in task:
                 raise NotModelled(f"task {tname}: `{unsupported}`")
         try:
@@ -1959,6 +1959,16 @@ class _Operation:
             child = dag.node_name(t["name"])
             if child not in self.nodes:
                 self._connect(dag, task_name, child, group)
+                # dag.go executeDAGTask: each new task's `when`, before its template runs
+                try:
+                    proceed = should_execute(t.get("when", ""))
+                except ArgoError as e:
+                    self._init_node(child, "Skipped", t["template"], dag.boundary.name, "Error", str(e))
+                    continue
+                if not proceed:
+                    self._init_node(child, "Skipped", t["template"], dag.boundary.name, "Skipped",
+                                    f"when '{t['when']}' evaluated false")
+                    continue
             node, err = self._execute_template(child, t, t.get("arguments", {}) or {}, dag.boundary.name)
             if err is not None:
                 self._mark(self.nodes[child], "Error", f"task '{child}' errored: {err}")
@@ -2038,12 +2048,28 @@ class _Operation:
         return scope
 
     def _resolve_dependency_references(self, dag: _Dag, task: dict) -> dict:
-        """dag.go resolveDependencyReferences: tasks.* must resolve now, or the task waits (requeue)."""
+        """dag.go resolveDependencyReferences: tasks.* must resolve now, or the task waits (requeue).
+
+        A `when` is resolved first, and a task it rules out is returned with only its `when` resolved: v4.1's
+        "Resolve the when clause first", so that the rest may name outputs of tasks that never ran (a Skipped
+        `next` step's list). v4.0 substitutes the whole task with unresolved tags allowed, which ends alike.
+        """
         scope = {**self.globals, **self._task_scope(dag, task["name"])}
+        if task.get("when"):
+            when = self._substitute_or_requeue(dag, task["name"], task["when"], scope)
+            try:
+                if not should_execute(when):
+                    return {**task, "when": when}
+            except ArgoError:
+                if not (task.get("withParam") or task.get("withItems")):  # it may hold {{item}}: decided per item
+                    raise
+        return self._substitute_or_requeue(dag, task["name"], task, scope)
+
+    def _substitute_or_requeue(self, dag: _Dag, task_name: str, obj, scope: dict):
         try:
-            return substitute(task, scope, strict_prefixes=("tasks", "steps"))
+            return substitute(obj, scope, strict_prefixes=("tasks", "steps"))
         except ArgoError as e:
-            self.requeued.append(f"{dag.node_name(task['name'])}: {e}")
+            self.requeued.append(f"{dag.node_name(task_name)}: {e}")
             raise _Requeue() from None
 
     def _assess_dag_phase(self, dag: _Dag, targets: list[str]) -> str:
@@ -2110,6 +2136,25 @@ def process_args(tmpl: dict, args: dict, globals_: dict, local: dict) -> dict:
     return substitute(t, scope)
 
 
+def should_execute(when: str) -> bool:
+    """steps.go shouldExecute: a substituted `when`, evaluated by govaluate, where a bare word is a string."""
+    if not when:
+        return True
+    result = evaluate(when, {}, bare_strings=True)
+    if not isinstance(result, bool):
+        raise ArgoError(f"Expected boolean evaluation for '{when}'. Got {result}")
+    return result
+
+
+def should_execute_or_error(when: str) -> bool | None:
+    """should_execute, or None where it would error: expandTask (dag.go) skips a withParam it cannot parse only
+    when the `when` evaluates false without error."""
+    try:
+        return should_execute(when)
+    except ArgoError:
+        return None
+
+
 def expand_task(task: dict, scope: dict) -> list[dict]:
     """dag.go expandTask: withItems, or withParam parsed as a JSON list, into one task per item."""
     if task.get("withItems"):
@@ -2119,6 +2164,9 @@ def expand_task(task: dict, scope: dict) -> list[dict]:
         try:
             items = json.loads(text)
         except json.JSONDecodeError as e:
+            if task.get("when") and should_execute_or_error(task["when"]) is False:
+                items = []  # a task its `when` rules out expands to nothing: "Skipped, empty params"
+                return items
             bad = text[e.pos] if e.pos < len(text) else ""
             raise ArgoError(f"withParam value could not be parsed as a JSON list: {text.strip()}: "
                             f"invalid character '{bad}' looking for beginning of value") from None

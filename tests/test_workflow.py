@@ -24,6 +24,7 @@ import yaml
 from conftest import ROOT, run_main
 from job import steps
 from workflows import cli as workflows_cli
+from workflows import dag
 from workflows.dag import RETRY_WHEN, Options, build
 
 GOLDEN = ROOT / "workflows" / "sweep.yaml"
@@ -153,8 +154,9 @@ def test_dag_plan_and_prepare_then_train_then_aggregate(doc):
     # aggregate runs on any outcome of either fan-out, Skipped (an empty list) included; the workflow still
     # fails when a run failed (tests/test_argo_controller.py runs each case)
     assert task(doc, "aggregate")["depends"] == (
-        "(train.Succeeded || train.Failed || train.Errored || train.Skipped)"
-        " && (train-on-cpu.Succeeded || train-on-cpu.Failed || train-on-cpu.Errored || train-on-cpu.Skipped)")
+        "plan && prepare && (train.Succeeded || train.Failed || train.Errored || train.Skipped || train.Omitted)"
+        " && (train-on-cpu.Succeeded || train-on-cpu.Failed || train-on-cpu.Errored || train-on-cpu.Skipped"
+        " || train-on-cpu.Omitted)")
     assert dag["failFast"] is False
     assert sorted(dag["target"].split()) == ["aggregate", "train", "train-on-cpu"]
 
@@ -186,8 +188,11 @@ def test_tfidf_trains_in_a_cpu_pod_with_no_gpu_request_placement_or_semaphore(ki
     command = template(doc, "plan")["container"]["command"]
     files = {"/tmp/runs.json": tmp_path / "runs.json", "/tmp/cpu-runs.json": tmp_path / "cpu-runs.json"}
     command = [str(files.get(c, c)) for c in command]
-    command = [c.replace("{{workflow.parameters.configs}}", "hidden50,tfidf:epochs=2").replace(
-        "{{workflow.parameters.baseline}}", "true") for c in command]
+    command = _substitute(command, {**{f"workflow.parameters.{k}": v for k, v in values.items()},
+                                    "workflow.parameters.configs": "hidden50,tfidf:epochs=2",
+                                    "workflow.parameters.baseline": "true", "workflow.parameters.data": "s3://b/d.csv",
+                                    "workflow.parameters.embeddings": "none", "workflow.parameters.out": "s3://b/o",
+                                    "workflow.parameters.image": "meli-sweep:1"})
     r = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert [i["name"] for i in json.loads(files["/tmp/runs.json"].read_text())] == ["hidden50"]
@@ -228,7 +233,8 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
     train_task = task(doc, "train")
     for item in items:
         args = {
-            a["name"]: _substitute(a["value"], {"item.name": item["name"], "item.spec": item["spec"]})
+            a["name"]: _substitute(a["value"], {"item.name": item["name"], "item.spec": item["spec"],
+                                                "item.epochs": str(item["epochs"])})
             for a in train_task["arguments"]["parameters"]
         }
         pod = _substitute(
@@ -236,7 +242,8 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
             {**params, **{f"inputs.parameters.{k}": v for k, v in args.items()}, "workflow.name": "meli-sweep-x"},
         )
         prepared = "{{tasks.prepare.outputs.parameters.prepared}}"
-        assert pod == steps.train(item["spec"], prepared, params["workflow.parameters.out"], "meli-sweep-x", item["name"], "/tmp/result")
+        assert pod == steps.train(item["spec"], prepared, params["workflow.parameters.out"], "meli-sweep-x", item["name"],
+                                  "/tmp/result", epochs=str(item["epochs"]))
 
 
 def test_step_commands_come_from_job_steps(doc):
@@ -245,7 +252,8 @@ def test_step_commands_come_from_job_steps(doc):
 
     assert command("plan") == steps.plan(
         "{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
-        cpu_result_file="/tmp/cpu-runs.json",
+        cpu_result_file="/tmp/cpu-runs.json", search_settings=dag.SEARCH, capacity=(1, 1), shape_dir="/tmp/shape",
+        max_workflow_bytes="{{workflow.parameters.max-workflow-bytes}}",
         parameters={p["name"]: "{{workflow.parameters.%s}}" % p["name"] for p in doc["spec"]["arguments"]["parameters"]},
     )
     assert command("prepare") == steps.prepare(
@@ -258,18 +266,21 @@ def test_step_commands_come_from_job_steps(doc):
         "{{workflow.name}}",
         "{{inputs.parameters.name}}",
         result_file="/tmp/result",
+        epochs="{{inputs.parameters.epochs}}",
     )
     assert command("train-on-cpu") == command("train")
     assert command("aggregate") == steps.aggregate(
-        "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir="/tmp/report"
+        "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir="/tmp/report",
+        search_settings=dag.SEARCH, baseline="{{workflow.parameters.baseline}}",
     )
 
 
 def test_every_step_command_parses_with_the_job_cli(doc):
     from job.__main__ import _parser
 
+    values = {f"workflow.parameters.{k}": v for k, v in params_of(doc).items()}
     for name in ("plan", "prepare", "train", "aggregate"):
-        command = template(doc, name)["container"]["command"]
+        command = _substitute(template(doc, name)["container"]["command"], {**values, "inputs.parameters.epochs": "3"})
         assert command[:3] == ["python", "-m", "job"]
         args = _parser().parse_args(command[3:])  # exits (fails the test) on an argument the job does not know
         assert args.step == name
@@ -315,7 +326,9 @@ def test_every_pod_is_hardened(kind):
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] == IMAGE_UID and pod["runAsGroup"] == IMAGE_UID
     assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
     containers = [t for t in doc["spec"]["templates"] if "dag" not in t]
-    assert sorted(t["name"] for t in containers) == ["aggregate", "plan", "prepare", "train", "train-on-cpu"]
+    steps_ = ["aggregate", "plan", "prepare", "train", "train-on-cpu"]
+    # the chart's template carries a search's later stages, whose lists `next` writes
+    assert sorted(t["name"] for t in containers) == sorted(steps_ + (["next"] if kind == "WorkflowTemplate" else []))
     for t in containers:
         c = t["container"]
         assert c["securityContext"] == {
@@ -347,7 +360,8 @@ def test_every_step_has_a_sized_tmp_and_requests_that_much_ephemeral_storage(kin
     o = Options()
     doc = build("hidden50", o, kind=kind).to_dict()
     sizes = {"plan": o.tmp_size, "aggregate": o.tmp_size, "prepare": o.prepare_tmp_size,
-             "train": o.train_tmp_size, "train-on-cpu": o.train_tmp_size}
+             "train": o.train_tmp_size, "train-on-cpu": o.train_tmp_size,
+             **({"next": o.tmp_size} if kind == "WorkflowTemplate" else {})}
     for name, size in sizes.items():
         t = template(doc, name)
         (tmp,) = [v for v in t["volumes"] if v["name"] == "tmp"]
@@ -406,7 +420,8 @@ def test_parameters_service_account_gc_ttl_and_parallelism():
     params = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
     assert set(params) == {"configs", "data", "embeddings", "out", "image", "cpu-image", "pushgateway-url", "baseline",
                            "train-cpu", "train-memory", "gpus", "prepare-cpu", "prepare-memory", "node-selector",
-                           "tolerations", "s3-secret"}
+                           "tolerations", "s3-secret", "trials", "search", "search-seed", "halving", "min-epochs", "rounds",
+                           "max-workflow-bytes"}
     assert params["baseline"] == "true" and params_of(render("hidden50", "--no-baseline"))["baseline"] == "false"
     assert params["image"] == "reg.example/ml/meli:1" and params["cpu-image"] == "reg.example/ml/meli:1-cpu"
     assert params["out"] == "s3://bkt/meli"

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import yaml
 
-from job import configs as job_configs
-from job import steps, storage
+from job import capacity, steps, storage
+from job import search as job_search
 from job.errors import UserError, run_cli
 from workflows.dag import (
     CHART_SEMAPHORE, NAME, PARAMETER, WORKFLOW, Options, build, parameter_fields, parameter_name, parse_artifact_repository,
-    parse_node_selector, parse_toleration, reference,
+    parse_node_selector, parse_toleration, reference, search_settings,
 )
 
 DEFAULTS = Options()
@@ -136,7 +136,6 @@ def _from_text(f, text: str):
 
 def options_from(args) -> tuple[Options, set[str]]:
     """Check every input locally, so a typo fails here and not in a pod. Returns the options and which were given."""
-    job_configs.expand(args.configs)
     given = _given(args)
     for name in ("node_selector", "tolerations"):
         if name in given:
@@ -148,7 +147,15 @@ def options_from(args) -> tuple[Options, set[str]]:
         _uri(given["embeddings"], "embeddings", allow_none=True)
     options = dataclasses.replace(DEFAULTS, **{k: v.strip() if isinstance(v, str) else v for k, v in given.items()})
     _check(options)
+    _check_search(args.configs, options)
     return options, set(given)
+
+
+def _check_search(configs: str, o: Options) -> None:
+    """Every spec and search setting, and whether one Workflow holds the search, as the plan pod will check."""
+    sweep = job_search.parse(configs, o.baseline, search_settings(o))
+    shape = job_search.shape(sweep)
+    capacity.check(shape.rounds, shape.rungs, capacity.trainings(sweep, shape), None, None, o.max_workflow_bytes)
 
 
 def _check(o: Options) -> None:

@@ -54,6 +54,8 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from job import __version__, steps
+from job import capacity
+from job import search as job_search
 from job.errors import UserError
 
 _K8S_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")  # a ConfigMap's name (RFC 1123 subdomain)
@@ -131,6 +133,19 @@ class Options:
                                           argo="GPU train pods' tolerations, a JSON list (replaces the default)")
     s3_secret: str = option("meli-sweep-s3", PARAMETER,
                             "Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY [, AWS_ENDPOINT_URL, AWS_REGION]; optional")
+    # The search (docs/search.md); the defaults, job/search.py's, mean none: every listed run trained once.
+    trials: int = option(job_search.DEFAULTS.trials, PARAMETER,
+                         "trials sampled per spec that holds a search space, per round; 0: the specs hold no space")
+    search: str = option(job_search.DEFAULTS.search, PARAMETER, "sampler of the trials: random | tpe")
+    search_seed: int = option(job_search.DEFAULTS.search_seed, PARAMETER, "seed of the sampler: same seed, same trials")
+    halving: int = option(job_search.DEFAULTS.halving, PARAMETER,
+                          "successive halving's ETA: the best 1/ETA of a rung go on to the next; 0: no halving")
+    min_epochs: int = option(job_search.DEFAULTS.min_epochs, PARAMETER, "halving: epochs of the first rung")
+    rounds: int = option(job_search.DEFAULTS.rounds, PARAMETER,
+                         "rounds of sampling, each later one asking a study of the earlier results (tpe)")
+    max_workflow_bytes: int = option(capacity.WORKFLOW_SIZE_LIMIT, PARAMETER,
+                                     "the controller's MAX_WORKFLOW_SIZE: plan refuses a sweep whose Workflow object "
+                                     "would outgrow it; 0: no check (node status offloading is on)")
     parallelism: int = option(4, WORKFLOW, "pods of the sweep at once (spec.parallelism; only train pods overlap)")
     namespace: str | None = option(None, WORKFLOW, "Kubernetes namespace (submit: $ARGO_NAMESPACE, else argo)")
     service_account: str = option("meli-sweep", WORKFLOW, "pods' service account; on Argo v4 it needs create/patch on workflowtaskresults")
@@ -365,8 +380,9 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
         ),
     ) as w:
         shared = {**_env(o), "security_context": _security_context(o)}
-        _sweep_dag(_plan(o, shared), _prepare(o, shared), _train(o, shared, gpu=True), _train(o, shared, gpu=False),
-                   _aggregate(o, shared))
+        capacity = _capacity(configs, o, template)
+        _sweep_dag(_plan(o, shared, capacity), _prepare(o, shared), _next(o, shared) if capacity != (1, 1) else None,
+                   _train(o, shared, gpu=True), _train(o, shared, gpu=False), _aggregate(o, shared), capacity)
     _name_train_nodes(w)
     return w
 
@@ -379,17 +395,40 @@ def _annotations(configs: str, o: Options, template: bool) -> dict:
             DESCRIPTION: f"configs {configs}; data {o.data}; embeddings {o.embeddings}; out {o.out}"}
 
 
-def _plan(o: Options, shared: dict) -> Container:
+# Every search setting, as the steps take it from the sweep's parameters.
+SEARCH = {name: "{{workflow.parameters.%s}}" % name.replace("_", "-") for name in steps.SEARCH_FLAGS}
+
+
+def _capacity(configs: str, o: Options, template: bool) -> tuple[int, int]:
+    """The (rounds, rungs) the DAG is unrolled to. A standalone Workflow carries what its own settings need; the
+    chart's WorkflowTemplate, rendered at install before any sweep's settings are known, carries the most a sweep
+    may have (job/search.py: MAX_ROUNDS, MAX_RUNGS). Either way plan refuses a sweep that needs more."""
+    if template:
+        return steps.MAX_ROUNDS, steps.MAX_RUNGS
+    shape = job_search.shape_of(configs, o.baseline, search_settings(o))
+    return shape.rounds, shape.rungs
+
+
+def search_settings(o: Options) -> job_search.Search:
+    """The search settings among the options (fields of the same names)."""
+    return job_search.Search(**{name: getattr(o, name) for name in steps.SEARCH_FLAGS})
+
+
+def _plan(o: Options, shared: dict, capacity: tuple[int, int]) -> Container:
     return Container(
         name="plan",
         image=CPU_IMAGE,
         # plan logs every parameter as resolved and refuses an empty required one (the sweep's first step)
         command=steps.plan("{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
-                           cpu_result_file="/tmp/cpu-runs.json",
+                           cpu_result_file="/tmp/cpu-runs.json", search_settings=SEARCH, capacity=capacity,
+                           shape_dir="/tmp/shape", max_workflow_bytes="{{workflow.parameters.max-workflow-bytes}}",
                            parameters={name: f"{{{{workflow.parameters.{name}}}}}" for name in _parameter_names()}),
-        # runs: the GPU pods' runs; cpu-runs: the runs of a CPU family (the tfidf baseline), for CPU pods
+        # runs: the GPU pods' runs; cpu-runs: the runs of a CPU family (the tfidf baseline), for CPU pods;
+        # rounds and rungs: the search's shape, which decides the stages that run (_stage_when)
         outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json")),
-                 Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json"))],
+                 Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json")),
+                 Parameter(name="rounds", value_from=m.ValueFrom(path="/tmp/shape/rounds")),
+                 Parameter(name="rungs", value_from=m.ValueFrom(path="/tmp/shape/rungs"))],
         resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi", ephemeral_request=o.tmp_size),
         volumes=[_tmp_volume(o.tmp_size)],
         **shared,
@@ -414,6 +453,25 @@ def _prepare(o: Options, shared: dict) -> Container:
     )
 
 
+def _next(o: Options, shared: dict) -> Container:
+    """A later stage's list of runs (a rung after the first, or a later round), from the results so far in S3."""
+    return Container(
+        name="next",
+        image=CPU_IMAGE,
+        inputs=[Parameter(name="round"), Parameter(name="rung")],
+        command=steps.next_runs(
+            "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}",
+            "{{workflow.parameters.baseline}}", "{{inputs.parameters.round}}", "{{inputs.parameters.rung}}",
+            search_settings=SEARCH, result_file="/tmp/runs.json", cpu_result_file="/tmp/cpu-runs.json",
+        ),
+        outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json")),
+                 Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json"))],
+        resources=Resources(cpu_request="100m", memory_request="512Mi", memory_limit="1Gi", ephemeral_request=o.tmp_size),
+        volumes=[_tmp_volume(o.tmp_size)],
+        **shared,
+    )
+
+
 def _train(o: Options, shared: dict, gpu: bool) -> Container:
     """The train template: one run's pod. gpu: a GPU pod (nvidia.com/gpu, GPU placement, the GPU semaphore);
     otherwise the same command in a CPU pod (the tfidf baseline), with none of the three. Both use the training
@@ -427,10 +485,12 @@ def _train(o: Options, shared: dict, gpu: bool) -> Container:
     return Container(
         name="train" if gpu else "train-on-cpu",
         image="{{workflow.parameters.image}}",
-        inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared")],
+        inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared"),
+                Parameter(name="epochs")],
+        # epochs: the stage's budget; a promoted run goes on from the checkpoint its last rung left in S3
         command=steps.train(
             "{{inputs.parameters.spec}}", "{{inputs.parameters.prepared}}", "{{workflow.parameters.out}}",
-            "{{workflow.name}}", "{{inputs.parameters.name}}", result_file=RESULT,
+            "{{workflow.name}}", "{{inputs.parameters.name}}", result_file=RESULT, epochs="{{inputs.parameters.epochs}}",
         ),
         # A failed run writes no result: the default keeps the node's outputs valid.
         outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
@@ -469,7 +529,8 @@ def _aggregate(o: Options, shared: dict) -> Container:
         name="aggregate",
         image=CPU_IMAGE,
         command=steps.aggregate(
-            "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir=REPORT_DIR
+            "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir=REPORT_DIR,
+            search_settings=SEARCH, baseline="{{workflow.parameters.baseline}}",
         ),
         outputs=_report_artifacts(),
         resources=Resources(cpu_request="1", memory_request="2Gi", memory_limit="2Gi", ephemeral_request=o.tmp_size),
@@ -502,45 +563,83 @@ def reference(configs: str, o: Options, given: set[str]) -> Workflow:
     )
 
 
-def _sweep_dag(plan: Container, prepare: Container, train: Container, train_cpu: Container, aggregate: Container) -> DAG:
+def _sweep_dag(plan: Container, prepare: Container, next_: Container | None, train: Container, train_cpu: Container,
+               aggregate: Container, capacity: tuple[int, int]) -> DAG:
+    """The DAG, unrolled to `capacity` (rounds, rungs): stage (1, 0) trains plan's lists; every later stage is a
+    `next` task that lists its runs from the results so far, then its two fan-outs. A stage the sweep's own shape
+    does not reach is Skipped by its `when` (_stage_when), and so is a fan-out over an empty list; either holds
+    nothing back, so the stages run in order to aggregate whatever the sweep's shape."""
     # failFast off: one failed run must not stop the others from being scheduled.
-    # target names the train fan-outs as well as aggregate: Argo judges a DAG by its target tasks only, so with
-    # aggregate alone a failed run would be "handled" and the workflow would end Succeeded. With them, the
-    # workflow waits for aggregate (the report is written) and then ends Failed when any run failed.
-    fan_outs = ["train", "train-on-cpu"]
-    with DAG(name="sweep", fail_fast=False, target=" ".join(["aggregate", *fan_outs])) as dag:
+    # target names every next and train task as well as aggregate: Argo judges a DAG by its target tasks only,
+    # so with aggregate alone a failed run would be "handled" and the workflow would end Succeeded. With them,
+    # the workflow waits for aggregate (the report is written) and then ends Failed when any run or next failed.
+    stages = [(r, k) for r in range(1, capacity[0] + 1) for k in range(capacity[1])]
+    names = [_stage_name(stage) for stage in stages]
+    targets = ["aggregate", "train", "train-on-cpu"]
+    for name in names[1:]:
+        targets += [f"next-{name}", f"train-{name}", f"train-{name}-on-cpu"]
+    with DAG(name="sweep", fail_fast=False, target=" ".join(targets)) as dag:
         p = plan(name="plan")
         d = prepare(name="prepare")
-        trains = _train_fan_out("train", "runs", train, train_cpu, prepared="{{tasks.prepare.outputs.parameters.prepared}}")
-        a = aggregate(name="aggregate")
+        prepared = "{{tasks.prepare.outputs.parameters.prepared}}"
+        trains = _train_fan_out("train", "{{tasks.plan.outputs.parameters.%s}}", train, train_cpu, prepared)
         for t in trains:
             [p, d] >> t
-        a.depends = " && ".join(_finished(t.name) for t in trains)
+        for (round_, rung), name in zip(stages[1:], names[1:]):
+            when = _stage_when(round_, rung)
+            n = next_(name=f"next-{name}", arguments={"round": str(round_), "rung": str(rung)}, when=when)
+            n.depends = " && ".join(["plan", "prepare"] + [_finished(t.name) for t in trains])
+            trains = _train_fan_out(f"train-{name}", f"{{{{tasks.next-{name}.outputs.parameters.%s}}}}", train, train_cpu,
+                                    prepared, when=when)
+            for t in trains:
+                t.depends = f"next-{name} && prepare"
+        a = aggregate(name="aggregate")
+        # plan and prepare: when either failed, every train task is Omitted and there is nothing to report
+        a.depends = " && ".join(["plan", "prepare"] + [_finished(t.name) for t in trains])
     return dag
 
 
-def _train_fan_out(name: str, runs: str, gpu: Container, cpu: Container, prepared: str) -> list:
-    """The training of one list of runs: a fan-out of GPU pods over plan's output `runs`, and one of CPU pods
-    (task `<name>-on-cpu`) over `cpu-<runs>`. Call it once per list to train, inside the DAG; each returns its two
-    tasks, for the dependencies and for aggregate's `depends` (_finished)."""
+def _stage_name(stage: tuple[int, int]) -> str:
+    """A stage's part of its task names: "" for (1, 0), whose tasks keep the plain names; "r2-k1" for round 2, rung 1."""
+    return "" if stage == (1, 0) else f"r{stage[0]}-k{stage[1]}"
+
+
+def _stage_when(round_: int, rung: int) -> str:
+    """Whether the sweep's shape, as plan wrote it, reaches this stage. Argo resolves a task's `when` before the rest
+    of it from v4.1 (workflow/controller/dag.go: resolveDependencyReferences, "Resolve the when clause first"), and
+    v4.0 leaves the unresolved outputs of a Skipped task in place, so a fan-out ruled out here may name a `next`
+    task that never ran; expandTask then finds no items to expand: Skipped, empty params."""
+    return (f"{{{{tasks.plan.outputs.parameters.rounds}}}} >= {round_} && "
+            f"{{{{tasks.plan.outputs.parameters.rungs}}}} > {rung}")
+
+
+def _train_fan_out(name: str, lists: str, gpu: Container, cpu: Container, prepared: str, when: str | None = None) -> list:
+    """The training of one stage's runs: a fan-out of GPU pods over the list `lists % "runs"` names, and one of
+    CPU pods (task `<name>-on-cpu`) over `lists % "cpu-runs"`. Returns the two tasks, for the dependencies and
+    for the next stage's `depends` (_finished)."""
     tasks = []
-    for template, task_name, output in ((gpu, name, runs), (cpu, f"{name}-on-cpu", f"cpu-{runs}")):
+    for template, task_name, output in ((gpu, name, "runs"), (cpu, f"{name}-on-cpu", "cpu-runs")):
         tasks.append(template(
             name=task_name,
-            with_param=f"{{{{tasks.plan.outputs.parameters.{output}}}}}",
-            arguments={"name": "{{item.name}}", "label": "{{item.label}}", "spec": "{{item.spec}}", "prepared": prepared},
+            with_param=lists % output,
+            when=when,
+            arguments={"name": "{{item.name}}", "label": "{{item.label}}", "spec": "{{item.spec}}", "prepared": prepared,
+                       "epochs": "{{item.epochs}}"},
         ))
     return tasks
 
 
 def _finished(task: str) -> str:
-    """A `depends` term that holds once a fan-out is done, whatever its outcome.
+    """A `depends` term that holds once a task is done, whatever its outcome.
 
     Any outcome of the pods: AllFailed alone would miss a mix of Failed and Error runs. Skipped: a fan-out over
-    an empty list (no CPU runs when the baseline is off; no GPU runs for a sweep of tfidf alone) is a Skipped
-    node, "Skipped, empty params" (workflow/controller/dag.go: executeDAGTask), and must not hold aggregate back.
+    an empty list (no CPU runs when the baseline is off; nobody promoted) is a Skipped node, "Skipped, empty
+    params" (workflow/controller/dag.go: executeDAGTask), as is a stage the sweep does not reach (its `when`).
+    Omitted: a stage whose `next` failed is omitted, and the stages after it (which find nobody to promote) and
+    aggregate still run, so the report lists what finished. The caller adds `plan && prepare`, so that nothing
+    runs past a failed plan or prepare.
     """
-    return "(" + " || ".join(f"{task}.{result}" for result in ("Succeeded", "Failed", "Errored", "Skipped")) + ")"
+    return "(" + " || ".join(f"{task}.{result}" for result in ("Succeeded", "Failed", "Errored", "Skipped", "Omitted")) + ")"
 
 
 def _name_train_nodes(w: Workflow) -> None:
