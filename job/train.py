@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from job import configs, storage
+from job import configs, storage, tracking
 from job.data import Split, epoch_order, make_split
 from job.errors import TrainingFailed, UserError
 from job.steps import write_result
@@ -503,7 +503,7 @@ def finished(out: str, run: configs.Run) -> dict | None:
     return None
 
 
-def train_baseline(run: configs.Run, out: str, args, pusher) -> int:
+def train_baseline(run: configs.Run, out: str, args, pusher, tracker: tracking.Tracker) -> int:
     """The tfidf family: scikit-learn on the CPU (job/baseline.py), with the same outputs and metrics."""
     from job import baseline
 
@@ -512,6 +512,7 @@ def train_baseline(run: configs.Run, out: str, args, pusher) -> int:
         summary = baseline.train(run, out, open_prepared(args.prepared), pusher)
     finally:
         pusher.finish(summary["test_balanced_accuracy"] if summary else None, ok=summary is not None)
+        tracker.finish(summary)
     write_result(args.result_file, f"{summary['test_balanced_accuracy']:.6f}")
     return 0
 
@@ -532,8 +533,10 @@ def main(args, on_batch: OnBatch | None = None) -> int:
     device = pick_device(args.device)
     graphs = graphs_wanted(device)  # a bad MELI_CUDA_GRAPHS fails here, before any data is read
     done = finished(out, run)
+    tracker = tracking.Tracker.from_env(args.sweep, run, out, args.prepared, tracking.run_tags(args), trained=done is not None)
     if done is not None:
         log.info("%s already finished (summary.json found): test balanced accuracy %.4f", run.name, done["test_balanced_accuracy"])
+        tracker.finish(done)  # completes the MLflow run of an attempt killed after its summary
         write_result(args.result_file, f"{done['test_balanced_accuracy']:.6f}")
         return 0
 
@@ -541,7 +544,7 @@ def main(args, on_batch: OnBatch | None = None) -> int:
 
     pusher = metrics.TrainingMetrics.from_env(args.sweep, run.name)
     if run.config.family == "tfidf":
-        return train_baseline(run, out, args, pusher)
+        return train_baseline(run, out, args, pusher, tracker)
     r = setup(run, out, args.prepared, device)
     resume(r)
     r.steps = Steps(r.model, r.optimizer, r.train, device, graphs)  # after resume: graphs hold the optimizer's state tensors
@@ -558,6 +561,7 @@ def main(args, on_batch: OnBatch | None = None) -> int:
             if stop_early(r, epoch):
                 break
             run_epoch(r, epoch, progress, pusher, on_batch)
+            tracker.epochs(r.history)  # after the checkpoint: an epoch is logged once it is kept
         summary = finish(r)
     except TrainingFailed as e:
         failed_summary(out, run, str(e), r.history)
@@ -568,5 +572,6 @@ def main(args, on_batch: OnBatch | None = None) -> int:
         raise TrainingFailed(reason) from None
     finally:
         pusher.finish(summary["test_balanced_accuracy"] if summary else None, ok=summary is not None)
+        tracker.finish(summary)
     write_result(args.result_file, f"{summary['test_balanced_accuracy']:.6f}")
     return 0
