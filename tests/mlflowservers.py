@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import pytest
@@ -18,10 +19,9 @@ from workflows import mlflowui
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> str:
-    try:
-        import mlflow.server  # noqa: F401  (the server, not only the client)
-    except ImportError as e:
-        pytest.fail(f"{e}: `make test` installs the test extra, which carries mlflow", pytrace=False)
+    if importlib.util.find_spec("mlflow.server") is None:  # the server, not only the client
+        pytest.fail("mlflow server is not installed: `make test` installs the test extra, which carries mlflow",
+                    pytrace=False)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # the tests' own client sends nothing out either
     with mlflowui.serve(tmp_path_factory.mktemp("mlflow")) as url:
         yield url
