@@ -20,7 +20,9 @@ import signal
 import subprocess
 import sys
 import time
+import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -97,6 +99,16 @@ def serve(workdir: str | Path, port: int = 0, timeout_s: float = READY_TIMEOUT_S
         return
 
 
+def experiment_link(url: str, sweep: str) -> str:
+    """The UI page of the sweep's experiment (one per sweep, named after it); the UI's start page if there is none."""
+    query = urllib.parse.urlencode({"experiment_name": sweep})
+    try:
+        with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?{query}", timeout=10) as r:
+            return f"{url}/#/experiments/{json.load(r)['experiment']['experiment_id']}"
+    except (urllib.error.URLError, OSError, KeyError, ValueError):
+        return url
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m workflows.mlflowui", description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", default="runs/mlflow", help="store, artifacts and log of the server (default: runs/mlflow)")
@@ -115,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             rc = 0
             if command:
                 rc = subprocess.call(command, env=dict(os.environ, MLFLOW_TRACKING_URI=url))
+            if args.sweep:
+                print(f"MLflow UI, sweep {args.sweep}: {experiment_link(url, args.sweep)}", flush=True)
             if args.hold:
-                print(f"MLflow UI: {url}" + (f" (experiment {args.sweep})" if args.sweep else ""), flush=True)
                 print("Server up; Ctrl-C stops it.", flush=True)
                 with contextlib.suppress(KeyboardInterrupt):
                     signal.pause()
