@@ -219,7 +219,7 @@ class Tracker:
             self._cond.notify()
         self._thread.join(self.finish_wait_s)
         if self._thread.is_alive():
-            log.warning("MLflow %s: %s's last logs did not finish within %g s (%s); the run goes on without them",
+            log.warning("MLflow %s: %s's last logs did not finish within %g s (%s); the step ends without them",
                         _server(), self.name, self.finish_wait_s, FINISH_WAIT_ENV)
 
     # --- the background thread ------------------------------------------------------

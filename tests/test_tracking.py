@@ -132,18 +132,15 @@ def test_a_run_killed_and_resumed_continues_its_mlflow_run_and_logs_each_epoch_o
 @pytest.mark.slow
 def test_with_the_server_down_the_sweep_succeeds_with_one_warning_per_step(tiny_csv, tmp_path):
     port = free_port()  # nothing listens there
-    started = time.monotonic()
     proc = run_job("sweep", "--configs", CONFIGS, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", "down",
                    env=tracking_env(f"http://127.0.0.1:{port}", MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
                                     MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0.1"))
-    seconds = time.monotonic() - started
     report = json.loads((tmp_path / "sweeps" / "down" / "report" / "summary.json").read_text())
     assert report["ok"] == report["runs"] == 3
     warnings = [line for line in proc.stderr.splitlines() if "WARNING job.tracking" in line]
     # one per train step (each retried at every epoch, logged once), and aggregate's
     assert len([w for w in warnings if "training goes on" in w]) == 3, warnings
     assert len([w for w in warnings if "could not log the report" in w]) == 1, warnings
-    assert seconds < 600
 
 
 @pytest.mark.slow
