@@ -193,3 +193,48 @@ def test_a_bad_finish_wait_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv(tracking.FINISH_WAIT_ENV, "soon")
     with pytest.raises(UserError, match="MELI_MLFLOW_FINISH_WAIT='soon': expected seconds"):
         tracking.Tracker.from_env("bad", configs.parse_one("mlp256"), str(tmp_path), "runs/prepared/abc123")
+
+
+# Stands for a sweep: makes the sweep's experiment on the server it was given, as train does, and exits 7.
+_MAKE_EXPERIMENT = """
+import json, os, urllib.request
+url = os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments/create"
+body = json.dumps({"name": "ui-test"}).encode()
+urllib.request.urlopen(urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})).read()
+raise SystemExit(7)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.mlflow
+def test_mlflowui_runs_the_command_against_its_server_prints_the_experiments_link_and_stops(tmp_path):
+    """What `make mlflow` runs, with a stand-in for the sweep."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    from conftest import ROOT
+
+    r = subprocess.run([sys.executable, "-m", "workflows.mlflowui", "--dir", str(tmp_path), "--port", "0", "--sweep",
+                        "ui-test", "--", sys.executable, "-c", _MAKE_EXPERIMENT], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 7, r.stdout + r.stderr  # the command's own exit status
+    link = re.search(r"^MLflow UI, sweep ui-test: (http://127\.0\.0\.1:\d+)/#/experiments/(\d+)$", r.stdout, re.M)
+    assert link and link.group(2) != "0", r.stdout  # the sweep's experiment, not the Default one
+    with pytest.raises(OSError):  # stopped afterwards
+        urllib.request.urlopen(link.group(1) + "/health", timeout=5)
+    assert (tmp_path / "mlflow.db").exists()  # the store stays, for the next `make mlflow`
+
+
+def test_make_mlflow_runs_one_sweep_id_for_the_sweep_and_the_link():
+    import subprocess
+
+    from conftest import ROOT
+
+    r = subprocess.run(["make", "-n", "mlflow", "MLFLOW_SWEEP=s1", "MLFLOW_PORT=15999"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    [line] = [x for x in r.stdout.replace("\\\n", " ").splitlines() if "workflows.mlflowui" in x]
+    assert "--port 15999" in line and "--hold" in line and "--sweep s1 " in line
+    assert line.split(" -- ", 1)[1].split()[1:4] == ["-m", "job", "sweep"] and "--sweep s1" in line.split(" -- ", 1)[1]
