@@ -81,7 +81,11 @@ def _client():
     """An MlflowClient for MLFLOW_TRACKING_URI, with bounded HTTP retries (see CLIENT_DEFAULTS)."""
     for name, value in CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    from mlflow import MlflowClient  # imported here, on the tracking thread: it takes seconds
+    try:
+        from mlflow import MlflowClient  # imported here, on the tracking thread: it takes seconds
+    except ImportError:
+        raise RuntimeError("MLFLOW_TRACKING_URI is set but the MLflow client is not installed: "
+                           "pip install 'meli-sweep[tracking]'") from None
 
     return MlflowClient(os.environ[URI_ENV].strip())
 

@@ -134,13 +134,15 @@ def test_with_the_server_down_the_sweep_succeeds_with_one_warning_per_step(tiny_
     port = free_port()  # nothing listens there
     proc = run_job("sweep", "--configs", CONFIGS, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", "down",
                    env=tracking_env(f"http://127.0.0.1:{port}", MLFLOW_HTTP_REQUEST_MAX_RETRIES="1",
-                                    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0.1"))
+                                    MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR="0"))  # whole seconds, as MLflow reads it
     report = json.loads((tmp_path / "sweeps" / "down" / "report" / "summary.json").read_text())
     assert report["ok"] == report["runs"] == 3
     warnings = [line for line in proc.stderr.splitlines() if "WARNING job.tracking" in line]
     # one per train step (each retried at every epoch, logged once), and aggregate's
     assert len([w for w in warnings if "training goes on" in w]) == 3, warnings
     assert len([w for w in warnings if "could not log the report" in w]) == 1, warnings
+    failures = [w for w in warnings if "training goes on" in w or "could not log the report" in w]
+    assert all("Max retries exceeded" in w for w in failures), failures  # the server is down, not the client broken
 
 
 @pytest.mark.slow
@@ -162,9 +164,12 @@ def test_a_hung_server_never_holds_up_training(tmp_path, monkeypatch, caplog):
         assert time.monotonic() - started < 0.5  # 100 epochs handed over without waiting on the server
         tracker.finish(None)
         assert time.monotonic() - started < 3 + 2  # the end waited its bound, not the server
+        tracker._thread.join(60)  # each request gives up after its timeout, then the thread ends
+        assert not tracker._thread.is_alive()
     messages = [r.getMessage() for r in caplog.records if r.name == "job.tracking"]
     assert messages and all("s3cret" not in m for m in messages), messages
     assert any("did not finish within 3 s" in m for m in messages), messages
+    assert any("training goes on" in m and "ReadTimeoutError" in m for m in messages), messages  # MLflow's own timeout
 
 
 def test_tracking_is_off_without_a_tracking_uri(monkeypatch, tmp_path):
