@@ -172,6 +172,7 @@ class Tracker:
         self.finish_wait_s = finish_wait_s
         self.trained = trained  # the run finished training in an earlier attempt: only its MLflow run is completed
         self.run_id: str | None = None
+        self._was_finished = False  # the MLflow run found was FINISHED already: its end time stays
         self._logged: set[tuple[str, int]] = set()  # (metric, step) pairs the server holds
         self._history: list[dict] = []  # the latest history handed over
         self._final: dict | None = None  # {"summary": ...} once finish was called
@@ -271,7 +272,7 @@ class Tracker:
             for key in EPOCH_METRICS:
                 self._logged |= {(key, m.step) for m in client.get_metric_history(run_id, key)}
             self._logged |= {(key, 0) for key in TEST_METRICS if key in found.data.metrics}
-            held = found.data.params
+            held, self._was_finished = found.data.params, found.info.status == "FINISHED"
             if found.info.status != "RUNNING" and not self.trained:
                 client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             log.info("MLflow: %s continues run %s (%d epochs logged)", self.name, run_id,
@@ -311,7 +312,8 @@ class Tracker:
             status = RunStatus.FINISHED
         else:
             status = RunStatus.FAILED
-        client.set_terminated(self.run_id, status=RunStatus.to_string(status))
+        if not (self._was_finished and status == RunStatus.FINISHED):
+            client.set_terminated(self.run_id, status=RunStatus.to_string(status))
         log.info("MLflow: %s logged as run %s (%s)", self.name, self.run_id, RunStatus.to_string(status).lower())
 
 

@@ -108,24 +108,36 @@ def test_a_run_killed_and_resumed_continues_its_mlflow_run_and_logs_each_epoch_o
     code = forked.run(argv, env=env, log=log, fault="kill:after-write:checkpoint.pt")
     assert code == -signal.SIGKILL, log.read_text()[-3000:]
 
-    # 3. the last rerun logs epoch 3 (checkpointed, never logged) and 4, and finishes the same MLflow run.
-    assert forked.run(argv, env={**env, "MELI_RUNG": "2"}, log=log) == 0, log.read_text()[-3000:]
+    # 3. the next rerun trains epochs 3 and 4 and is killed just after its summary.json, before its MLflow
+    #    run could get the test figures and model.pt.
+    code = forked.run(argv, env={**env, "MELI_RUNG": "2"}, log=log, fault="kill:after-write:summary.json")
+    assert code == -signal.SIGKILL, log.read_text()[-3000:]
     assert log.read_text().count("resumed from") == 2
+    killed = runs_of(mlflow_server, sweep)[name]
+    assert killed.info.status == "RUNNING" and "test_balanced_accuracy" not in killed.data.metrics
+    assert killed.data.tags["meli.rung"] == "2"  # the tag follows the latest attempt
+
+    # 4. run again, the finished run completes its MLflow run: the epochs not logged yet (3 was checkpointed
+    #    by a process killed before it could log it), each once, the test figures, model.pt, FINISHED.
+    assert forked.run(argv, env=env, log=log) == 0, log.read_text()[-3000:]
+    assert "already finished" in log.read_text()
     runs = runs_of(mlflow_server, sweep)
-    assert list(runs) == [name]  # one MLflow run over three attempts
+    assert list(runs) == [name]  # one MLflow run over four attempts
     got = runs[name]
     assert got.info.run_id == first.info.run_id and got.info.status == "FINISHED"
-    assert got.data.tags["meli.rung"] == "2"  # the tag follows the latest attempt
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == list(range(1, EPOCHS + 1))
     for key in tracking.EPOCH_METRICS:
         assert history(mlflow_server, got.info.run_id, key) == [(e["epoch"], pytest.approx(e[key])) for e in epochs], key
-    assert [e["epoch"] for e in epochs] == list(range(1, EPOCHS + 1))
     summary = json.loads((out / "summary.json").read_text())
-    assert history(mlflow_server, got.info.run_id, "test_balanced_accuracy") == [(0, pytest.approx(summary["test_balanced_accuracy"]))]
+    for key in tracking.TEST_METRICS:
+        assert history(mlflow_server, got.info.run_id, key) == [(0, pytest.approx(summary[key]))], key
+    assert [f.path for f in client(mlflow_server).list_artifacts(got.info.run_id)] == ["model.pt"]
 
-    # 4. a finished run run again logs nothing more (and starts no new MLflow run).
+    # 5. run once more, it logs nothing more, starts no new MLflow run, and leaves its end time.
     assert forked.run(argv, env=env, log=log) == 0, log.read_text()[-3000:]
-    assert list(runs_of(mlflow_server, sweep)) == [name]
+    again = runs_of(mlflow_server, sweep)
+    assert list(again) == [name] and again[name].info.end_time == got.info.end_time
     assert [s for s, _ in history(mlflow_server, got.info.run_id, "train_loss")] == list(range(1, EPOCHS + 1))
 
 
