@@ -47,13 +47,15 @@ URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own variable: set, tracking is on
 FINISH_WAIT_ENV = "MELI_MLFLOW_FINISH_WAIT"
 FINISH_WAIT_S = 60.0  # the end of a run waits at most this long for its last logs (model.pt upload included)
 # MLflow's client settings, used unless the variables are set: one request gives up after about
-# 3 tries of 10 s and 1 + 2 s of backoff, not MLflow's defaults (7 retries of 120 s each); and a
+# 3 tries of 10 s and 1 + 2 s of backoff, not MLflow's defaults (7 retries of 120 s each); a
 # training pod sends MLflow no usage telemetry.
 CLIENT_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",  # seconds
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",  # seconds, doubled on each retry
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # MLflow prints each finished run's link with the URI as given, credentials and all; ours leave them out
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 EPOCH_METRICS = ("train_loss", "validation_loss", "validation_balanced_accuracy")  # metrics.jsonl keys, per epoch
 TEST_METRICS = ("test_loss", "test_balanced_accuracy")  # summary.json keys, logged once at the end
@@ -98,7 +100,7 @@ def _server() -> str:
     netloc = parts.hostname or ""
     if parts.port is not None:
         netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def _reason(error: BaseException) -> str:
@@ -172,6 +174,7 @@ class Tracker:
         self.finish_wait_s = finish_wait_s
         self.trained = trained  # the run finished training in an earlier attempt: only its MLflow run is completed
         self.run_id: str | None = None
+        self.experiment_id: str | None = None
         self._was_finished = False  # the MLflow run found was FINISHED already: its end time stays
         self._logged: set[tuple[str, int]] = set()  # (metric, step) pairs the server holds
         self._history: list[dict] = []  # the latest history handed over
@@ -281,7 +284,8 @@ class Tracker:
             run_id, held = client.create_run(experiment, run_name=self.name, tags=self.tags).info.run_id, {}
         params = [Param(k, v) for k, v in self.params.items() if k not in held]
         client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in self.tags.items()])
-        self.run_id = run_id  # last: a failure above attaches again on the next try (and finds the run it created)
+        self.run_id, self.experiment_id = run_id, experiment  # last: a failure above attaches again on the next
+        # try (and finds the run it created)
 
     def _log_epochs(self, client, history: list[dict]) -> None:
         from mlflow.entities import Metric
@@ -314,7 +318,8 @@ class Tracker:
             status = RunStatus.FAILED
         if not (self._was_finished and status == RunStatus.FINISHED):
             client.set_terminated(self.run_id, status=RunStatus.to_string(status))
-        log.info("MLflow: %s logged as run %s (%s)", self.name, self.run_id, RunStatus.to_string(status).lower())
+        log.info("MLflow: %s logged (%s): %s", self.name, RunStatus.to_string(status).lower(),
+                 run_link(self.experiment_id, self.run_id))
 
 
 def log_report(sweep: str, report_files: dict[str, bytes], best: str | None) -> None:
@@ -341,7 +346,7 @@ def log_report(sweep: str, report_files: dict[str, bytes], best: str | None) -> 
                 (folder / name).write_bytes(blob)
             client.log_artifacts(run_id, str(folder), artifact_path="report")  # a new report replaces the old files
         client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FINISHED))
-        outcome["run"] = run_id
+        outcome["run"] = run_link(experiment, run_id)
 
     def guarded() -> None:
         try:
@@ -353,11 +358,16 @@ def log_report(sweep: str, report_files: dict[str, bytes], best: str | None) -> 
     thread.start()
     thread.join(wait_s)
     if "run" in outcome:
-        log.info("MLflow %s: report of sweep %s logged to run %s", _server(), sweep, outcome["run"])
+        log.info("MLflow: report of sweep %s logged: %s", sweep, outcome["run"])
     else:
         reason = _reason(outcome["error"]) if "error" in outcome else f"no answer within {wait_s:g} s"
         log.warning("MLflow %s: could not log the report of sweep %s (%s); the report is in its folder", _server(), sweep,
                     reason)
+
+
+def run_link(experiment_id: str | None, run_id: str) -> str:
+    """The UI page of an MLflow run, on the tracking server without credentials."""
+    return f"{_server()}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def _millis() -> int:

@@ -42,9 +42,15 @@ def sha256(blob: bytes) -> str:
 @pytest.mark.mlflow
 def test_a_local_sweep_logs_one_mlflow_run_per_run_and_the_report(mlflow_server, tiny_csv, tmp_path):
     sweep = "tracked"
-    run_job("sweep", "--configs", CONFIGS, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", sweep,
-            env=tracking_env(mlflow_server))
+    # credentials in the URI (this server checks none) must reach no output
+    with_credentials = mlflow_server.replace("http://", "http://meli:s3cret-pw@")
+    proc = run_job("sweep", "--configs", CONFIGS, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", sweep,
+                   env=tracking_env(with_credentials))
+    assert "s3cret-pw" not in proc.stdout + proc.stderr
     runs = runs_of(mlflow_server, sweep)
+    experiment = client(mlflow_server).get_experiment_by_name(sweep).experiment_id
+    for run in runs.values():  # each run's link, on the server without its credentials
+        assert f"{mlflow_server}/#/experiments/{experiment}/runs/{run.info.run_id}" in proc.stderr, run.info.run_name
     expected = configs.with_baseline(configs.expand(CONFIGS), True)
     assert set(runs) == {r.name for r in expected} | {tracking.REPORT_RUN}, set(runs)
     for run in expected:
