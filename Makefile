@@ -103,6 +103,25 @@ observe: $(STAMP) prom-deps ## a fresh demo sweep with Prometheus and a Pushgate
 		-- $(VPY) -m job sweep --configs '$(CONFIGS)' --data $(RUNS)/data/synthetic.csv.gz --embeddings none \
 		--out $(RUNS) --sweep $(OBSERVE_SWEEP) $(if $(filter 0,$(BASELINE)),--no-baseline) $(SEARCH_FLAGS)
 
+# --- Tracking: a local MLflow server and UI ----------------------------------------
+
+# port of `make mlflow`'s MLflow server and UI on 127.0.0.1 (not 5000, which other local tools often hold)
+MLFLOW_PORT ?= 15000
+# 0 stops the server as soon as the sweep ends (for scripts); by default it stays up until Ctrl-C
+MLFLOW_HOLD ?= 1
+# sweep id of `make mlflow`, and so its MLflow experiment: a fresh one each time (set once here)
+ifndef MLFLOW_SWEEP
+MLFLOW_SWEEP := mlflow-$(shell date +%Y%m%d-%H%M%S)
+endif
+
+.PHONY: mlflow
+mlflow: $(STAMP) ## a fresh demo sweep logged to an MLflow server on 127.0.0.1 (store in runs/mlflow), up until Ctrl-C; prints the UI's link
+	@mkdir -p $(RUNS)
+	$(VPY) -m job synth --rows $(DEMO_ROWS) --out $(RUNS)/data/synthetic.csv.gz
+	$(VPY) -m workflows.mlflowui --dir $(RUNS)/mlflow --port $(MLFLOW_PORT) $(if $(filter 1,$(MLFLOW_HOLD)),--hold) \
+		--sweep $(MLFLOW_SWEEP) -- $(VPY) -m job sweep --configs $(CONFIGS) --data $(RUNS)/data/synthetic.csv.gz \
+		--embeddings none --out $(RUNS) --sweep $(MLFLOW_SWEEP) $(if $(filter 0,$(BASELINE)),--no-baseline)
+
 # extra arguments of `make bench`, e.g. --family all --rows 200000
 BENCH_ARGS ?=
 
@@ -152,6 +171,7 @@ clean: ## remove local runs and caches (keeps the venv)
 # lives only in workflows/dag.py (Options): DATA, EMBEDDINGS, OUT, IMAGE, CPU_IMAGE, PUSHGATEWAY_URL, BASELINE,
 # TRAIN_MEMORY, TRAIN_CPU, GPUS, NODE_SELECTOR, TOLERATIONS, PARALLELISM, NAMESPACE, ARTIFACT_REPOSITORY, ...
 # (`.venv/bin/python -m workflows.cli render --help` lists them). make passes them on; the CLI reads them (--from-env).
+# MLFLOW_TRACKING_URI is one of them: `make submit MLFLOW_TRACKING_URI=http://mlflow.ml:5000` (docs/tracking.md).
 # training image (CUDA) of `make image` / `make push`; the sweep's image parameter when given on the command line
 IMAGE ?= meli-sweep:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' job/__init__.py)
 # image of the plan, prepare and aggregate steps (no CUDA), for `make image` / `make push`

@@ -14,7 +14,8 @@ rung's epochs, and summary.md and summary.json add the search (job/search_report
 A failed, unfinished or missing run keeps its row, with its status and reason. Runs are ranked, and
 the best chosen, by validation balanced accuracy; test figures are shown beside, never used to
 choose. The best run's model and summary are copied to <sweep>/best/, ready for `predict`.
-summary.json is written last. The step succeeds whenever the report could be written.
+summary.json is written last. With MLFLOW_TRACKING_URI set, the report files are also logged to the
+sweep's MLflow run (job/tracking.py). The step succeeds whenever the report could be written.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from job import search, search_report, steps, storage
+from job import configs, search, search_report, steps, storage, tracking
 from job.errors import UserError
 
 log = logging.getLogger("job.aggregate")
@@ -305,6 +306,7 @@ def main(args) -> int:
             Path(args.report_dir).mkdir(parents=True, exist_ok=True)
             Path(args.report_dir, fname).write_bytes(blob)
 
+    tracking.log_report(args.sweep, files, table["best"])  # no-op unless MLFLOW_TRACKING_URI is set
     if os.environ.get("PUSHGATEWAY_URL"):
         from job import metrics
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from job import configs, storage
+from job import configs, storage, tracking
 from job.data import Split, epoch_order, make_split
 from job.errors import TrainingFailed, UserError
 from job.steps import write_result
@@ -526,7 +526,7 @@ def mark_continuing(r: Training) -> None:
                                  "reason": f"going on from epoch {len(r.history)} to {r.budget}"})
 
 
-def train_baseline(run: configs.Run, out: str, args, pusher) -> int:
+def train_baseline(run: configs.Run, out: str, args, pusher, tracker: tracking.Tracker) -> int:
     """The tfidf family: scikit-learn on the CPU (job/baseline.py), with the same outputs and metrics."""
     from job import baseline
 
@@ -535,6 +535,7 @@ def train_baseline(run: configs.Run, out: str, args, pusher) -> int:
         summary = baseline.train(run, out, open_prepared(args.prepared), pusher)
     finally:
         pusher.finish(summary["test_balanced_accuracy"] if summary else None, ok=summary is not None)
+        tracker.finish(summary)
     write_result(args.result_file, f"{summary['test_balanced_accuracy']:.6f}")
     return 0
 
@@ -558,8 +559,10 @@ def main(args, on_batch: OnBatch | None = None) -> int:
     device = pick_device(args.device)
     graphs = graphs_wanted(device)  # a bad MELI_CUDA_GRAPHS fails here, before any data is read
     done = finished(out, run, budget)
+    tracker = tracking.Tracker.from_env(args.sweep, run, out, args.prepared, tracking.run_tags(args), trained=done is not None)
     if done is not None:
         log.info("%s already finished (summary.json found): test balanced accuracy %.4f", run.name, done["test_balanced_accuracy"])
+        tracker.finish(done)  # completes the MLflow run of an attempt killed after its summary
         write_result(args.result_file, f"{done['test_balanced_accuracy']:.6f}")
         return 0
 
@@ -569,7 +572,7 @@ def main(args, on_batch: OnBatch | None = None) -> int:
     if run.config.family == "tfidf":
         if budget != run.config.epochs:
             raise UserError(f"--epochs {budget}: tfidf trains in one go to its epochs ({run.config.epochs}); it cannot stop or go on")
-        return train_baseline(run, out, args, pusher)
+        return train_baseline(run, out, args, pusher, tracker)
     r = setup(run, out, args.prepared, device)
     r.budget = budget
     resume(r)
@@ -589,6 +592,7 @@ def main(args, on_batch: OnBatch | None = None) -> int:
             if stop_early(r, epoch):
                 break
             run_epoch(r, epoch, progress, pusher, on_batch)
+            tracker.epochs(r.history)  # after the checkpoint: an epoch is logged once it is kept
         summary = finish(r)
     except TrainingFailed as e:
         failed_summary(out, run, str(e), r.history, r.budget)
@@ -599,5 +603,6 @@ def main(args, on_batch: OnBatch | None = None) -> int:
         raise TrainingFailed(reason) from None
     finally:
         pusher.finish(summary["test_balanced_accuracy"] if summary else None, ok=summary is not None)
+        tracker.finish(summary)
     write_result(args.result_file, f"{summary['test_balanced_accuracy']:.6f}")
     return 0

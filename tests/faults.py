@@ -10,6 +10,7 @@ sitecustomize installs the fault in each of them.
 
   action   kill   SIGKILL this process (what a preempted node or the OOM killer does)
            oom    raise torch.OutOfMemoryError (there may be no GPU to run out of)
+           hang   stop there until killed from outside (the test waits for what it needs, then kills)
   point    before-write  just before the object <target> is written
            mid-write     inside the real local writer, between its write and its rename: the whole
                          new file is synced under a temp name beside <target>, the old one still in
@@ -30,15 +31,16 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
-ACTIONS = ("kill", "oom")
+ACTIONS = ("kill", "oom", "hang")
 POINTS = ("before-write", "mid-write", "after-write", "mid-epoch")
 
 
 @dataclass
 class Fault:
-    action: str  # kill | oom
+    action: str  # kill | oom | hang
     point: str  # one of POINTS
     target: str  # the end of a path, e.g. checkpoint.pt or hidden50/epoch-2
     nth: int = 1  # act on this match
@@ -49,7 +51,7 @@ class Fault:
         action, point, target = (text.split(":", 2) + ["", ""])[:3]
         target, _, nth = target.partition("@")
         if action not in ACTIONS or point not in POINTS or not target or (nth and not nth.isdigit()):
-            raise ValueError(f"fault {text!r}: expected <kill|oom>:<{'|'.join(POINTS)}>:<target>[@n]")
+            raise ValueError(f"fault {text!r}: expected <{'|'.join(ACTIONS)}>:<{'|'.join(POINTS)}>:<target>[@n]")
         return cls(action, point, target, int(nth or 1))
 
     def matches(self, point: str, path: str) -> bool:
@@ -62,6 +64,9 @@ class Fault:
     def fire(self) -> None:
         if self.action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.action == "hang":
+            while True:  # other threads (an upload, the MLflow logging) go on
+                time.sleep(1)
         import torch
 
         raise torch.OutOfMemoryError("out of memory (test fault)")

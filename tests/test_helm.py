@@ -240,6 +240,7 @@ def test_default_values_leave_the_hera_defaults():
     assert o.image + values["image"]["cpuTagSuffix"] == o.image_cpu(), "image.cpuTagSuffix"
     assert o.out == o.data == o.embeddings == "", "required: no default for the chart to fall back to"
     assert values["s3"]["existingSecret"] == o.s3_secret, "s3.existingSecret"
+    assert values["mlflow"] == {"trackingUri": "", "existingSecret": ""}  # empty: the Hera definition's
     assert RELEASE == o.service_account
 
 
@@ -309,12 +310,15 @@ def test_bucket_and_endpoint_reach_the_pods(helm):
     docs = render(helm, CHART / "ci" / "minio-values.yaml")
     seen = parameters_seen(docs)
     assert seen["out"] == "s3://my-bucket" and seen["s3-secret"] == "meli-s3"
+    assert seen["mlflow-tracking-uri"] == "http://mlflow.mlflow:5000" and seen["mlflow-secret"] == "meli-mlflow"
     assert only(docs, "ConfigMap", "meli-sweep-env")["data"] == {"AWS_ENDPOINT_URL": "https://minio.ml:9000",
                                                                  "AWS_REGION": "us-east-1"}
     for name, pod in pods(docs).items():
         [main] = pod["containers"]
         assert {"configMapRef": {"name": "meli-sweep-env", "optional": True}} in main["envFrom"], name
         assert {"secretRef": {"name": "{{workflow.parameters.s3-secret}}", "optional": True}} in main["envFrom"], name
+        assert {"secretRef": {"name": "{{workflow.parameters.mlflow-secret}}", "optional": True}} in main["envFrom"], name
+        assert {"name": "MLFLOW_TRACKING_URI", "value": "{{workflow.parameters.mlflow-tracking-uri}}"} in main["env"], name
     repo = yaml.safe_load(only(docs, "ConfigMap", REPOSITORY)["data"]["meli-sweep-s3"])["s3"]
     assert repo == {
         "bucket": "my-bucket", "endpoint": "minio.ml:9000", "region": "us-east-1", "insecure": False,

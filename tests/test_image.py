@@ -73,3 +73,18 @@ def test_make_image_and_push_take_image():
     listed = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     listed = re.sub(r"\x1b\[[0-9;]*m", "", listed)  # the colours
     assert re.search(r"^  image +\S", listed, re.M) and re.search(r"^  push +\S", listed, re.M), listed
+
+
+def test_both_images_install_the_mlflow_client_and_the_tests_the_server():
+    """MLflow is an optional extra: the images carry the client (train and aggregate log with it), the tests the server."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [d for d in extras["tracking"] if d.startswith("mlflow")], extras["tracking"]
+    assert any(re.match(r"mlflow\b(?!-)", d) for d in extras["test"]), "the test extra needs the full mlflow (its server)"
+    gpu = " ".join(args for word, args in instructions(DOCKERFILES[0]) if word == "RUN")
+    assert "pip install --constraint /tmp/torch-pin.txt '.[tracking]'" in gpu
+    cpu = " ".join(args for word, args in instructions(DOCKERFILES[1]) if word == "RUN")
+    assert "['optional-dependencies']['tracking']" in cpu
+    for run in (gpu, cpu):
+        assert "import" in run and "mlflow" in run.split("pip install", 1)[1]  # the build checks the client imports

@@ -82,12 +82,15 @@ def test_the_workflow_carries_no_credential():
     env value: they come from that Secret."""
     doc = rendered_workflow()
     params = {p["name"]: p["value"] for p in doc["spec"]["arguments"]["parameters"]}
-    assert [p for p in params if re.search(r"secret|token|password|key", p.lower())] == ["s3-secret"], list(params)
-    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", params["s3-secret"])  # a Kubernetes object's name
+    names = [p for p in params if re.search(r"secret|token|password|key", p.lower())]
+    assert names == ["s3-secret", "mlflow-secret"], list(params)
+    for name in names:
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", params[name])  # a Kubernetes object's name
     containers = [t["container"] for t in doc["spec"]["templates"] if "container" in t]
     assert containers
     for c in containers:
-        assert {"secretRef": {"name": "{{workflow.parameters.s3-secret}}", "optional": True}} in c["envFrom"], c["name"]
+        for name in names:
+            assert {"secretRef": {"name": f"{{{{workflow.parameters.{name}}}}}", "optional": True}} in c["envFrom"], c["name"]
         assert "envFrom" in c and not any(re.search(r"SECRET|TOKEN|PASSWORD|ACCESS_KEY", e["name"]) and "value" in e
                                           for e in c.get("env", [])), c["name"]
 

@@ -93,7 +93,8 @@ def test_make_submit_posts_a_sweep_of_the_chart_template_with_the_bearer_token()
         env = argo_env(f"127.0.0.1:{argo.port}", ARGO_SECURE="false")
         r = subprocess.run(
             ["make", "-s", "submit", "CONFIGS=hidden50,hidden100:lr=1e-3|3e-4", "OUT=s3://bkt/meli", "PARALLELISM=2",
-             "PUSHGATEWAY_URL=http://prometheus-pushgateway.monitoring:9091", "TRAIN_MEMORY=32Gi"],
+             "PUSHGATEWAY_URL=http://prometheus-pushgateway.monitoring:9091", "TRAIN_MEMORY=32Gi",
+             "MLFLOW_TRACKING_URI=http://mlflow.ml:5000"],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -115,7 +116,9 @@ def test_make_submit_posts_a_sweep_of_the_chart_template_with_the_bearer_token()
     params = {p["name"]: p.get("value") for p in workflow["spec"]["arguments"]["parameters"]}
     assert params == {"configs": "hidden50,hidden100:lr=1e-3|3e-4", "out": "s3://bkt/meli", "train-memory": "32Gi",
                       # live metrics reach Grafana only when the train pods are told where to push
-                      "pushgateway-url": "http://prometheus-pushgateway.monitoring:9091"}
+                      "pushgateway-url": "http://prometheus-pushgateway.monitoring:9091",
+                      # and where to log their MLflow runs (the credentials stay in the mlflow-secret Secret)
+                      "mlflow-tracking-uri": "http://mlflow.ml:5000"}
     assert workflow["spec"]["parallelism"] == 2
 
 

@@ -421,7 +421,7 @@ def test_parameters_service_account_gc_ttl_and_parallelism():
     assert set(params) == {"configs", "data", "embeddings", "out", "image", "cpu-image", "pushgateway-url", "baseline",
                            "train-cpu", "train-memory", "gpus", "prepare-cpu", "prepare-memory", "node-selector",
                            "tolerations", "s3-secret", "trials", "search", "search-seed", "halving", "min-epochs", "rounds",
-                           "max-workflow-bytes"}
+                           "max-workflow-bytes", "mlflow-tracking-uri", "mlflow-secret"}
     assert params["baseline"] == "true" and params_of(render("hidden50", "--no-baseline"))["baseline"] == "false"
     assert params["image"] == "reg.example/ml/meli:1" and params["cpu-image"] == "reg.example/ml/meli:1-cpu"
     assert params["out"] == "s3://bkt/meli"
@@ -447,10 +447,40 @@ def test_s3_credentials_come_from_a_secret_and_no_secret_value_is_in_the_manifes
     for name in ("plan", "prepare", "train", "aggregate"):
         container = template(doc, name)["container"]
         assert container["envFrom"] == [{"secretRef": {"name": "{{workflow.parameters.s3-secret}}", "optional": True}},
+                                        {"secretRef": {"name": "{{workflow.parameters.mlflow-secret}}", "optional": True}},
                                         {"configMapRef": {"name": "meli-sweep-env", "optional": True}}]
         assert not any(e["name"].startswith("AWS_") for e in container.get("env", []))
     assert not any(p["name"].lower().startswith(("aws", "secret", "token")) for p in doc["spec"]["arguments"]["parameters"])
     assert params_of(doc)["s3-secret"] == "meli-sweep-s3"  # the Secret's name, never its keys
+
+
+def test_mlflow_uri_is_a_parameter_and_its_credentials_come_only_from_their_own_secret():
+    env = dict(os.environ, MLFLOW_TRACKING_USERNAME="meli-user", MLFLOW_TRACKING_PASSWORD="mlflow-pass-77",
+               MLFLOW_TRACKING_TOKEN="mlflow-tok-55")
+    r = cli("render", "--configs", "hidden50", "--mlflow-tracking-uri", "http://mlflow.ml:5000", env=env)
+    assert r.returncode == 0, r.stderr
+    for secret in ("meli-user", "mlflow-pass-77", "mlflow-tok-55"):
+        assert secret not in r.stdout
+    doc = yaml.safe_load(r.stdout)
+    assert params_of(doc)["mlflow-tracking-uri"] == "http://mlflow.ml:5000"
+    assert params_of(doc)["mlflow-secret"] == "meli-sweep-mlflow"  # the Secret's name, never its keys
+    assert params_of(render("hidden50"))["mlflow-tracking-uri"] == ""  # off unless given
+    for name in ("train", "aggregate"):
+        container = template(doc, name)["container"]
+        assert {"name": "MLFLOW_TRACKING_URI", "value": "{{workflow.parameters.mlflow-tracking-uri}}"} in container["env"]
+        assert {"secretRef": {"name": "{{workflow.parameters.mlflow-secret}}", "optional": True}} in container["envFrom"]
+        assert [e["name"] for e in container["env"] if e["name"].startswith("MLFLOW_")] == ["MLFLOW_TRACKING_URI"]
+
+
+@pytest.mark.parametrize("uri, problem", [
+    ("http://user:pw@mlflow.ml:5000", "carries credentials"),
+    ("runs/mlflow", "expected http://host:port"),
+    ("file:///tmp/mlruns", "expected http://host:port"),
+])
+def test_a_tracking_uri_the_pods_cannot_use_is_refused_before_anything_is_sent(uri, problem):
+    r = cli("render", "--configs", "hidden50", "--mlflow-tracking-uri", uri)
+    assert r.returncode != 0 and problem in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "pw@" not in r.stderr
 
 
 def test_argo_ui_annotations_display_name_output_and_metrics():

@@ -22,6 +22,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -174,6 +175,15 @@ def _check(o: Options) -> None:
     if o.pushgateway_url and not o.pushgateway_url.startswith(("http://", "https://")):
         # The train pods push to it from inside the cluster: a typo there shows only as an empty dashboard.
         raise UserError(f"pushgateway-url {o.pushgateway_url!r}: expected http://host:port or https://host:port")
+    if o.mlflow_tracking_uri:
+        uri = urlsplit(o.mlflow_tracking_uri)
+        if uri.scheme not in ("http", "https") or not uri.hostname:
+            # The pods log to it from inside the cluster: a local path or a typo would only show as a warning there.
+            raise UserError(f"mlflow-tracking-uri {o.mlflow_tracking_uri!r}: expected http://host:port or https://host:port")
+        if uri.username or uri.password:
+            raise UserError("mlflow-tracking-uri: carries credentials; a parameter is visible to anyone who can read the "
+                            "workflow, so put MLFLOW_TRACKING_USERNAME/PASSWORD or MLFLOW_TRACKING_TOKEN in the "
+                            "mlflow-secret Secret instead")
     if not o.image:
         raise UserError("image: empty (set IMAGE=registry/meli-sweep:tag)")
 

@@ -119,6 +119,8 @@ class Options:
                         "the chart's WorkflowTemplate takes it from its install only")
     cpu_image: str = option("", PARAMETER, "image of plan, prepare and aggregate (images/Dockerfile.cpu); empty: IMAGE-cpu")
     pushgateway_url: str = option("", PARAMETER, "Pushgateway the train pods push live metrics to; empty: no push")
+    mlflow_tracking_uri: str = option("", PARAMETER, "MLflow tracking server the train and aggregate steps log to, "
+                                      "http(s)://host:port without credentials; empty: no tracking")
     baseline: bool = option(True, PARAMETER, "add the tfidf baseline run (a CPU model, in a CPU pod)")
     train_cpu: str = option("4", PARAMETER, "CPU cores per train pod, GPU or CPU (loading the prepared arrays, evaluation, tfidf)")
     train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod, GPU or CPU")
@@ -146,6 +148,9 @@ class Options:
     max_workflow_bytes: int = option(capacity.WORKFLOW_SIZE_LIMIT, PARAMETER,
                                      "the controller's MAX_WORKFLOW_SIZE: plan refuses a sweep whose Workflow object "
                                      "would outgrow it; 0: no check (node status offloading is on)")
+    mlflow_secret: str = option("meli-sweep-mlflow", PARAMETER,
+                                "Secret with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN; "
+                                "optional")
     parallelism: int = option(4, WORKFLOW, "pods of the sweep at once (spec.parallelism; only train pods overlap)")
     namespace: str | None = option(None, WORKFLOW, "Kubernetes namespace (submit: $ARGO_NAMESPACE, else argo)")
     service_account: str = option("meli-sweep", WORKFLOW, "pods' service account; on Argo v4 it needs create/patch on workflowtaskresults")
@@ -277,15 +282,17 @@ def _parameters(configs: str, o: Options, template: bool) -> list[Parameter]:
 
 def _env(o: Options) -> dict:
     """Container settings every step shares: S3 credentials come only from the Secret, endpoint and region from
-    the Secret or the chart's ConfigMap."""
+    the Secret or the chart's ConfigMap; MLflow credentials only from a Secret of their own."""
     return dict(
         # Kubernetes takes a variable in several sources from the last: the chart's endpoint and region win.
         env_from=[
             SecretEnvFrom(name="{{workflow.parameters.s3-secret}}", optional=True),
+            SecretEnvFrom(name="{{workflow.parameters.mlflow-secret}}", optional=True),
             m.EnvFromSource(config_map_ref=m.ConfigMapEnvSource(name=ENV_CONFIGMAP, optional=True)),
         ],
         env=[
             Env(name="PUSHGATEWAY_URL", value="{{workflow.parameters.pushgateway-url}}"),
+            Env(name="MLFLOW_TRACKING_URI", value="{{workflow.parameters.mlflow-tracking-uri}}"),  # empty: off
             Env(name="PYTHONUNBUFFERED", value="1"),
             # The root filesystem is read-only: whatever a library writes under HOME or its cache dir
             # (matplotlib's font cache, torch hub and kernel caches, botocore's) goes to /tmp.

@@ -143,7 +143,8 @@ meli-sweep
 
 {{/*
 The data of the parameters ConfigMap: workflowTemplate.parameters, then what other values imply for the
-parameters they leave unset (the images, out from the bucket, the Secret, the GPU pods' placement as JSON).
+parameters they leave unset (the images, out from the bucket, the Secrets, the MLflow server, the GPU pods'
+placement as JSON).
 */}}
 {{- define "meli-sweep.parameters" -}}
 {{- $p := dict }}
@@ -162,6 +163,11 @@ parameters they leave unset (the images, out from the bucket, the Secret, the GP
 {{- end }}
 {{- if and (not (include "meli-sweep.s3.sdkCreds" .)) (not (hasKey $p "s3-secret")) }}
 {{- $_ := set $p "s3-secret" (include "meli-sweep.s3.secretName" .) }}
+{{- end }}
+{{- range $name, $value := dict "mlflow-tracking-uri" .Values.mlflow.trackingUri "mlflow-secret" .Values.mlflow.existingSecret }}
+{{- if and $value (not (hasKey $p $name)) }}
+{{- $_ := set $p $name $value }}
+{{- end }}
 {{- end }}
 {{- $gpu := .Values.workflowTemplate.gpu }}
 {{- range $name, $value := dict "node-selector" $gpu.nodeSelector "tolerations" $gpu.tolerations }}
