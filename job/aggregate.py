@@ -171,18 +171,17 @@ def best_run_view(sweep: str, best: dict | None) -> dict:
         return {}
     with np.load(io.BytesIO(storage.read_bytes(uri))) as z:
         labels, preds = z["labels"], z["predictions"]
-    names = model_label_names(storage.join(sweep, best["config"], "model.pt"))
+    names = label_names(best)
     classes = per_class(labels, preds, names)
     weakest = sorted((c for c in classes if c["support"]), key=lambda c: (c["f1"], c["category"]))[:WEAKEST]
     return {"run": best["config"], "classes": classes, "weakest": weakest,
             "confused": confused_pairs(labels, preds, names, WEAKEST)}
 
 
-def model_label_names(uri: str) -> list[str]:
-    """The category names a run's model.pt carries (class id -> name)."""
-    import torch
-
-    return torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)["label_names"]
+def label_names(best: dict) -> list[str]:
+    """The category names (class id -> name) of the data the best run trained on: prepare's labels.json, which the
+    run's model.pt copies. Read as JSON: the aggregate step's image has no torch (images/Dockerfile.cpu)."""
+    return json.loads(storage.read_text(storage.join(best["prepared"], "labels.json")))
 
 
 def copy_best(sweep: str, best: dict | None) -> None:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +23,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import run_job, run_main
-from job import configs, train
+from conftest import ROOT, run_job, run_main
+from job import configs, steps, train
 
 FAST = "epochs=2,max_train_rows=800"
 # The MLP fine-tunes its vectors at a higher rate, so that even 2 epochs on 800 rows classify far above chance
@@ -49,6 +52,26 @@ def sweep(split_csv, tmp_path_factory) -> Path:
     run_job("sweep", "--configs", f"{MLP},hidden50:{FAST}", "--data", str(split_csv), "--out", str(out),
             "--sweep", "res", timeout=900)
     return out / "sweeps" / "res"
+
+
+@pytest.mark.slow
+def test_aggregate_writes_the_whole_report_without_torch(sweep, tmp_path):
+    """aggregate runs in the CPU image, which has no torch (images/Dockerfile.cpu): the per-class view of the best
+    run included, the report must be written without importing it."""
+    out = tmp_path / "out"
+    shutil.copytree(sweep.parent.parent, out)
+    shutil.rmtree(out / "sweeps" / "res" / "report")
+    # torch cannot be imported, as in that image (a finder that refuses it: scipy looks torch up in sys.modules)
+    code = ("import sys\nclass NoTorch:\n    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] == 'torch':\n            raise ImportError('no torch in the CPU image')\n"
+            "sys.meta_path.insert(0, NoTorch())\nfrom job.__main__ import main\n"
+            f"sys.exit(main(['aggregate', '--out', {str(out)!r}, '--sweep', 'res', '--configs', '']))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = out / "sweeps" / "res" / "report"
+    assert (report / "per_class.csv").stat().st_size > 0
+    assert [f for f in steps.REPORT_FILES if not (report / f).exists()] == []
+    assert "The best run on the test split" in (report / "summary.md").read_text()
 
 
 def rows_of(sweep: Path) -> list[dict]:
