@@ -556,7 +556,8 @@ def test_workflows_never_import_torch():
     assert yaml.safe_load(r.stdout)["kind"] == "Workflow"
 
 
-@pytest.mark.parametrize("module", ["job.prepare", "job.aggregate"])
+@pytest.mark.parametrize("module", ["job.prepare", "job.aggregate", "job.search", "job.search_report", "job.capacity",
+                                    "job.tracking"])
 def test_cpu_image_steps_import_no_torch(module):
     """The CPU image (images/Dockerfile.cpu) has no torch: its steps must not need it."""
     code = f"import sys; sys.modules['torch'] = None\nimport {module}\n"
