@@ -360,3 +360,14 @@ def test_the_bench_searches_27_trials_in_rungs_of_3_9_and_27_epochs():
     plan = search.parse(b.SPACE, False, search.Search(trials=b.TRIALS, halving=b.ETA, min_epochs=b.MIN_EPOCHS))
     assert search.shape(plan).budgets == (3, 9, 27) and b.TRIALS == 27
     assert len(configs.plan(b.SPACE, False, search.Search(trials=b.TRIALS, search_seed=b.SEED))) == 27
+
+
+@pytest.mark.parametrize("config, epochs, message", [
+    ("hidden50", "0", "--epochs 0: must be >= 1"),
+    ("tfidf", "3", "tfidf trains in one go to its epochs (5)"),
+])
+def test_a_bad_budget_is_refused_in_one_line_before_any_work(tmp_path, config, epochs, message):
+    result = main(["train", "--config", config, "--prepared", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
+                   "--sweep", "s", "--epochs", epochs, "--device", "cpu"])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
