@@ -554,6 +554,8 @@ def main(args, on_batch: OnBatch | None = None) -> int:
     budget = run.config.epochs if args.epochs is None else args.epochs
     if budget < 1:
         raise UserError(f"--epochs {args.epochs}: must be >= 1")
+    if run.config.family == "tfidf" and budget != run.config.epochs:
+        raise UserError(f"--epochs {budget}: tfidf trains in one go to its epochs ({run.config.epochs}); it cannot stop or go on")
     out = storage.check_uri(args.out, "--out")
     storage.check_uri(args.prepared, "--prepared")
     device = pick_device(args.device)
@@ -570,8 +572,6 @@ def main(args, on_batch: OnBatch | None = None) -> int:
 
     pusher = metrics.TrainingMetrics.from_env(args.sweep, run.name)
     if run.config.family == "tfidf":
-        if budget != run.config.epochs:
-            raise UserError(f"--epochs {budget}: tfidf trains in one go to its epochs ({run.config.epochs}); it cannot stop or go on")
         return train_baseline(run, out, args, pusher, tracker)
     r = setup(run, out, args.prepared, device)
     r.budget = budget

@@ -295,7 +295,7 @@ TINY_SPACE = "mlp256:lr=loguniform(1e-3,1e-1),mlp_hidden=choice(16,32),max_train
 
 
 def histories(sweep_dir: Path) -> dict[str, str]:
-    return {p.parent.name: p.read_text() for p in sweep_dir.glob("*/metrics.jsonl")}
+    return {p.parent.name: p.read_text() for p in sweep_dir.glob("*/metrics.jsonl") if p.parent.name != "best"}
 
 
 def sweep_cmd(data: Path, out: Path, *flags: str) -> list[str]:
@@ -305,7 +305,7 @@ def sweep_cmd(data: Path, out: Path, *flags: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_halving_sweep_resumes_and_extends_without_training_a_finished_run_again(tiny_csv, tmp_path):
-    flags = ["--trials", "3", "--halving", "3", "--search-seed", "1"]
+    flags = ["--trials", "3", "--halving", "3", "--search-seed", "1", "--search", "tpe"]
     run_job(*sweep_cmd(tiny_csv, tmp_path, *flags))
     sweep_dir = tmp_path / "sweeps" / "s"
     report = json.loads((sweep_dir / "report" / "summary.json").read_text())
@@ -314,7 +314,7 @@ def test_a_halving_sweep_resumes_and_extends_without_training_a_finished_run_aga
     # 3 trials -> 1 -> 1: one run reaches the last rung, trained to 9; the others stop after rung 0, at 1 epoch
     assert sorted((r["rung"], r["epochs"]) for r in rows.values()) == [(0, 1), (0, 1), (2, 9)]
     search_record = report["search"]
-    assert (search_record["halving_eta"], search_record["rung_epochs"], search_record["sampler"]) == (3, [1, 3, 9], "random")
+    assert (search_record["halving_eta"], search_record["rung_epochs"], search_record["sampler"]) == (3, [1, 3, 9], "tpe")
     assert (search_record["epochs_spent"], search_record["epochs_full"]) == (11, 27)
     assert set(search_record["spaces"][TINY_SPACE]) == {"lr", "mlp_hidden"}
     assert (sweep_dir / "report" / "search.png").read_bytes()[:4] == b"\x89PNG"
@@ -352,3 +352,22 @@ def test_next_reads_the_results_from_s3_and_is_idempotent(tiny_csv, s3_env, tmp_
         lists.append((tmp_path / f"list{attempt}.json").read_text())
         assert json.loads(proc.stdout) == json.loads(lists[-1])
     assert lists[0] == lists[1] and len(json.loads(lists[0])) == 1 and json.loads(lists[0])[0]["epochs"] == 9
+
+
+def test_the_bench_searches_27_trials_in_rungs_of_3_9_and_27_epochs():
+    from job import bench_search as b
+
+    plan = search.parse(b.SPACE, False, search.Search(trials=b.TRIALS, halving=b.ETA, min_epochs=b.MIN_EPOCHS))
+    assert search.shape(plan).budgets == (3, 9, 27) and b.TRIALS == 27
+    assert len(configs.plan(b.SPACE, False, search.Search(trials=b.TRIALS, search_seed=b.SEED))) == 27
+
+
+@pytest.mark.parametrize("config, epochs, message", [
+    ("hidden50", "0", "--epochs 0: must be >= 1"),
+    ("tfidf", "3", "tfidf trains in one go to its epochs (5)"),
+])
+def test_a_bad_budget_is_refused_in_one_line_before_any_work(tmp_path, config, epochs, message):
+    result = main(["train", "--config", config, "--prepared", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
+                   "--sweep", "s", "--epochs", epochs, "--device", "cpu"])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
