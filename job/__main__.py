@@ -87,6 +87,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--result-file", help="also write the test balanced accuracy to this file")
     s.add_argument("--epochs", type=int, default=None,
                    help="train to this epoch, continuing from the checkpoint (default: the config's epochs)")
+    s.add_argument("--round", type=int, default=None, help="the search round that trains the run (its MLflow tag)")
+    s.add_argument("--rung", type=int, default=None, help="the halving rung that trains the run (its MLflow tag)")
 
     s = sub.add_parser("aggregate", help="plots and summary of a sweep, under <out>/sweeps/<sweep>/report/")
     s.add_argument("--out", required=True, help="the sweep's output prefix, local or s3://")

@@ -298,7 +298,7 @@ def main(args) -> int:
     files["summary.json"] = (json.dumps(table, indent=2, sort_keys=True) + "\n").encode()  # last: marks the report complete
     copy_best(sweep, best)
     report = storage.join(sweep, REPORT)
-    for fname in steps.REPORT_FILES[:-1] + steps.SEARCH_REPORT_FILES + steps.REPORT_FILES[-1:]:
+    for fname in steps.REPORT_FILES:
         blob = files[fname]
         storage.write_bytes(storage.join(report, fname), blob)
         if getattr(args, "report_dir", None):

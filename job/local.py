@@ -90,7 +90,8 @@ def main(args) -> int:
             train_env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
 
         def train(item: dict) -> None:
-            code = run_step(steps.train(item["spec"], prepared, args.out, sweep, item["name"], epochs=item["epochs"]),
+            code = run_step(steps.train(item["spec"], prepared, args.out, sweep, item["name"], epochs=item["epochs"],
+                                        round_=item["round"], rung=item["rung"]),
                             item["name"], args.parallel > 1, train_env)
             with lock:
                 codes[item["name"]] = code

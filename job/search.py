@@ -425,9 +425,12 @@ class Item:
     run: configs.Run
     epochs: int  # the rung's budget for this run, r_k capped at its config's epochs
     label: str = ""
+    round_: int = 1  # the round and rung that train it (train's --round and --rung: its log and MLflow tags)
+    rung: int = 0
 
     def to_json(self) -> dict:
-        return {"name": self.run.name, "spec": self.run.spec, "label": self.label, "epochs": self.epochs}
+        return {"name": self.run.name, "spec": self.run.spec, "label": self.label, "epochs": self.epochs,
+                "round": self.round_, "rung": self.rung}
 
 
 class Schedule:
@@ -509,7 +512,7 @@ class Schedule:
         stage = f"r{round_}k{rung}-" if self.shape.rounds * self.shape.rungs > 1 else ""
         names = self._all_names(round_)
         labels = dict(zip(names, configs.display_labels([stage + n for n in names])))
-        return [Item(run, epochs, labels[run.name]) for run, epochs in runs]
+        return [Item(run, epochs, labels[run.name], round_, rung) for run, epochs in runs]
 
     def _all_names(self, round_: int) -> list[str]:
         names = [run.name for run, _, _ in self.population(round_)]

@@ -63,11 +63,9 @@ REPORT_FILES = (
     "summary.csv",
     "per_class.csv",
     "recall_by_class_size.png",
+    "search.png",  # a search's sampled values against validation balanced accuracy (parallel coordinates)
     "summary.json",
 )
-# Written by aggregate just before summary.json, search or not: the sampled values against validation
-# balanced accuracy (parallel coordinates). An Argo aggregate step may declare it as an artifact too.
-SEARCH_REPORT_FILES = ("search.png",)
 
 
 # Parameters a sweep cannot run without, and that nothing may fill in for it: the Argo sweep's plan step refuses
@@ -165,17 +163,21 @@ def prepare(data: str, embeddings: str, out: str, result_file: str | None = None
 
 
 def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file: str | None = None,
-          epochs: str | int | None = None) -> list[str]:
+          epochs: str | int | None = None, round_: str | int | None = None, rung: str | int | None = None) -> list[str]:
     """Train one run; writes its test balanced accuracy to result_file when given. `sweep` groups its metrics.
 
     epochs: the budget, train to this epoch (a next item's `epochs`); None = the config's epochs. The budget
     is not part of the run's identity: a run trained to 3 and then given 9 continues from its checkpoint
     (optimizer and RNG state included) and ends bit-exactly where a run trained to 9 at once ends (on a CPU).
     A run already trained to the budget, or stopped early, is left as it is.
+    round_, rung: the stage of a search that trains it (a next item's `round` and `rung`), for its log and its
+    MLflow tags; they change nothing in the training.
     """
     args = MODULE + ["train", "--config", spec, "--prepared", prepared, "--out", run_uri(out, sweep, run), "--sweep", sweep]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
+    if round_ is not None and rung is not None:
+        args += ["--round", str(round_), "--rung", str(rung)]
     if result_file:
         args += ["--result-file", result_file]
     return args
@@ -187,7 +189,7 @@ def aggregate(out: str, sweep: str, configs: str, report_dir: str | None = None,
     """Join the runs of a sweep into its report; runs that failed or are missing are listed.
 
     With search settings, the report also shows each run's round and rung and the epochs it trained, the
-    sampled values against validation balanced accuracy (SEARCH_REPORT_FILES), parameter importance, and
+    sampled values against validation balanced accuracy (search.png), parameter importance, and
     the epochs spent against training every run fully.
     baseline: "true" or "false", as given to next (None: the step's default, "true").
     report_dir: also leave the report files in this local folder (the Argo step uploads them as artifacts).

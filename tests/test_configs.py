@@ -94,8 +94,10 @@ def test_plan_cli_prints_the_runs(capsys, tmp_path):
                  "--result-file", str(tmp_path / "runs.json")]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == json.loads((tmp_path / "runs.json").read_text())
-    assert printed == [{"name": "hidden100_lr=1e-3", "spec": "hidden100:lr=1e-3", "label": "hidden100-lr-1e-3", "epochs": 10},
-                       {"name": "hidden100_lr=3e-4", "spec": "hidden100:lr=3e-4", "label": "hidden100-lr-3e-4", "epochs": 10}]
+    assert printed == [{"name": "hidden100_lr=1e-3", "spec": "hidden100:lr=1e-3", "label": "hidden100-lr-1e-3", "epochs": 10,
+                        "round": 1, "rung": 0},
+                       {"name": "hidden100_lr=3e-4", "spec": "hidden100:lr=3e-4", "label": "hidden100-lr-3e-4", "epochs": 10,
+                        "round": 1, "rung": 0}]
 
 
 def test_plan_adds_the_baseline_once_unless_told_not_to():

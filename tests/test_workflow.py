@@ -234,7 +234,8 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
     for item in items:
         args = {
             a["name"]: _substitute(a["value"], {"item.name": item["name"], "item.spec": item["spec"],
-                                                "item.epochs": str(item["epochs"])})
+                                                "item.epochs": str(item["epochs"]), "item.round": str(item["round"]),
+                                                "item.rung": str(item["rung"])})
             for a in train_task["arguments"]["parameters"]
         }
         pod = _substitute(
@@ -243,7 +244,8 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
         )
         prepared = "{{tasks.prepare.outputs.parameters.prepared}}"
         assert pod == steps.train(item["spec"], prepared, params["workflow.parameters.out"], "meli-sweep-x", item["name"],
-                                  "/tmp/result", epochs=str(item["epochs"]))
+                                  "/tmp/result", epochs=str(item["epochs"]), round_=str(item["round"]),
+                                  rung=str(item["rung"]))
 
 
 def test_step_commands_come_from_job_steps(doc):
@@ -267,6 +269,8 @@ def test_step_commands_come_from_job_steps(doc):
         "{{inputs.parameters.name}}",
         result_file="/tmp/result",
         epochs="{{inputs.parameters.epochs}}",
+        round_="{{inputs.parameters.round}}",
+        rung="{{inputs.parameters.rung}}",
     )
     assert command("train-on-cpu") == command("train")
     assert command("aggregate") == steps.aggregate(
@@ -280,7 +284,9 @@ def test_every_step_command_parses_with_the_job_cli(doc):
 
     values = {f"workflow.parameters.{k}": v for k, v in params_of(doc).items()}
     for name in ("plan", "prepare", "train", "aggregate"):
-        command = _substitute(template(doc, name)["container"]["command"], {**values, "inputs.parameters.epochs": "3"})
+        command = _substitute(template(doc, name)["container"]["command"], {**values, "inputs.parameters.epochs": "3",
+                                                                           "inputs.parameters.round": "1",
+                                                                           "inputs.parameters.rung": "0"})
         assert command[:3] == ["python", "-m", "job"]
         args = _parser().parse_args(command[3:])  # exits (fails the test) on an argument the job does not know
         assert args.step == name

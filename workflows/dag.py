@@ -493,11 +493,12 @@ def _train(o: Options, shared: dict, gpu: bool) -> Container:
         name="train" if gpu else "train-on-cpu",
         image="{{workflow.parameters.image}}",
         inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared"),
-                Parameter(name="epochs")],
+                Parameter(name="epochs"), Parameter(name="round"), Parameter(name="rung")],
         # epochs: the stage's budget; a promoted run goes on from the checkpoint its last rung left in S3
         command=steps.train(
             "{{inputs.parameters.spec}}", "{{inputs.parameters.prepared}}", "{{workflow.parameters.out}}",
             "{{workflow.name}}", "{{inputs.parameters.name}}", result_file=RESULT, epochs="{{inputs.parameters.epochs}}",
+            round_="{{inputs.parameters.round}}", rung="{{inputs.parameters.rung}}",
         ),
         # A failed run writes no result: the default keeps the node's outputs valid.
         outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
@@ -631,7 +632,7 @@ def _train_fan_out(name: str, lists: str, gpu: Container, cpu: Container, prepar
             with_param=lists % output,
             when=when,
             arguments={"name": "{{item.name}}", "label": "{{item.label}}", "spec": "{{item.spec}}", "prepared": prepared,
-                       "epochs": "{{item.epochs}}"},
+                       "epochs": "{{item.epochs}}", "round": "{{item.round}}", "rung": "{{item.rung}}"},
         ))
     return tasks
 
