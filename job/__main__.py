@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also run ours with each step captured as a CUDA graph (cuda only; default: on cuda)")
     s.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 on cpu; torch's own on cuda)")
     s.add_argument("--profile", action="store_true", help="also print the profiler's table of a few of ours' training steps")
+    s.add_argument("--tfidf", action="store_true",
+                   help="bench the tfidf baseline's fit instead: time and peak memory at --rows (default 1 M) synthetic rows")
     s.add_argument("--prepare", action="store_true",
                    help="bench the prepare step instead: each phase at 1 M and 4 M rows (--rows: one size), 1 and 2 workers")
     return p
@@ -139,6 +141,10 @@ def _step(args, on_batch=None) -> int:
         from job import local
 
         return local.main(args)
+    if args.tfidf:
+        from job import tfidf_bench
+
+        return tfidf_bench.main(args)
     if args.prepare:
         from job import prepare_bench
 

@@ -33,6 +33,7 @@ log = logging.getLogger("job.baseline")
 
 ANALYZERS = ("word", "char_wb")  # word n-grams; character n-grams inside word boundaries
 LINEAR_MAX_ITER = 5000  # the SVM solver's passes at most; it stops at its tolerance long before on our data
+SVM_THREADS = 4  # classes fitted at once: the train pod's CPU request (workflows/dag.py, train_cpu)
 
 
 def texts(ids: np.ndarray, offsets: np.ndarray, vocab: list[str], max_len: int) -> list[str]:
@@ -48,19 +49,19 @@ def texts(ids: np.ndarray, offsets: np.ndarray, vocab: list[str], max_len: int) 
 def _analysis(analyzer: str, cfg: configs.TrainConfig) -> dict:
     """CountVectorizer's settings for one analyzer: the texts are already lowercased, cleaned words."""
     if analyzer == "word":
-        return {"analyzer": "word", "ngram_range": (1, cfg.word_ngrams), "lowercase": False, "token_pattern": r"\S+"}
+        return {"analyzer": "word", "ngram_range": (1, cfg.word_ngrams), "lowercase": False}  # words of 2+ characters
     return {"analyzer": "char_wb", "ngram_range": (2, cfg.char_ngrams), "lowercase": False}
 
 
 def fit_terms(train_texts: list[str], cfg: configs.TrainConfig) -> dict:
-    """Per analyzer: the kept n-grams (seen in 2+ titles, the most frequent tfidf_features) and their idf."""
+    """Per analyzer: the kept n-grams (the most frequent tfidf_features) and their idf, as TfidfVectorizer's defaults."""
     from sklearn.feature_extraction.text import CountVectorizer
 
     vocabulary = {}
     for analyzer in ANALYZERS:
         if analyzer == "char_wb" and cfg.char_ngrams < 2:
             continue
-        counter = CountVectorizer(min_df=2, max_features=cfg.tfidf_features, **_analysis(analyzer, cfg))
+        counter = CountVectorizer(max_features=cfg.tfidf_features, **_analysis(analyzer, cfg))
         counts = counter.fit_transform(train_texts)
         terms = sorted(counter.vocabulary_, key=counter.vocabulary_.get)
         df = np.bincount(counts.indices, minlength=len(terms))
@@ -70,7 +71,7 @@ def fit_terms(train_texts: list[str], cfg: configs.TrainConfig) -> dict:
 
 
 def features(batch: list[str], vocabulary: dict, cfg: configs.TrainConfig) -> sparse.csr_matrix:
-    """Titles -> sublinear tf * idf per analyzer, each block L2-normalised, side by side."""
+    """Titles -> tf * idf per analyzer, each block L2-normalised, side by side (the recipe's FeatureUnion)."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.preprocessing import normalize
 
@@ -78,13 +79,12 @@ def features(batch: list[str], vocabulary: dict, cfg: configs.TrainConfig) -> sp
     for analyzer, v in vocabulary.items():
         counter = CountVectorizer(vocabulary={t: i for i, t in enumerate(v["terms"])}, **_analysis(analyzer, cfg))
         x = counter.transform(batch).astype(np.float32)
-        x.data = 1.0 + np.log(x.data)
         blocks.append(normalize(x @ sparse.diags(v["idf"].numpy()), copy=False))
     return sparse.hstack(blocks, format="csr")
 
 
-def linear_model(cfg: configs.TrainConfig):
-    """The standard recipe's classifier: a class-balanced linear SVM (one against the rest per class).
+def linear_model(cfg: configs.TrainConfig, positive_weight: float = 1.0):
+    """One class against the rest: a linear SVM whose positive rows weigh positive_weight times C.
 
     Solved in the dual (coordinate descent), which suits text's many more features than a row has;
     scikit-learn's dual="auto" picks the primal when rows outnumber features, which took several
@@ -92,7 +92,42 @@ def linear_model(cfg: configs.TrainConfig):
     """
     from sklearn.svm import LinearSVC
 
-    return LinearSVC(C=cfg.tfidf_c, class_weight="balanced", dual=True, max_iter=LINEAR_MAX_ITER, random_state=cfg.seed)
+    return LinearSVC(C=cfg.tfidf_c, class_weight={1: positive_weight}, dual=True, max_iter=LINEAR_MAX_ITER,
+                     random_state=cfg.seed)
+
+
+def fit_svm(x: sparse.csr_matrix, labels: np.ndarray, classes: int, cfg: configs.TrainConfig,
+            threads: int = SVM_THREADS) -> tuple[dict, bool]:
+    """The recipe's LinearSVC(class_weight="balanced"), its classes fitted side by side: (state_of it, converged).
+
+    LinearSVC fits one class against the rest in turn, on one core, a class's positive rows weighing
+    its balanced weight times C and the rest C (liblinear's train(), which scikit-learn calls). Here
+    the same binary fits run on `threads` threads (liblinear releases the GIL), so a pod's cores share
+    the classes. Each fit holds its own copy of the features in liblinear's format (16 bytes a
+    non-zero), so memory grows with the threads. A class absent from training is never predicted.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sklearn.utils.class_weight import compute_class_weight
+
+    x = x.astype(np.float64)  # liblinear's type, converted once rather than once per class
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    coef = np.zeros((classes, x.shape[1]), dtype=np.float32)
+    intercept = np.full(classes, -1e4, dtype=np.float32)
+    converged = True
+
+    def fit_one(k: int) -> None:
+        nonlocal converged
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            svm = linear_model(cfg, float(weights[k])).fit(x, (labels == present[k]).astype(np.int8))
+        converged = converged and not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+        coef[present[k]], intercept[present[k]] = svm.coef_[0], svm.intercept_[0]
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        list(pool.map(fit_one, range(len(present))))
+    return {"coef": torch.from_numpy(coef), "intercept": torch.from_numpy(intercept)}, converged
 
 
 def logits(model_state: dict, x: sparse.csr_matrix) -> np.ndarray:
@@ -106,15 +141,6 @@ def log_loss_and_bacc(model_state: dict, x, labels: np.ndarray) -> tuple[float, 
     loss = torch.nn.functional.cross_entropy(z, torch.from_numpy(labels.astype(np.int64))).item()
     preds = z.argmax(dim=1).numpy()
     return loss, balanced_accuracy(labels, preds), preds
-
-
-def state_of(clf, classes: int) -> dict:
-    """The fitted linear model as tensors (one row per class, even for a class never seen in training)."""
-    coef = np.zeros((classes, clf.coef_.shape[1]), dtype=np.float32)
-    intercept = np.full(classes, -1e4, dtype=np.float32)  # a class absent from training is never predicted
-    coef[clf.classes_] = clf.coef_
-    intercept[clf.classes_] = clf.intercept_
-    return {"coef": torch.from_numpy(coef), "intercept": torch.from_numpy(intercept)}
 
 
 def training_rows(labels: np.ndarray, cfg: configs.TrainConfig) -> np.ndarray:
@@ -145,14 +171,10 @@ def train(run: configs.Run, out: str, prepared, pusher) -> dict:
     x = {s: features(t, vocabulary, cfg) for s, t in split_texts.items()}
     log.info("%s: %d n-gram features (%s), %d/%d/%d rows", run.name, x["train"].shape[1],
              ", ".join(f"{k} {len(v['terms'])}" for k, v in vocabulary.items()), *(len(labels[s]) for s in split_texts))
-    clf = linear_model(cfg)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        clf.fit(x["train"], labels["train"])
-    if any(issubclass(w.category, ConvergenceWarning) for w in caught):  # "to convergence": say so when it is not
-        log.warning("%s: the SVM stopped at %d passes, before its tolerance", run.name, LINEAR_MAX_ITER)
+    state, converged = fit_svm(x["train"], labels["train"], prepared.classes, cfg)
+    if not converged:  # "to convergence": say so when it is not
+        log.warning("%s: the SVM stopped at %d passes before its tolerance for some class", run.name, LINEAR_MAX_ITER)
     seconds = time.time() - started
-    state = state_of(clf, prepared.classes)
     train_loss, _, _ = log_loss_and_bacc(state, x["train"], labels["train"])
     val_loss, val_bacc, _ = log_loss_and_bacc(state, x["validation"], labels["validation"])
     history = [{"epoch": 1, "train_loss": round(train_loss, 6), "validation_loss": round(val_loss, 6),
