@@ -158,8 +158,9 @@ class NgramMLPClassifier(nn.Module):
     One bag per title holds its words and its 2..`ngrams`-word windows; the words' vectors come
     from the (maybe frozen) word embedding, the n-grams' from a table of `buckets` trained vectors
     (row 0 is [PAD]). Two tables, one mean: the word table may be frozen pretrained vectors while
-    the n-gram table always learns. The n-gram table's gradient is sparse (only the rows a batch
-    touches), so its optimizer step costs the batch's n-grams, not the whole table.
+    the n-gram table always learns. Both tables' gradients are sparse (only the rows a batch
+    touches; the word table's when it is tuned), so their optimizer step costs the batch's words
+    and n-grams, not the whole tables (train.build_optimizer gives them RowAdam).
     """
 
     cpu_bf16 = False  # as the MLP: matmuls too small for bf16 to pay on a CPU
@@ -168,6 +169,7 @@ class NgramMLPClassifier(nn.Module):
                  buckets: int):
         super().__init__()
         self.embedding = embedding
+        embedding.sparse = embedding.weight.requires_grad  # a tuned word table: sparse gradients too
         dim = embedding.embedding_dim
         self.ngram_sizes, self.buckets = tuple(range(2, ngrams + 1)), buckets
         self.ngrams = nn.Embedding(buckets + 1, dim, padding_idx=0, sparse=True)
@@ -177,7 +179,7 @@ class NgramMLPClassifier(nn.Module):
         self.net = _mlp_layers(dim, hidden, dropout, num_classes)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        summed = F.embedding_bag(tokens, self.embedding.weight, mode="sum", padding_idx=0)
+        summed = F.embedding_bag(tokens, self.embedding.weight, mode="sum", padding_idx=0, sparse=self.embedding.sparse)
         count = lengths.clamp(min=1).to(summed.dtype)
         for n in self.ngram_sizes:
             if tokens.shape[1] < n:
