@@ -116,7 +116,7 @@ def autocast(device: torch.device, model: torch.nn.Module | None = None):
 class RowAdam(torch.optim.Optimizer):
     """Adam over the rows of a table that a step's sparse gradient touches ("lazy" Adam, as SparseAdam).
 
-    torch's SparseAdam took 18 ms a step on a 200,000 x 100 table at batch 128 on a CPU (six MLP steps);
+    torch's SparseAdam took 18 ms a step on a 200,000 x 100 table at batch 128 on a busy CPU (two whole MLP steps);
     gathering the touched rows, updating them and scattering them back takes a fraction of that.
     """
 
