@@ -17,7 +17,6 @@ their idf weights, and the linear model's coefficients, so `predict` rebuilds it
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 

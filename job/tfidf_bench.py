@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import time
 
-import numpy as np
 import torch
 
 from job import baseline, configs, synth, text
