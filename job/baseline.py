@@ -193,7 +193,7 @@ def train(run: configs.Run, out: str, prepared, pusher) -> dict:
     train_seconds = time.time() - started
     summary = {
         "config": run.name, "spec": run.spec, "status": "ok", "family": cfg.family, "epochs": 1,
-        "best_epoch": 1, "selected_by": "the fit (one, to convergence)",
+        "best_epoch": 1, "selected_by": f"validation {cfg.select_by}",  # one fit: the only one to choose
         "validation_balanced_accuracy": history[0]["validation_balanced_accuracy"],
         "test_loss": round(test_loss, 6), "test_balanced_accuracy": round(test_bacc, 6),
         "train_seconds": round(train_seconds, 2),
