@@ -373,3 +373,17 @@ def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_wit
         assert bool(profiled) == ("--profile" in extra)
         assert "meli_train_gpu_memory_bytes" not in block  # read on CUDA only
     assert "heavy imports: []" in out
+
+
+@pytest.mark.slow
+def test_tfidf_bench_prints_each_phase_and_the_extrapolation():
+    run = subprocess.run([sys.executable, "-m", "job", "bench", "--tfidf", "--rows", "3000", "--classes", "6",
+                          "--threads", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "3,000 training and 750 validation synthetic rows, 6 categories, config tfidf" in out
+    for phase in ("synthesize", "tokenize", "fit n-grams", "features", "fit SVM"):
+        assert re.search(rf"^  {phase} +[\d.]+ s \(CPU +[\d.]+ s\) +peak resident +[\d.]+ GiB$", out, re.M), phase
+    bacc = float(re.search(r"validation balanced accuracy ([\d.]+); SVM converged, 2 thread\(s\)", out).group(1))
+    assert bacc > 0.5  # 6 categories: chance is 0.17
+    assert re.search(r"^extrapolated to 4,900,000 rows and 632 categories, 2 thread\(s\): .* SVM [\d,]+ s", out, re.M)
