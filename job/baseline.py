@@ -97,7 +97,8 @@ def linear_model(cfg: configs.TrainConfig, positive_weight: float = 1.0):
 
 def fit_svm(x: sparse.csr_matrix, labels: np.ndarray, classes: int, cfg: configs.TrainConfig,
             threads: int = SVM_THREADS) -> tuple[dict, bool]:
-    """The recipe's LinearSVC(class_weight="balanced"), its classes fitted side by side: (state_of it, converged).
+    """The recipe's LinearSVC(class_weight="balanced"), its classes fitted side by side: (its coef and
+    intercept as tensors, one row per class, and whether every class converged).
 
     LinearSVC fits one class against the rest in turn, on one core, a class's positive rows weighing
     its balanced weight times C and the rest C (liblinear's train(), which scikit-learn calls). Here
@@ -114,18 +115,16 @@ def fit_svm(x: sparse.csr_matrix, labels: np.ndarray, classes: int, cfg: configs
     weights = compute_class_weight("balanced", classes=present, y=labels)
     coef = np.zeros((classes, x.shape[1]), dtype=np.float32)
     intercept = np.full(classes, -1e4, dtype=np.float32)
-    converged = True
 
-    def fit_one(k: int) -> None:
-        nonlocal converged
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            svm = linear_model(cfg, float(weights[k])).fit(x, (labels == present[k]).astype(np.int8))
-        converged = converged and not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    def fit_one(k: int) -> bool:
+        svm = linear_model(cfg, float(weights[k])).fit(x, (labels == present[k]).astype(np.int8))
         coef[present[k]], intercept[present[k]] = svm.coef_[0], svm.intercept_[0]
+        return int(svm.n_iter_) < LINEAR_MAX_ITER  # stopped at its tolerance
 
-    with ThreadPoolExecutor(max(1, threads)) as pool:
-        list(pool.map(fit_one, range(len(present))))
+    with warnings.catch_warnings():  # not per thread, so convergence is read from n_iter_ instead
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            converged = all(list(pool.map(fit_one, range(len(present)))))
     return {"coef": torch.from_numpy(coef), "intercept": torch.from_numpy(intercept)}, converged
 
 

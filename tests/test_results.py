@@ -147,6 +147,24 @@ def test_the_baseline_is_as_good_as_the_standard_recipe_on_the_same_splits(synth
     assert ours >= theirs - 0.005, (ours, theirs)
 
 
+def test_the_baselines_threaded_classes_are_linearsvcs_own_fit():
+    """fit_svm's per-class fits on threads give LinearSVC(class_weight="balanced")'s coefficients."""
+    from scipy import sparse
+    from sklearn.svm import LinearSVC
+
+    from job import baseline
+
+    x = sparse.random(600, 50, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    labels = np.random.default_rng(0).integers(0, 4, 600)
+    labels[:150] = x[:150].toarray()[:, :4].argmax(axis=1)  # something to learn
+    state, converged = baseline.fit_svm(x, labels, 5, configs.NAMED["tfidf"], threads=2)
+    svm = LinearSVC(class_weight="balanced", dual=True, max_iter=baseline.LINEAR_MAX_ITER).fit(x, labels)
+    assert converged
+    assert np.allclose(state["coef"].numpy()[:4], svm.coef_, atol=1e-4)
+    assert np.allclose(state["intercept"].numpy()[:4], svm.intercept_, atol=1e-4)
+    assert state["intercept"][4] < -1e3 and not state["coef"][4].any()  # a class absent from training: never predicted
+
+
 def test_the_baseline_reads_the_prepared_splits(tiny_prepared):
     from job import baseline
     from job.prepare import open_prepared
