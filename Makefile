@@ -142,6 +142,10 @@ predict: $(STAMP) ## classify INPUT's titles with SWEEP's best run, into <sweep 
 bench: $(STAMP) ## seed-style training loop vs ours, side by side (DEVICE=cpu|cuda, BENCH_ARGS=)
 	$(VPY) -m job bench --device $(or $(DEVICE),auto) $(BENCH_ARGS)
 
+.PHONY: bench-tfidf
+bench-tfidf: $(STAMP) ## the tfidf baseline's fit: time and peak memory at 1 M synthetic rows, extrapolated to the course's 4.9 M (BENCH_ARGS=)
+	$(VPY) -m job bench --tfidf $(BENCH_ARGS)
+
 # extra arguments of `make bench-prepare`, e.g. --rows 200000 for a quick look
 BENCH_PREPARE_ARGS ?=
 

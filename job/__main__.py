@@ -131,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--search", action="store_true",
                    help="bench successive halving against the full search instead: 27 trials twice (--rows, --trials)")
     s.add_argument("--trials", type=int, default=None, help="with --search: trials of the space (default: 27)")
+    s.add_argument("--tfidf", action="store_true",
+                   help="bench the tfidf baseline's fit instead: time and peak memory at --rows (default 1 M) synthetic rows")
     s.add_argument("--prepare", action="store_true",
                    help="bench the prepare step instead: each phase at 1 M and 4 M rows (--rows: one size), 1 and 2 workers")
     return p
@@ -181,6 +183,11 @@ def _step(args, on_batch=None) -> int:
         from job import bench_search
 
         return bench_search.main(args)
+
+    if args.tfidf:
+        from job import tfidf_bench
+
+        return tfidf_bench.main(args)
     if args.prepare:
         from job import prepare_bench
 

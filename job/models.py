@@ -110,6 +110,15 @@ class CNNClassifier(nn.Module):
         return self.fc(torch.relu(pooled + bias))
 
 
+def _mlp_layers(dim: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
+    """The MLP's layers after the mean vector: hidden -> hidden/2 -> logits, ReLU and dropout between."""
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.ReLU(), FastDropout(dropout),
+        nn.Linear(hidden, hidden // 2), nn.ReLU(), FastDropout(dropout),
+        nn.Linear(hidden // 2, num_classes),
+    )
+
+
 class MLPClassifier(nn.Module):
     """Mean of the title's word vectors -> hidden -> hidden/2 -> logits, ReLU and dropout between."""
 
@@ -118,16 +127,67 @@ class MLPClassifier(nn.Module):
     def __init__(self, embedding: nn.Embedding, hidden: int, dropout: float, num_classes: int):
         super().__init__()
         self.embedding = embedding
-        self.net = nn.Sequential(
-            nn.Linear(embedding.embedding_dim, hidden), nn.ReLU(), FastDropout(dropout),
-            nn.Linear(hidden, hidden // 2), nn.ReLU(), FastDropout(dropout),
-            nn.Linear(hidden // 2, num_classes),
-        )
+        self.net = _mlp_layers(embedding.embedding_dim, hidden, dropout, num_classes)
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # one fused gather-and-sum that skips padding: no [batch, length, dim] tensor, no mask
         summed = F.embedding_bag(tokens, self.embedding.weight, mode="sum", padding_idx=0)
         return self.net(summed / lengths.clamp(min=1).unsqueeze(1).to(summed.dtype))
+
+
+NGRAM_PRIME = 1_000_003  # the hash of a word n-gram is its ids as digits of this base, modulo the buckets
+
+
+def ngram_ids(tokens: torch.Tensor, n: int, buckets: int) -> torch.Tensor:
+    """Each window of n words of a right-padded batch -> its bucket in 1..buckets, or 0 where it touches [PAD].
+
+    The ids are the token ids themselves, hashed as fastText hashes its word n-grams, so any
+    caller that has a title's token ids (train, evaluate, predict) gets the same n-grams.
+    """
+    ids = tokens.to(torch.int64)
+    windows = ids.unfold(1, n, 1)  # [batch, length - n + 1, n]
+    code = windows[..., 0]
+    for k in range(1, n):
+        code = (code * NGRAM_PRIME + windows[..., k]) % buckets  # stays well inside int64
+    return torch.where((windows > 0).all(dim=2), code % buckets + 1, 0)
+
+
+class NgramMLPClassifier(nn.Module):
+    """fastText-style: the mean over a title's words and its hashed word n-grams, then the MLP's layers.
+
+    One bag per title holds its words and its 2..`ngrams`-word windows; the words' vectors come
+    from the (maybe frozen) word embedding, the n-grams' from a table of `buckets` trained vectors
+    (row 0 is [PAD]). Two tables, one mean: the word table may be frozen pretrained vectors while
+    the n-gram table always learns. Both tables' gradients are sparse (only the rows a batch
+    touches; the word table's when it is tuned), so their optimizer step costs the batch's words
+    and n-grams, not the whole tables (train.build_optimizer gives them RowAdam).
+    """
+
+    cpu_bf16 = False  # as the MLP: matmuls too small for bf16 to pay on a CPU
+
+    def __init__(self, embedding: nn.Embedding, hidden: int, dropout: float, num_classes: int, ngrams: int,
+                 buckets: int):
+        super().__init__()
+        self.embedding = embedding
+        embedding.sparse = embedding.weight.requires_grad  # a tuned word table: sparse gradients too
+        dim = embedding.embedding_dim
+        self.ngram_sizes, self.buckets = tuple(range(2, ngrams + 1)), buckets
+        self.ngrams = nn.Embedding(buckets + 1, dim, padding_idx=0, sparse=True)
+        nn.init.uniform_(self.ngrams.weight, -1.0 / dim, 1.0 / dim)  # fastText's initialisation
+        with torch.no_grad():
+            self.ngrams.weight[0].zero_()
+        self.net = _mlp_layers(dim, hidden, dropout, num_classes)
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        summed = F.embedding_bag(tokens, self.embedding.weight, mode="sum", padding_idx=0, sparse=self.embedding.sparse)
+        count = lengths.clamp(min=1).to(summed.dtype)
+        for n in self.ngram_sizes:
+            if tokens.shape[1] < n:
+                continue
+            ids = ngram_ids(tokens, n, self.buckets)
+            summed = summed + F.embedding_bag(ids, self.ngrams.weight, mode="sum", padding_idx=0, sparse=True)
+            count = count + (ids > 0).sum(dim=1).to(summed.dtype)
+        return self.net(summed / count.unsqueeze(1))
 
 
 def build_lstm(vocab_size: int, embed_dim: int, num_classes: int, hidden: int = 100, layers: int = 1,
@@ -142,8 +202,12 @@ def build_cnn(vocab_size: int, embed_dim: int, num_classes: int, filters: int = 
 
 
 def build_mlp(vocab_size: int, embed_dim: int, num_classes: int, hidden: int = 256, dropout: float = 0.3,
-              vectors=None, freeze: bool = True) -> nn.Module:
-    return MLPClassifier(_embedding(vocab_size, embed_dim, vectors, freeze), hidden, dropout, num_classes)
+              vectors=None, freeze: bool = True, ngrams: int = 1, buckets: int = 0) -> nn.Module:
+    """The MLP over the mean word vector; with buckets > 0, over words and hashed 2..ngrams-word n-grams."""
+    embedding = _embedding(vocab_size, embed_dim, vectors, freeze)
+    if buckets > 0 and ngrams > 1:
+        return NgramMLPClassifier(embedding, hidden, dropout, num_classes, ngrams, buckets)
+    return MLPClassifier(embedding, hidden, dropout, num_classes)
 
 
 BUILDERS = {"lstm": build_lstm, "cnn": build_cnn, "mlp": build_mlp}
@@ -156,7 +220,8 @@ def builder_kwargs(config) -> dict:
                 "dropout": config.dropout, "freeze": config.freeze_embeddings}
     if config.family == "cnn":
         return {"filters": config.filters, "fc": config.fc, "dropout": config.dropout, "freeze": config.freeze_embeddings}
-    return {"hidden": config.mlp_hidden, "dropout": config.dropout, "freeze": config.freeze_embeddings}
+    return {"hidden": config.mlp_hidden, "dropout": config.dropout, "freeze": config.freeze_embeddings,
+            "ngrams": config.word_ngrams, "buckets": config.ngram_buckets}
 
 
 def build_model(family: str, vocab_size: int, embed_dim: int, num_classes: int, **kwargs) -> nn.Module:

@@ -322,7 +322,7 @@ def _table_rows(block: str, header_word: str) -> dict[str, list[str]]:
     rows = {}
     for line in lines[start + 2:]:
         cells = re.split(r"\s{2,}", line.strip())
-        if cells[0] not in bench.LOOPS:  # a blank line or the verdicts end the table
+        if cells[0] not in bench.LOOPS + tuple(f"ours, {name}" for name in bench.ALSO.values()):  # a blank line or the verdicts end the table
             break
         rows[cells[0]] = cells[1:]
     return rows
@@ -348,6 +348,7 @@ def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_wit
     assert list(blocks) == (["lstm", "cnn", "mlp"] if family == "all" else [family])
     for family, block in blocks.items():
         runs = [RUN_LINE.match(line).groups() for line in block.splitlines() if line.startswith("  round ")]
+        judged, loops = loops, loops + ((f"ours, {bench.ALSO[family]}",) if family in bench.ALSO else ())  # mlp_ngrams beside mlp256
         # interleaved: seed-style, ours[, ours x4], then again; round k starts every loop from seed k mod 3
         assert [(int(k), int(n), int(s), p) for k, n, s, p, _, _ in runs] == \
             [(k, 4, (k - 1) % 3, path) for k in range(1, 5) for path in loops]
@@ -364,7 +365,8 @@ def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_wit
         assert speed["seed-style"][5] == "1.00x" and re.fullmatch(r"[\d.]+\.\.[\d.]+x", speed["ours"][6])
         assert re.fullmatch(r"[+-][\d.]+", accuracy["ours"][2]) and re.fullmatch(r"[+-][\d.]+\.\.[+-][\d.]+", accuracy["ours"][3])
         verdicts = [line for line in block.splitlines() if line.startswith("ours") and "overall" in line]
-        assert len(verdicts) == len(loops) - 1
+        assert len(verdicts) == len(judged) - 1  # the named config beside is shown, not judged
+        loops = judged
         for v in verdicts:
             assert "(ratio of medians, 4 runs; per round" in v and "target >= 2x on cpu)" in v
             assert "(difference of means, 3 seeds; per seed" in v and "target >= -0.005)" in v
@@ -373,3 +375,17 @@ def test_bench_interleaves_the_loops_and_prints_medians_spreads_and_verdicts_wit
         assert bool(profiled) == ("--profile" in extra)
         assert "meli_train_gpu_memory_bytes" not in block  # read on CUDA only
     assert "heavy imports: []" in out
+
+
+@pytest.mark.slow
+def test_tfidf_bench_prints_each_phase_and_the_extrapolation():
+    run = subprocess.run([sys.executable, "-m", "job", "bench", "--tfidf", "--rows", "3000", "--classes", "6",
+                          "--threads", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "3,000 training and 750 validation synthetic rows, 6 categories, config tfidf" in out
+    for phase in ("synthesize", "tokenize", "fit n-grams", "features", "fit SVM"):
+        assert re.search(rf"^  {phase} +[\d.]+ s \(CPU +[\d.]+ s\) +peak resident +[\d.]+ GiB$", out, re.M), phase
+    bacc = float(re.search(r"validation balanced accuracy ([\d.]+); SVM converged, 2 thread\(s\)", out).group(1))
+    assert bacc > 0.5  # 6 categories: chance is 0.17
+    assert re.search(r"^extrapolated to 4,900,000 rows and 632 categories, 2 thread\(s\): .* SVM [\d,]+ s", out, re.M)

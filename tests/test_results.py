@@ -47,9 +47,9 @@ def split_csv(tiny_csv, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sweep(split_csv, tmp_path_factory) -> Path:
-    """A small local sweep: two neural runs and the baseline the sweep adds; yields its folder."""
+    """A small local sweep: three neural runs and the baseline the sweep adds; yields its folder."""
     out = tmp_path_factory.mktemp("results")
-    run_job("sweep", "--configs", f"{MLP},hidden50:{FAST}", "--data", str(split_csv), "--out", str(out),
+    run_job("sweep", "--configs", f"{MLP},hidden50:{FAST},mlp_ngrams:{FAST}", "--data", str(split_csv), "--out", str(out),
             "--sweep", "res", timeout=900)
     return out / "sweeps" / "res"
 
@@ -145,7 +145,7 @@ def test_every_sweep_adds_the_tfidf_baseline_as_a_row(sweep):
     assert rows["tfidf"]["status"] == "ok" and rows["tfidf"]["family"] == "tfidf"
     assert 0.3 < rows["tfidf"]["test_balanced_accuracy"] <= 1.0  # 8 classes: chance is 0.125
     history = (sweep / "tfidf" / "metrics.jsonl").read_text().splitlines()
-    assert len(history) == configs.NAMED["tfidf"].epochs  # a line per pass: the plots draw it like any run
+    assert len(history) == configs.NAMED["tfidf"].epochs == 1  # one line, the fit: the plots draw it like any run
     assert "tfidf" in (sweep / "report" / "summary.csv").read_text()
 
 
@@ -154,6 +154,59 @@ def test_no_baseline_leaves_it_out(tiny_csv, tmp_path):
     run_job("sweep", "--configs", "mlp256:epochs=1,max_train_rows=300", "--data", str(tiny_csv), "--out", str(tmp_path),
             "--sweep", "plain", "--no-baseline", timeout=600)
     assert [r["config"] for r in rows_of(tmp_path / "sweeps" / "plain")] == ["mlp256_epochs=1_max_train_rows=300"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_prepared(tmp_path_factory) -> str:
+    """Synthetic titles large enough to compare two fits closely (20,000 rows, 30 categories), prepared."""
+    folder = tmp_path_factory.mktemp("recipe")
+    run_job("synth", "--rows", "20000", "--categories", "30", "--seed", "3", "--out", str(folder / "titles.csv.gz"))
+    proc = run_job("prepare", "--data", str(folder / "titles.csv.gz"), "--embeddings", "none", "--embedding-dim", "16",
+                   "--out", str(folder))
+    return proc.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_the_baseline_is_as_good_as_the_standard_recipe_on_the_same_splits(synthetic_prepared, tmp_path):
+    """`tfidf` against the recipe fitted directly with scikit-learn on the prepared splits' words:
+    TfidfVectorizer word 1-2-grams + char_wb 2-4-grams, LinearSVC(class_weight="balanced")."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_union
+    from sklearn.svm import LinearSVC
+
+    from job import baseline
+    from job.prepare import open_prepared
+
+    run_job("train", "--config", "tfidf", "--prepared", synthetic_prepared, "--out", str(tmp_path / "tfidf"),
+            "--sweep", "recipe")
+    ours = json.loads((tmp_path / "tfidf" / "summary.json").read_text())["test_balanced_accuracy"]
+    p = open_prepared(synthetic_prepared)
+    a = p.arrays
+    words = {s: baseline.texts(np.asarray(a[f"tokens_{s}"]), np.asarray(a[f"offsets_{s}"]), p.vocab, 30)
+             for s in ("train", "test")}
+    recipe = make_union(TfidfVectorizer(ngram_range=(1, 2)), TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)))
+    svm = LinearSVC(class_weight="balanced").fit(recipe.fit_transform(words["train"]), a["labels_train"])
+    theirs = train.balanced_accuracy(np.asarray(a["labels_test"]), svm.predict(recipe.transform(words["test"])))
+    assert theirs > 0.5  # 30 classes: chance is 0.033; the comparison is between two models that learned
+    assert ours >= theirs - 0.005, (ours, theirs)
+
+
+def test_the_baselines_threaded_classes_are_linearsvcs_own_fit():
+    """fit_svm's per-class fits on threads give LinearSVC(class_weight="balanced")'s coefficients."""
+    from scipy import sparse
+    from sklearn.svm import LinearSVC
+
+    from job import baseline
+
+    x = sparse.random(600, 50, density=0.2, format="csr", random_state=0, dtype=np.float32)
+    labels = np.random.default_rng(0).integers(0, 4, 600)
+    labels[:150] = x[:150].toarray()[:, :4].argmax(axis=1)  # something to learn
+    state, converged = baseline.fit_svm(x, labels, 5, configs.NAMED["tfidf"], threads=2)
+    svm = LinearSVC(class_weight="balanced", dual=True, max_iter=baseline.LINEAR_MAX_ITER).fit(x, labels)
+    assert converged
+    assert np.allclose(state["coef"].numpy()[:4], svm.coef_, atol=1e-4)
+    assert np.allclose(state["intercept"].numpy()[:4], svm.intercept_, atol=1e-4)
+    assert state["intercept"][4] < -1e3 and not state["coef"][4].any()  # a class absent from training: never predicted
 
 
 def test_the_baseline_reads_the_prepared_splits(tiny_prepared):
@@ -239,7 +292,7 @@ FAR_ABOVE_CHANCE = 3 * CHANCE  # what the best run (the baseline, here) beats on
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", ["best", "tfidf"])
+@pytest.mark.parametrize("run", ["best", "tfidf", "mlp_ngrams_" + FAST.replace(",", "_")])
 def test_predict_writes_top_k_categories_with_probabilities(sweep, tiny_csv, tmp_path, run):
     titles = _titles(tiny_csv, tmp_path / "titles.csv", n=200)
     out = tmp_path / "pred.csv"
@@ -256,14 +309,16 @@ def test_predict_writes_top_k_categories_with_probabilities(sweep, tiny_csv, tmp
 
 
 @pytest.mark.slow
-def test_predict_agrees_with_the_training_evaluation(sweep, tiny_csv):
-    """The same titles through predict and through train's own evaluation give the same classes."""
+@pytest.mark.parametrize("name", ["mlp256", "mlp_ngrams"])
+def test_predict_agrees_with_the_training_evaluation(sweep, tiny_csv, name):
+    """The same titles through predict and through train's own evaluation give the same classes
+    (mlp_ngrams: its n-grams come from the token ids, so predict needs nothing else)."""
     import pandas as pd
 
     from job import predict
     from job.data import make_split
 
-    neural = next(r["config"] for r in rows_of(sweep) if r["config"].startswith("mlp256"))
+    neural = next(r["config"] for r in rows_of(sweep) if r["config"].startswith(name + "_"))
     saved = predict.load_run(str(sweep / neural))
     titles = pd.read_csv(tiny_csv).head(200)["title"]
     encoded, _ = predict.encode(titles, saved)

@@ -154,7 +154,7 @@ def test_without_search_next_lists_what_plan_lists_and_nothing_after(tmp_path):
         {"name": "hidden100_lr=1e-3", "spec": "hidden100:lr=1e-3", "label": "hidden100-lr-1e-3"},
         {"name": "hidden100_lr=3e-4", "spec": "hidden100:lr=3e-4", "label": "hidden100-lr-3e-4"},
         {"name": "tfidf", "spec": "tfidf", "label": "tfidf"}]
-    assert [i["epochs"] for i in plain] == [10, 10, 5]
+    assert [i["epochs"] for i in plain] == [10, 10, configs.NAMED["tfidf"].epochs]
     base = ["next", "--out", str(tmp_path), "--sweep", "s", "--configs", "hidden100:lr=1e-3|3e-4"]
     result = main(base + ["--round", "1", "--rung", "0", "--result-file", str(tmp_path / "list.json")])
     assert result.returncode == 0 and json.loads(result.stdout) == plain == json.loads((tmp_path / "list.json").read_text())
@@ -221,7 +221,7 @@ def test_a_run_stopped_early_counts_as_done_at_every_later_rung(tmp_path):
 def test_tfidf_is_trained_once_in_the_first_rung_and_never_halved(tmp_path):
     s = search.Search(halving=3)
     first = next_list(tmp_path, "hidden50:seed=0|1|2,epochs=9", s, 1, 0, baseline=True)
-    assert [(i["name"], i["epochs"]) for i in first][-1] == ("tfidf", 5)
+    assert [(i["name"], i["epochs"]) for i in first][-1] == ("tfidf", configs.NAMED["tfidf"].epochs)
     for item in first[:-1]:
         write_run(tmp_path, "s", item["name"], [0.5])
     write_run(tmp_path, "s", "tfidf", [0.99] * 5)
@@ -364,7 +364,7 @@ def test_the_bench_searches_27_trials_in_rungs_of_3_9_and_27_epochs():
 
 @pytest.mark.parametrize("config, epochs, message", [
     ("hidden50", "0", "--epochs 0: must be >= 1"),
-    ("tfidf", "3", "tfidf trains in one go to its epochs (5)"),
+    ("tfidf", "3", f"tfidf trains in one go to its epochs ({configs.NAMED['tfidf'].epochs})"),
 ])
 def test_a_bad_budget_is_refused_in_one_line_before_any_work(tmp_path, config, epochs, message):
     result = main(["train", "--config", config, "--prepared", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
