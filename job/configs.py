@@ -105,7 +105,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                 "tfidf_features"):
         if getattr(config, key) < 1:
             problems.append(f"{key}={getattr(config, key)} (must be >= 1)")
-    for key in ("patience", "max_train_rows", "seed", "weight_decay"):
+    for key in ("patience", "max_train_rows", "seed", "weight_decay", "ngram_buckets"):
         if getattr(config, key) < 0:
             problems.append(f"{key}={getattr(config, key)} (must be >= 0)")
     if not 0.0 <= config.dropout < 1.0:
@@ -114,6 +114,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         problems.append(f"select_by={config.select_by!r} (choose from {', '.join(SELECT_BY)})")
     if not config.lr > 0:
         problems.append(f"lr={config.lr} (must be > 0)")
+    if not config.tfidf_c > 0:
+        problems.append(f"tfidf_c={config.tfidf_c} (must be > 0)")
     if problems:
         raise UserError("config: bad value " + "; ".join(problems))
     return config

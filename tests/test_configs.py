@@ -68,6 +68,8 @@ def test_types_are_checked():
     ("hidden50:family=rnn", "family='rnn'"),
     ("hidden50:dropout=1.5", "dropout=1.5"),
     ("hidden50:epochs=0", "epochs=0 (must be >= 1)"),
+    ("mlp256:ngram_buckets=-1", "ngram_buckets=-1 (must be >= 0)"),
+    ("tfidf:tfidf_c=0", "tfidf_c=0.0 (must be > 0)"),
     ("hidden50:lr", "'lr' is not key=value"),
     ("hidden50:lr=1e-3,lr=3e-4", "given twice"),
     ("hidden50:family=../x", "is not a plain value"),

@@ -181,3 +181,33 @@ def test_bad_config_is_refused_before_anything_is_sent(configs, message):
         r = submit(argo_env(f"http://127.0.0.1:{argo.port}"), configs=configs)
     assert argo.requests == []
     assert_one_error_line(r, message)
+
+
+SPACE = "hidden100:lr=loguniform(1e-4,1e-2)"
+
+
+@pytest.mark.slow
+def test_make_submit_of_a_search_sends_its_settings_as_parameters():
+    """`make submit CONFIGS='hidden100:lr=loguniform(1e-4,1e-2)' TRIALS=27 HALVING=3`: the search settings reach the
+    chart's template as parameters (its plan pod checks them again, against the stages the template carries)."""
+    with FakeArgo() as argo:
+        env = argo_env(f"127.0.0.1:{argo.port}", ARGO_SECURE="false")
+        r = subprocess.run(["make", "-s", "submit", f"CONFIGS={SPACE}", "OUT=s3://bkt/meli", "TRIALS=27", "HALVING=3"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    [request] = argo.requests
+    params = {p["name"]: p.get("value") for p in request["body"]["workflow"]["spec"]["arguments"]["parameters"]}
+    assert params == {"configs": SPACE, "out": "s3://bkt/meli", "trials": "27", "halving": "3"}
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "give --trials N"),  # a space with no trials
+    (("--trials", "0"), "give --trials N"),
+    (("--trials", "9", "--halving", "3", "--min-epochs", "1", "--search", "grid"), "--search 'grid'"),
+    (("--trials", "100000", "--halving", "3"), "MAX_WORKFLOW_SIZE"),  # past what one Workflow object holds
+])
+def test_a_bad_search_is_refused_before_anything_is_sent(args, message):
+    with FakeArgo() as argo:
+        r = submit(argo_env(f"http://127.0.0.1:{argo.port}"), *args, configs=SPACE)
+    assert argo.requests == []
+    assert_one_error_line(r, message)
