@@ -1,4 +1,4 @@
-"""The sweep's manifests run as the Argo v4 controller would run them (tests/argo_controller.py), no Kubernetes.
+"""The sweep's manifests run as the Argo v4 controller would run them (tests/argo/), no Kubernetes.
 
     .venv/bin/python -m pytest tests/test_argo_controller.py
 
@@ -25,9 +25,9 @@ import boto3
 import pytest
 import yaml
 
-import argo_controller as argo
+import argo
 import helmbin
-import pod_security
+from argo import pod_security
 from conftest import ROOT
 from workflows.dag import RETRY_WHEN, Options, build, reference
 
@@ -338,7 +338,7 @@ def test_with_param_that_is_not_a_json_list_errors_the_task(tmp_path, value, why
 def fan_out_with_one_failure(target: str) -> dict:
     work = container("work", "import sys; sys.exit(int('{{inputs.parameters.name}}' == 'bad'))",
                      inputs={"parameters": [{"name": "name"}]})
-    tasks = [{"name": "work", "template": "work", "withItems": ["good", "bad"],
+    tasks = [{"name": "work", "template": "work", "withParam": json.dumps(["good", "bad"]),
               "arguments": {"parameters": [{"name": "name", "value": "{{item}}"}]}},
              {"name": "report", "template": "done", "depends": "work.AnySucceeded"},
              {"name": "celebrate", "template": "done", "depends": "work.Succeeded"}]
