@@ -531,6 +531,7 @@ def test_a_parameter_with_no_value_and_no_default_fails_the_workflow(tmp_path):
 @pytest.mark.parametrize("where, field, value", [
     ("spec", "hostNetwork", True),
     ("spec", "onExit", "cleanup"),
+    ("spec", "priority", 1),  # the sweep never sets it
     ("template", "timeout", "10s"),
     ("template", "failFast", True),  # false, the default, is ignored knowingly
     ("template", "memoize", {"key": "x", "cache": {"configMap": {"name": "c"}}}),
@@ -546,6 +547,13 @@ def test_a_field_neither_modelled_nor_knowingly_ignored_is_refused(tmp_path, whe
     holder[field] = value
     with pytest.raises(argo.NotModelled, match=f"`{field}` is neither modelled nor on the harness' ignore list"):
         run(manifest, tmp_path)
+
+
+def test_with_items_which_the_sweep_never_renders_is_refused(tmp_path):
+    templates, tasks = simple()
+    tasks[0]["withItems"] = ["a", "b"]  # the sweep fans out with withParam only
+    with pytest.raises(argo.NotModelled, match="task work: `withItems`"):
+        run(workflow(templates, tasks), tmp_path)
 
 
 def test_every_field_of_the_sweep_is_modelled_or_knowingly_ignored_with_a_reason():
