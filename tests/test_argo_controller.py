@@ -533,6 +533,7 @@ def test_a_parameter_with_no_value_and_no_default_fails_the_workflow(tmp_path):
     ("spec", "onExit", "cleanup"),
     ("spec", "priority", 1),  # the sweep never sets it
     ("template", "timeout", "10s"),
+    ("template", "archiveLocation", {"archiveLogs": True}),  # the sweep never sets it
     ("template", "failFast", True),  # false, the default, is ignored knowingly
     ("template", "memoize", {"key": "x", "cache": {"configMap": {"name": "c"}}}),
     ("container", "workingDir", "/srv"),

@@ -45,7 +45,7 @@ NotModelled (check_fields), and so does a modelled field used in a way the harne
 - what the sweep never renders: steps, script, resource, suspend and other template kinds, hooks,
   onExit, input artifacts, withItems and withSequence, expression tags ({{=...}}), memoization,
   daemons, activeDeadlineSeconds (each pod has the harness' own time limit instead), realtime metrics,
-  spec.priority.
+  spec.priority, a template's archiveLocation, env valueFrom (the pods take Secrets through envFrom).
 
 Mapping /tmp: a container's emptyDir mount (here /tmp) becomes a fresh folder of its pod, and every
 command argument, env value and output path under the mount is rewritten to it. TMPDIR is set to

@@ -94,13 +94,12 @@ def s3_endpoint_error(endpoint: str) -> str | None:
     return None if valid else f"Endpoint: {endpoint} does not follow ip address or domain name standards."
 
 
-def archive_logs(repository: dict | None, spec: dict, tmpl: dict) -> bool:
-    """workflowpod.go IsArchiveLogs: the repository's archiveLogs, else the workflow's, else the template's."""
+def archive_logs(repository: dict | None, spec: dict) -> bool:
+    """workflowpod.go IsArchiveLogs: the repository's archiveLogs, else the workflow's (a template's own
+    archiveLocation, which comes next in Argo, is never rendered and not modelled)."""
     if repository and repository.get("archiveLogs"):
         return True
-    archive = bool(spec.get("archiveLogs", False))
-    template_flag = (tmpl.get("archiveLocation") or {}).get("archiveLogs")
-    return bool(template_flag) if template_flag is not None else archive
+    return bool(spec.get("archiveLogs", False))
 
 
 def _location_s3(location: dict) -> dict:

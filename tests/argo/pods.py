@@ -180,16 +180,14 @@ class _Pod:
         Its key (the keyFormat) is substituted with the pod's parameters (substitutePodParams): globals,
         inputs and pod.name.
         """
-        if (self.tmpl.get("archiveLocation") or {}).get("s3", {}).get("bucket"):
-            return self.tmpl["archiveLocation"]  # set explicitly in the template: nothing else to do
         artifacts = (self.tmpl.get("outputs", {}) or {}).get("artifacts", [])
-        need = archive_logs(self.op.repository, self.op.spec, self.tmpl) or any(not _s3_has_location(a) for a in artifacts)
+        need = archive_logs(self.op.repository, self.op.spec) or any(not _s3_has_location(a) for a in artifacts)
         if not need:
             return None
         location = archive_location(self.op.repository)
         if location is None:
             return None
-        location["archiveLogs"] = archive_logs(self.op.repository, self.op.spec, self.tmpl)
+        location["archiveLogs"] = archive_logs(self.op.repository, self.op.spec)
         params = {**self.op.globals, **{f"inputs.parameters.{k}": v for k, v in self.node.inputs.items()},
                   "pod.name": self.node.pod_name}
         return substitute(location, params)
@@ -240,9 +238,9 @@ class _Pod:
         for source in container.get("envFrom", []) or []:
             env.update(self._env_from(source))
         for var in container.get("env", []) or []:
-            value = self._env_value(var)
-            if value is not None:
-                env[var["name"]] = value
+            if "valueFrom" in var:  # the sweep's pods take their Secrets whole, through envFrom
+                raise NotModelled(f"env {var['name']}: valueFrom {sorted(var['valueFrom'])}")
+            env[var["name"]] = _text(var.get("value", ""))
         env = {k: self._map(v) for k, v in env.items()}
         if "/tmp" in self.mounts:
             env["TMPDIR"] = str(self.mounts["/tmp"])  # see the module docstring: where tempfile writes in the pod
@@ -267,21 +265,6 @@ class _Pod:
         prefix = source.get("prefix", "")
         # Keys that are not valid variable names are skipped by the kubelet.
         return {prefix + k: str(v) for k, v in secret.items() if re.fullmatch(r"[-._a-zA-Z][-._a-zA-Z0-9]*", prefix + k)}
-
-    def _env_value(self, var: dict) -> str | None:
-        if "valueFrom" not in var:
-            return _text(var.get("value", ""))
-        ref = var["valueFrom"].get("secretKeyRef")
-        if ref is None:
-            raise NotModelled(f"env {var['name']}: valueFrom {sorted(var['valueFrom'])}")
-        secret = self.op.cluster.secrets.get(ref.get("name", ""))
-        if secret is None or ref.get("key") not in secret:
-            if ref.get("optional"):
-                return None
-            why = (f'secret "{ref.get("name")}" not found' if secret is None
-                   else f"couldn't find key {ref.get('key')} in Secret {self.op.namespace}/{ref.get('name')}")
-            raise _PodStuck("CreateContainerConfigError", why)
-        return str(secret[ref["key"]])
 
     # -- the main container --
 

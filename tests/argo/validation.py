@@ -22,7 +22,7 @@ MODELLED = {
     "spec": {"entrypoint", "arguments", "templates", "serviceAccountName", "archiveLogs", "artifactRepositoryRef",
              "workflowTemplateRef", "retryStrategy", "podSpecPatch"},
     "template": {"name", "container", "dag", "inputs", "outputs", "retryStrategy", "metrics", "podSpecPatch",
-                 "volumes", "annotations", "archiveLocation"},
+                 "volumes", "annotations"},
     "container": {"image", "command", "args", "env", "envFrom", "volumeMounts"},  # image: its ENV (Cluster.image_env)
     "dag": {"tasks", "target", "failFast"},
     "task": {"name", "template", "arguments", "depends", "dependencies", "withParam", "when"},
