@@ -1,4 +1,4 @@
-"""The sweep's manifests run as the Argo v4 controller would run them (tests/argo_controller.py), no Kubernetes.
+"""The sweep's manifests run as the Argo v4 controller would run them (tests/argo/), no Kubernetes.
 
     .venv/bin/python -m pytest tests/test_argo_controller.py
 
@@ -25,9 +25,9 @@ import boto3
 import pytest
 import yaml
 
-import argo_controller as argo
+import argo
 import helmbin
-import pod_security
+from argo import pod_security
 from conftest import ROOT
 from workflows.dag import RETRY_WHEN, Options, build, reference
 
@@ -338,7 +338,7 @@ def test_with_param_that_is_not_a_json_list_errors_the_task(tmp_path, value, why
 def fan_out_with_one_failure(target: str) -> dict:
     work = container("work", "import sys; sys.exit(int('{{inputs.parameters.name}}' == 'bad'))",
                      inputs={"parameters": [{"name": "name"}]})
-    tasks = [{"name": "work", "template": "work", "withItems": ["good", "bad"],
+    tasks = [{"name": "work", "template": "work", "withParam": json.dumps(["good", "bad"]),
               "arguments": {"parameters": [{"name": "name", "value": "{{item}}"}]}},
              {"name": "report", "template": "done", "depends": "work.AnySucceeded"},
              {"name": "celebrate", "template": "done", "depends": "work.Succeeded"}]
@@ -531,7 +531,9 @@ def test_a_parameter_with_no_value_and_no_default_fails_the_workflow(tmp_path):
 @pytest.mark.parametrize("where, field, value", [
     ("spec", "hostNetwork", True),
     ("spec", "onExit", "cleanup"),
+    ("spec", "priority", 1),  # the sweep never sets it
     ("template", "timeout", "10s"),
+    ("template", "archiveLocation", {"archiveLogs": True}),  # the sweep never sets it
     ("template", "failFast", True),  # false, the default, is ignored knowingly
     ("template", "memoize", {"key": "x", "cache": {"configMap": {"name": "c"}}}),
     ("container", "workingDir", "/srv"),
@@ -546,6 +548,13 @@ def test_a_field_neither_modelled_nor_knowingly_ignored_is_refused(tmp_path, whe
     holder[field] = value
     with pytest.raises(argo.NotModelled, match=f"`{field}` is neither modelled nor on the harness' ignore list"):
         run(manifest, tmp_path)
+
+
+def test_with_items_which_the_sweep_never_renders_is_refused(tmp_path):
+    templates, tasks = simple()
+    tasks[0]["withItems"] = ["a", "b"]  # the sweep fans out with withParam only
+    with pytest.raises(argo.NotModelled, match="task work: `withItems`"):
+        run(workflow(templates, tasks), tmp_path)
 
 
 def test_every_field_of_the_sweep_is_modelled_or_knowingly_ignored_with_a_reason():

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import argo_controller
+import argo
 import argo_schema
 import helmbin
 import pytest
@@ -122,7 +122,7 @@ def pods(docs: list[dict]) -> dict[str, dict]:
                "securityContext": wft["spec"].get("securityContext", {})}
         for text in (wft["spec"].get("podSpecPatch"), t.get("podSpecPatch")):
             if text:
-                pod = argo_controller._strategic_merge(pod, substituted(text), keys=argo_controller._POD_MERGE_KEYS)
+                pod = argo._strategic_merge(pod, substituted(text), keys=argo._POD_MERGE_KEYS)
         out[t["name"]] = pod
     return out
 

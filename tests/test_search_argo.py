@@ -1,4 +1,4 @@
-"""A search on Argo, run as the v4 controller would run it (tests/argo_controller.py): rungs of successive halving
+"""A search on Argo, run as the v4 controller would run it (tests/argo/): rungs of successive halving
 as unrolled stages, each listed by a `next` pod from the results in S3, promoted runs going on from their
 checkpoints, and the stages a sweep does not reach Skipped.
 
@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-import argo_controller as argo
+import argo
 from conftest import ROOT
 from job import capacity, steps
 from job import search as job_search
