@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="train to this epoch, continuing from the checkpoint (default: the config's epochs)")
     s.add_argument("--round", type=int, default=None, help="the search round that trains the run (its MLflow tag)")
     s.add_argument("--rung", type=int, default=None, help="the halving rung that trains the run (its MLflow tag)")
+    s.add_argument("--cuda-graphs", default="false",
+                   help="true: on CUDA, capture each batch shape's training step as a CUDA graph and replay it "
+                        "(job/graphs.py); false: every step eager (default: false)")
 
     s = sub.add_parser("aggregate", help="plots and summary of a sweep, under <out>/sweeps/<sweep>/report/")
     s.add_argument("--out", required=True, help="the sweep's output prefix, local or s3://")
@@ -110,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--parallel", type=int, default=1, help="configs trained at once (default: 1)")
     s.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="leave out the tfidf baseline run every sweep adds")
+    s.add_argument("--cuda-graphs", default="false", help="true or false, as train takes it (default: false)")
     search.add_arguments(s)
 
     s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side (--prepare: the prepare step)")

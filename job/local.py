@@ -91,7 +91,7 @@ def main(args) -> int:
 
         def train(item: dict) -> None:
             code = run_step(steps.train(item["spec"], prepared, args.out, sweep, item["name"], epochs=item["epochs"],
-                                        round_=item["round"], rung=item["rung"]),
+                                        round_=item["round"], rung=item["rung"], cuda_graphs=args.cuda_graphs),
                             item["name"], args.parallel > 1, train_env)
             with lock:
                 codes[item["name"]] = code

@@ -163,7 +163,8 @@ def prepare(data: str, embeddings: str, out: str, result_file: str | None = None
 
 
 def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file: str | None = None,
-          epochs: str | int | None = None, round_: str | int | None = None, rung: str | int | None = None) -> list[str]:
+          epochs: str | int | None = None, round_: str | int | None = None, rung: str | int | None = None,
+          cuda_graphs: str | None = None) -> list[str]:
     """Train one run; writes its test balanced accuracy to result_file when given. `sweep` groups its metrics.
 
     epochs: the budget, train to this epoch (a next item's `epochs`); None = the config's epochs. The budget
@@ -172,12 +173,16 @@ def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file:
     A run already trained to the budget, or stopped early, is left as it is.
     round_, rung: the stage of a search that trains it (a next item's `round` and `rung`), for its log and its
     MLflow tags; they change nothing in the training.
+    cuda_graphs: "true" to replay each batch shape's step as a CUDA graph on CUDA (job/graphs.py); None: train's
+    default, eager steps.
     """
     args = MODULE + ["train", "--config", spec, "--prepared", prepared, "--out", run_uri(out, sweep, run), "--sweep", sweep]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
     if round_ is not None and rung is not None:
         args += ["--round", str(round_), "--rung", str(rung)]
+    if cuda_graphs is not None:
+        args += ["--cuda-graphs", str(cuda_graphs)]
     if result_file:
         args += ["--result-file", result_file]
     return args

@@ -245,7 +245,7 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
         prepared = "{{tasks.prepare.outputs.parameters.prepared}}"
         assert pod == steps.train(item["spec"], prepared, params["workflow.parameters.out"], "meli-sweep-x", item["name"],
                                   "/tmp/result", epochs=str(item["epochs"]), round_=str(item["round"]),
-                                  rung=str(item["rung"]))
+                                  rung=str(item["rung"]), cuda_graphs="false")
 
 
 def test_step_commands_come_from_job_steps(doc):
@@ -271,6 +271,7 @@ def test_step_commands_come_from_job_steps(doc):
         epochs="{{inputs.parameters.epochs}}",
         round_="{{inputs.parameters.round}}",
         rung="{{inputs.parameters.rung}}",
+        cuda_graphs="{{workflow.parameters.cuda-graphs}}",
     )
     assert command("train-on-cpu") == command("train")
     assert command("aggregate") == steps.aggregate(
@@ -425,7 +426,7 @@ def test_parameters_service_account_gc_ttl_and_parallelism():
     spec = doc["spec"]
     params = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
     assert set(params) == {"configs", "data", "embeddings", "out", "image", "cpu-image", "pushgateway-url", "baseline",
-                           "train-cpu", "train-memory", "gpus", "prepare-cpu", "prepare-memory", "node-selector",
+                           "train-cpu", "train-memory", "gpus", "cuda-graphs", "prepare-cpu", "prepare-memory", "node-selector",
                            "tolerations", "s3-secret", "trials", "search", "search-seed", "halving", "min-epochs", "rounds",
                            "max-workflow-bytes", "mlflow-tracking-uri", "mlflow-secret"}
     assert params["baseline"] == "true" and params_of(render("hidden50", "--no-baseline"))["baseline"] == "false"

@@ -125,6 +125,10 @@ class Options:
     train_cpu: str = option("4", PARAMETER, "CPU cores per train pod, GPU or CPU (loading the prepared arrays, evaluation, tfidf)")
     train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod, GPU or CPU")
     gpus: int = option(1, PARAMETER, "nvidia.com/gpu per GPU train pod")
+    # A sweep setting, not a config key: graphs change how a step is launched, not what it computes, so a run keeps
+    # its name and its checkpoint whichever way it trains, and one switch covers every run of the sweep.
+    cuda_graphs: bool = option(False, PARAMETER, "GPU train pods: replay each batch shape's training step as a CUDA graph "
+                               "(job/graphs.py); false: eager steps")
     # past about 6 cores the one reading process limits; about 0.7 GiB at 20 M rows with 8 workers (make bench-prepare)
     prepare_cpu: str = option("6", PARAMETER, "CPU cores (request and limit) of prepare: one tokenizing process each")
     prepare_memory: str = option("2Gi", PARAMETER, "memory request and limit of the prepare pod")
@@ -499,6 +503,7 @@ def _train(o: Options, shared: dict, gpu: bool) -> Container:
             "{{inputs.parameters.spec}}", "{{inputs.parameters.prepared}}", "{{workflow.parameters.out}}",
             "{{workflow.name}}", "{{inputs.parameters.name}}", result_file=RESULT, epochs="{{inputs.parameters.epochs}}",
             round_="{{inputs.parameters.round}}", rung="{{inputs.parameters.rung}}",
+            cuda_graphs="{{workflow.parameters.cuda-graphs}}",  # a CPU pod takes eager steps whatever it says
         ),
         # A failed run writes no result: the default keeps the node's outputs valid.
         outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
