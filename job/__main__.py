@@ -133,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="leave out the tfidf baseline run every sweep adds")
     s.add_argument("--cuda-graphs", default="false", help="true or false, as train takes it (default: false)")
+    s.add_argument("--runs-per-gpu", type=int, default=1,
+                   help="GPU runs trained at once as one process each (train-group), as on Argo (default: 1)")
     search.add_arguments(s)
 
     s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side (--prepare: the prepare step)")

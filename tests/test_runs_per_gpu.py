@@ -10,16 +10,17 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 import argo_controller as argo
-from conftest import ROOT
+from conftest import ROOT, run_job
 from job import configs, steps
 from job.train_group import parse_runs
 from job.errors import UserError
 from test_argo_controller import (  # noqa: F401  (fixtures)
-    artifact_repository_configmap, assert_report_in_repository, bucket, helm, helm_template, image_env,
+    NAMESPACE, artifact_repository_configmap, assert_report_in_repository, bucket, helm, helm_template, image_env,
     moto_chart_values, repository_of, run, s3, secrets,
 )
 from test_search_argo import RUNGS, SEARCH, SPACE, assert_halving_ran, render_search, trained
@@ -141,3 +142,68 @@ def test_halving_with_two_runs_a_gpu_promotes_and_resumes_runs_in_pods(tmp_path,
     assert len(set(labels)) == len(labels) and all(argo.DISPLAY_NAME.match(x) and x.startswith("r1k") for x in labels)
     summary = assert_report_in_repository(s3, result, repository_of(repository_cm))
     assert len(summary["rows"]) == 5 and all(r["status"] == "ok" for r in summary["rows"])
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_a_preempted_pod_of_two_runs_resumes_both_from_their_checkpoints(tmp_path, s3, s3_server, bucket, secrets, helm):
+    """The pod is killed once one of its runs has its epoch-2 checkpoint in S3; the retry starts both runs
+    again, and each goes on from its own checkpoint (or finds itself finished), never from scratch."""
+    repository_cm = artifact_repository_configmap(helm_template(helm, *moto_chart_values(bucket, s3_server)))
+    two = "hidden50:epochs=3,max_train_rows=400,lr=1e-3|1e-2"
+    manifest = render_search(two, bucket, {"runs_per_gpu": 2})
+    killed_run: list = []
+
+    def after_epoch_2(line: str, pod: argo.PodView) -> bool:
+        found = re.match(r"\[(\S+)\] .* epoch 2/3: train loss", line)
+        if not found:
+            return False
+        name = found.group(1)
+        deadline = time.time() + 60
+        while time.time() < deadline:  # metrics.jsonl is rewritten after checkpoint.pt: two lines, epoch 2 is kept
+            key = f"meli/sweeps/{pod.command[pod.command.index('--sweep') + 1]}/{name}/metrics.jsonl"
+            try:
+                lines = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode().splitlines()
+            except s3.exceptions.NoSuchKey:
+                lines = []
+            if len(lines) >= 2:
+                killed_run.append(name)
+                return True
+            time.sleep(0.05)
+        raise AssertionError("no epoch-2 checkpoint within 60 s")
+
+    preempt = argo.Preempt(template="train-group", when=after_epoch_2)
+    result = argo.run_workflow(manifest, argo.Cluster(namespace=NAMESPACE, configmaps=[repository_cm], secrets=secrets,
+                                                      image_env=image_env), tmp_path / "pods", [preempt])
+    assert result.phase == "Succeeded", result.describe()
+    ((names, node),) = pods_of(result, "train-group").items()
+    killed, retried = (result.nodes[c] for c in node.children)
+    assert preempt.fired == [killed.pod_name] and killed.phase == "Failed" and node.retries == 1
+    (name,) = killed_run
+    assert re.search(rf"resumed from s3://\S+/{re.escape(name)}/checkpoint.pt after epoch 2\b", retried.log), retried.log[-3000:]
+    for other in names:
+        # every run of the pod started again and went on from where it was: from a checkpoint, or already done
+        assert re.search(rf"\[{re.escape(other)}\] .*({re.escape(other)} resumed from|{re.escape(other)} already finished)",
+                         retried.log), retried.log[-3000:]
+        body = s3.get_object(Bucket=bucket, Key=f"meli/sweeps/{result.name}/{other}/metrics.jsonl")["Body"].read().decode()
+        assert [json.loads(x)["epoch"] for x in body.splitlines()] == [1, 2, 3]
+
+
+# --- on one machine -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_local_sweep_trains_runs_in_pods_as_argo_does(tiny_csv, tmp_path):
+    """`python -m job sweep --runs-per-gpu 2`: the same train-group step, each run in its own folder."""
+    three = "hidden50:epochs=1,max_train_rows=400,lr=1e-3|3e-3|1e-2"
+    proc = run_job("sweep", "--configs", three, "--data", str(tiny_csv), "--out", str(tmp_path), "--sweep", "t",
+                   "--runs-per-gpu", "2")
+    assert "round 1, rung 0: 4 run(s) to 1 epochs, in pods of up to 2" in proc.stderr, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "sweeps" / "t" / "report" / "summary.json").read_text())
+    names = sorted(r["config"] for r in summary["rows"])
+    assert len(names) == 4 and all(r["status"] == "ok" for r in summary["rows"])
+    assert "training 2 runs at once on one device" in proc.stderr and "training 1 runs at once" in proc.stderr
+    for name in names:
+        if name != "tfidf":
+            assert f"[{name}] " in proc.stderr
+            assert (tmp_path / "sweeps" / "t" / name / "summary.json").exists()
