@@ -23,7 +23,7 @@ from test_argo_controller import (  # noqa: F401  (fixtures)
     NAMESPACE, artifact_repository_configmap, assert_report_in_repository, bucket, helm, helm_template, image_env,
     moto_chart_values, repository_of, run, s3, secrets,
 )
-from test_search_argo import RUNGS, SEARCH, SPACE, assert_halving_ran, render_search, trained
+from test_search_argo import RUNGS, SEARCH, SPACE, render_search, trained
 
 # Five tiny LSTMs (one epoch of 400 rows) in a grid: at two runs a GPU pod, three pods.
 FIVE = "hidden50:epochs=1,max_train_rows=400,lr=1e-3|3e-3|1e-2|3e-2|1e-1"
