@@ -146,7 +146,7 @@ def test_halving_with_two_runs_a_gpu_promotes_and_resumes_runs_in_pods(tmp_path,
 
 @pytest.mark.slow
 @pytest.mark.s3
-def test_a_preempted_pod_of_two_runs_resumes_both_from_their_checkpoints(tmp_path, s3, s3_server, bucket, secrets, helm):
+def test_a_preempted_pod_starts_both_its_runs_again_and_one_resumes_from_its_checkpoint(tmp_path, s3, s3_server, bucket, secrets, helm):
     """The pod is killed once one of its runs has its epoch-2 checkpoint in S3; the retry starts both runs
     again, and that run goes on from its checkpoint."""
     repository_cm = artifact_repository_configmap(helm_template(helm, *moto_chart_values(bucket, s3_server)))
