@@ -6,7 +6,7 @@
 # min..max, ratio of medians, mean accuracy and its spread, verdicts against the 10x target), peak GPU
 # memory, the 10-epoch time extrapolated to the course's 6.1 M rows, meli_train_gpu_memory_bytes as
 # train pushes it, and the profiler's table of a few of ours' steps. Each family also runs ours with
-# CUDA graphs (MELI_CUDA_GRAPHS=1), and first, where pytest is installed, the check that graphed
+# CUDA graphs (train --cuda-graphs true), and first, where pytest is installed, the check that graphed
 # steps train as eager ones do (tests/test_bench.py -k cuda_graphs).
 #
 #   images/bench-gpu.sh                          # from the repository root, with PyTorch (CUDA) installed
@@ -35,7 +35,7 @@ if torch.__version__.split("+")[0] != pinned:
 EOF
 if "$PYTHON" -c "import pytest" 2>/dev/null; then
     "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_bench.py -k cuda_graphs \
-        || echo "CUDA graphs check FAILED: keep MELI_CUDA_GRAPHS at 0; the bench goes on"
+        || echo "CUDA graphs check FAILED: keep cuda_graphs off; the bench goes on"
 else
     echo "pytest not installed: the check that CUDA graphs train as eager steps do is left out"
 fi

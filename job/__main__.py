@@ -1,6 +1,6 @@
 """Command line of the training job: `python -m job <step> ...`.
 
-Steps: synth, plan, next, prepare, train, aggregate, sweep (all of them on one machine), predict, bench.
+Steps: synth, plan, next, prepare, train, train-group, aggregate, sweep (all of them on one machine), predict, bench.
 Each module is imported only when its step runs, so light steps start fast.
 Errors a user can fix print one line and exit non-zero, with no traceback.
 """
@@ -26,6 +26,15 @@ def predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda (default: cpu)")
 
 
+def group_arguments(p: argparse.ArgumentParser) -> None:
+    """plan's and next's GPU runs per pod."""
+    p.add_argument("--runs-per-gpu", type=int, default=1,
+                   help="GPU runs trained at once in one pod, sharing its GPU (default: 1, a pod per run)")
+    p.add_argument("--group-result-file",
+                   help="write the GPU pods here, {label, runs, round, rung} each, when --runs-per-gpu is above 1 "
+                        "(then --result-file gets []); [] at 1")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m job", description="meli-sweep: train MercadoLibre title classifiers.")
     sub = p.add_subparsers(dest="step", required=True, metavar="STEP")
@@ -41,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--result-file", help="also write the JSON list to this file (an Argo output parameter)")
     s.add_argument("--cpu-result-file", help="write the runs that train on a CPU (tfidf) here instead, and only the "
                                              "GPU runs to --result-file (the sweep's two fan-outs)")
+    group_arguments(s)
     s.add_argument("--baseline", default="true", help="true or false: add the tfidf baseline run unless listed (default: true)")
     s.add_argument("--parameter", action="append", default=[], metavar="NAME=VALUE",
                    help="a sweep parameter as resolved, logged; an empty data, embeddings, out or image is refused (repeatable)")
@@ -62,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--result-file", help="also write the JSON list to this file (an Argo output parameter)")
     s.add_argument("--cpu-result-file", help="write the runs that train on a CPU (tfidf) here instead, and only the "
                                              "GPU runs to --result-file, as plan does")
+    group_arguments(s)
     search.add_arguments(s)
 
     s = sub.add_parser("prepare", help="tokenize, build the vocabulary, split, and filter the embeddings")
@@ -89,6 +100,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="train to this epoch, continuing from the checkpoint (default: the config's epochs)")
     s.add_argument("--round", type=int, default=None, help="the search round that trains the run (its MLflow tag)")
     s.add_argument("--rung", type=int, default=None, help="the halving rung that trains the run (its MLflow tag)")
+    s.add_argument("--cuda-graphs", default="false",
+                   help="true: on CUDA, capture each batch shape's training step as a CUDA graph and replay it "
+                        "(job/graphs.py); false: every step eager (default: false)")
+
+    s = sub.add_parser("train-group", help="train several runs at once in one pod, one train process each, sharing its GPU")
+    s.add_argument("--runs", required=True, help="the pod's runs: a JSON list of {name, spec, epochs, round, rung}")
+    s.add_argument("--prepared", required=True, help="prepared data URI (printed by prepare)")
+    s.add_argument("--out", required=True, help="the output prefix: each run writes <out>/sweeps/<sweep>/<run>")
+    s.add_argument("--sweep", required=True, help="the sweep id")
+    s.add_argument("--cuda-graphs", default="false", help="true or false, as train takes it (default: false)")
+    s.add_argument("--result-file", help="also write each run's test balanced accuracy here, a JSON object")
 
     s = sub.add_parser("aggregate", help="plots and summary of a sweep, under <out>/sweeps/<sweep>/report/")
     s.add_argument("--out", required=True, help="the sweep's output prefix, local or s3://")
@@ -110,6 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--parallel", type=int, default=1, help="configs trained at once (default: 1)")
     s.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="leave out the tfidf baseline run every sweep adds")
+    s.add_argument("--cuda-graphs", default="false", help="true or false, as train takes it (default: false)")
+    s.add_argument("--runs-per-gpu", type=int, default=1,
+                   help="GPU runs trained at once as one process each (train-group), as on Argo (default: 1)")
     search.add_arguments(s)
 
     s = sub.add_parser("bench", help="seed-style loop vs this project's training path, side by side (--prepare: the prepare step)")
@@ -167,6 +192,10 @@ def _step(args, on_batch=None) -> int:
         from job import train
 
         return train.main(args, on_batch)
+    if args.step == "train-group":
+        from job import train_group
+
+        return train_group.main(args)
     if args.step == "aggregate":
         from job import aggregate
 

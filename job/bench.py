@@ -20,8 +20,8 @@ In one process, on the same synthetic data, from the same initial weights, for t
                scaling, x2, lost 0.025 to 0.028 of balanced accuracy on the LSTM in 3 epochs of
                300,000 rows; linear gained 0.066: docs/performance.md.)
   ours, CUDA   (CUDA only) ours with each batch shape's whole step captured as a CUDA graph and
-    graphs     replayed (job.train.Steps), whatever MELI_CUDA_GRAPHS says; `ours` and the larger
-               batch follow MELI_CUDA_GRAPHS, as train does.
+    graphs     replayed (job/graphs.py), as `train --cuda-graphs true` takes its steps; `ours` and the
+               larger batch take eager steps, train's default.
   ours,        (MLP only) the named config mlp_ngrams on ours' path, from its own initial weights:
     mlp_ngrams the MLP over words and hashed word bigrams, beside mlp256 to show its speed class
                (it tunes its vectors and its n-gram table; not judged against the seed-style loop).
@@ -225,14 +225,14 @@ def run_seed(family: str, cfg: configs.TrainConfig, init: dict, datasets: dict, 
 
 
 def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, vectors: torch.Tensor, classes: int,
-             device: torch.device, path: str, graphs: bool | None = None) -> Run:
+             device: torch.device, path: str, graphs: bool = False) -> Run:
     torch.manual_seed(cfg.seed)  # dropout
     model = build_model(family, VOCAB, EMBED_DIM, classes, vectors=vectors, **builder_kwargs(cfg))
     model.load_state_dict(init)
     model.to(device)
     optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay)
     split = splits["train"]
-    steps = train.Steps(model, optimizer, split, device, graphs)  # graphs: None follows MELI_CUDA_GRAPHS, as train
+    steps = train.make_steps(model, optimizer, split, device, graphs)  # the seam train takes its steps through
     samples = 0
     with PeakMemory(device) as memory:
         _sync(device)
@@ -250,7 +250,7 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
         gpu_metric = metrics.gpu_memory_sample()
     started = time.time()
     bacc = train.evaluate(model, splits["validation"], device)[1]
-    precision = ("bf16" if train.uses_bf16(device, model) else "fp32") + (f", {len(steps.graphs)} graphs" if steps.graphs else "")
+    precision = ("bf16" if train.uses_bf16(device, model) else "fp32") + (f", {len(steps.graphs)} graphs" if steps.graphs_on else "")
     return Run(path, cfg.seed, cfg.batch_size, cfg.lr, precision, samples, seconds, time.time() - started, memory.peak, bacc,
                cpu_seconds, gpu_metric)
 
@@ -407,7 +407,7 @@ def profile_steps(family: str, data: dict, vectors: torch.Tensor, sizes: Sizes, 
     order, batches = epoch_order(split.lengths_host, cfg.batch_size, np.random.default_rng(cfg.seed),
                                  train.batch_pieces(device, cfg.batch_size))
     warm = min(PROFILE_STEPS, len(batches) // 2)
-    steps = train.Steps(model, optimizer, split, device)  # as train takes them (MELI_CUDA_GRAPHS)
+    steps = train.make_steps(model, optimizer, split, device, sizes.graphs)  # graphed when the bench runs graphs
     train.train_epoch(model, optimizer, split, order, batches[:warm], device, steps=steps)  # kernels chosen, caches warm
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     profiled = batches[warm:warm + PROFILE_STEPS]

@@ -30,9 +30,9 @@ FIXED_BYTES = 200_000
 # CompressEncodeString), at the most; a train pod's node with its inputs (name, label, spec, epochs) is the largest.
 NODE_BYTES = 250
 FIXED_NODES = 4  # the DAG, plan, prepare, aggregate
-STAGE_NODES = 3  # per stage after the first: next, and the TaskGroup (or Skipped node) of each of its two fan-outs
+STAGE_NODES = 4  # per stage after the first: next, and the TaskGroup (or Skipped node) of each of its three fan-outs
 ITEM_NODES = 2  # per run trained in a stage: its Retry node and its first pod; each retry adds a pod
-FIRST_STAGE_NODES = 2  # the two fan-outs of plan's lists
+FIRST_STAGE_NODES = 3  # the three fan-outs of plan's lists (GPU runs, CPU runs, GPU pods of several runs)
 
 
 def nodes(stages: int, items: int, retries: int = 0) -> int:

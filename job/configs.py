@@ -312,21 +312,45 @@ def check_parameters(items: list[str]) -> None:
                         "workflowTemplate.parameters")
 
 
-def write_lists(items: list[dict], result_file: str | None, cpu_result_file: str | None) -> str:
+def write_lists(items: list[dict], result_file: str | None, cpu_result_file: str | None, runs_per_gpu: int = 1,
+                group_result_file: str | None = None) -> str:
     """What plan and next leave for Argo: the JSON list at result_file, or with cpu_result_file, the GPU runs there
-    and the CPU runs (by_device) at cpu_result_file. Returns the whole list's JSON, which the step prints."""
+    and the CPU runs (by_device) at cpu_result_file. With group_result_file, the GPU runs in pods of up to
+    runs_per_gpu (gpu_pods) there, and none at result_file, when runs_per_gpu is above 1; [] there at 1. Returns
+    the whole list's JSON, which the step prints."""
     import json
 
     from job.steps import write_result
 
+    if runs_per_gpu < 1:
+        raise UserError(f"--runs-per-gpu {runs_per_gpu}: must be >= 1 (1: a pod per run)")
     text = json.dumps(items)
-    if cpu_result_file:
-        gpu, cpu = by_device(items)
-        write_result(result_file, json.dumps(gpu))
-        write_result(cpu_result_file, json.dumps(cpu))
-    else:
-        write_result(result_file, text)
+    gpu, cpu = by_device(items) if cpu_result_file else (items, [])
+    pods = gpu_pods(gpu, runs_per_gpu) if group_result_file and runs_per_gpu > 1 else []
+    write_result(result_file, json.dumps([] if pods else gpu))
+    write_result(cpu_result_file, json.dumps(cpu))
+    write_result(group_result_file, json.dumps(pods))
     return text
+
+
+_STAGE = re.compile(r"^r\d+k\d+-")  # the stage a label starts with in a sweep of several (search.Schedule.items)
+
+
+def gpu_pods(items: list[dict], k: int) -> list[dict]:
+    """A stage's GPU runs in pods of up to k, in order: {label, runs, round, rung}, runs the JSON list of the pod's
+    items (what train-group takes). The label, the pod's name in the Argo UI, is its runs' labels joined by
+    "." after their stage, once (r2k1-hidden50.hidden100), hashed as display_labels does when too long."""
+    import json
+
+    pods = []
+    for start in range(0, len(items), k):
+        chunk = items[start:start + k]
+        stage = _STAGE.match(chunk[0]["label"])
+        prefix = stage.group(0) if stage and all(i["label"].startswith(stage.group(0)) for i in chunk) else ""
+        joined = prefix + ".".join(i["label"][len(prefix):] for i in chunk)
+        pods.append({"label": display_labels([joined])[0], "runs": json.dumps(chunk),
+                     "round": chunk[0]["round"], "rung": chunk[0]["rung"]})
+    return pods
 
 
 def plan_main(args) -> int:
@@ -341,7 +365,8 @@ def plan_main(args) -> int:
     shape = search.shape(sweep)
     capacity.check(shape.rounds, shape.rungs, capacity.trainings(sweep, shape), args.max_rounds, args.max_rungs,
                    args.max_workflow_bytes)
-    text = write_lists(plan(args.configs, baseline, settings), args.result_file, args.cpu_result_file)
+    text = write_lists(plan(args.configs, baseline, settings), args.result_file, args.cpu_result_file, args.runs_per_gpu,
+                       args.group_result_file)
     if args.shape_dir:
         capacity.write_shape(args.shape_dir, shape.rounds, shape.rungs)
     print(text)

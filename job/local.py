@@ -50,13 +50,16 @@ def run_step(args: list[str], label: str, prefix_output: bool, env: dict | None 
 
 
 def next_runs(args, sweep: str, settings: search.Search, round_: int, rung: int, tmp: str) -> list[dict]:
-    """The `next` step for a round and rung: the runs to train there (its JSON list, read from its result file)."""
-    result = os.path.join(tmp, f"next-{round_}-{rung}.json")
+    """The `next` step for a round and rung: what to train there, read from its result files: the runs, each
+    trained on its own, then the pods of several runs ({label, runs, ...}) when --runs-per-gpu is above 1."""
+    result, groups = os.path.join(tmp, f"next-{round_}-{rung}.json"), os.path.join(tmp, f"groups-{round_}-{rung}.json")
     cmd = _command(steps.next_runs(args.out, sweep, args.configs, "true" if args.baseline else "false", round_, rung,
-                                   settings, result_file=result))
+                                   settings, result_file=result, cpu_result_file=os.path.join(tmp, "cpu-runs.json"),
+                                   runs_per_gpu=args.runs_per_gpu, group_result_file=groups))
     if subprocess.call(cmd, stdout=subprocess.DEVNULL) != 0:  # the list goes to the result file; errors to stderr
         raise UserError(f"next failed at round {round_}, rung {rung} (see the line above)")
-    return json.loads(Path(result).read_text())
+    cpu = json.loads(Path(tmp, "cpu-runs.json").read_text())
+    return json.loads(Path(result).read_text()) + cpu + json.loads(Path(groups).read_text())
 
 
 def main(args) -> int:
@@ -90,20 +93,32 @@ def main(args) -> int:
             train_env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // args.parallel))}
 
         def train(item: dict) -> None:
-            code = run_step(steps.train(item["spec"], prepared, args.out, sweep, item["name"], epochs=item["epochs"],
-                                        round_=item["round"], rung=item["rung"]),
-                            item["name"], args.parallel > 1, train_env)
+            if "runs" in item:  # a pod of several runs: train-group, as on Argo; each run's outcome from its result
+                result = os.path.join(tmp, f"group-{item['label']}.json")
+                code = run_step(steps.train_group(item["runs"], prepared, args.out, sweep, result_file=result,
+                                                  cuda_graphs=args.cuda_graphs), item["label"], False, train_env)
+                done = json.loads(Path(result).read_text()) if os.path.exists(result) else {}
+                outcome = {run["name"]: 0 if done.get(run["name"], "nan") != "nan" else code or 1
+                           for run in json.loads(item["runs"])}
+            else:
+                outcome = {item["name"]: run_step(steps.train(item["spec"], prepared, args.out, sweep, item["name"],
+                                                              epochs=item["epochs"], round_=item["round"], rung=item["rung"],
+                                                              cuda_graphs=args.cuda_graphs),
+                                                  item["name"], args.parallel > 1, train_env)}
             with lock:
-                codes[item["name"]] = code
-            if code != 0:
-                log.warning("run %s failed (exit %d); the others go on", item["name"], code)
+                codes.update(outcome)
+            for name, code in outcome.items():
+                if code != 0:
+                    log.warning("run %s failed (exit %d); the others go on", name, code)
 
         # The same sequence as the Argo DAG (job/steps.py): next, then train each listed run, per round and rung.
         for round_ in range(1, shape.rounds + 1):
             for rung in range(shape.rungs):
                 items = next_runs(args, sweep, settings, round_, rung, tmp)
-                log.info("round %d, rung %d: %d run(s)%s", round_, rung, len(items),
-                         "" if not items else f" to {', '.join(sorted({str(i['epochs']) for i in items}, key=int))} epochs")
+                runs = [run for i in items for run in (json.loads(i["runs"]) if "runs" in i else [i])]
+                log.info("round %d, rung %d: %d run(s)%s%s", round_, rung, len(runs),
+                         "" if not runs else f" to {', '.join(sorted({str(i['epochs']) for i in runs}, key=int))} epochs",
+                         f", in pods of up to {args.runs_per_gpu}" if args.runs_per_gpu > 1 else "")
                 with ThreadPoolExecutor(max_workers=args.parallel) as pool:
                     list(pool.map(train, items))
 

@@ -592,5 +592,5 @@ def next_main(args) -> int:
     storage.check_uri(args.out, "--out")
     storage.join(args.out, args.sweep)  # refuses a sweep id that is not a plain name
     items = next_items(args.configs, args.baseline == "true", from_args(args), args.round, args.rung, args.out, args.sweep)
-    print(configs.write_lists(items, args.result_file, args.cpu_result_file))
+    print(configs.write_lists(items, args.result_file, args.cpu_result_file, args.runs_per_gpu, args.group_result_file))
     return 0

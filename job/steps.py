@@ -101,7 +101,8 @@ def search_args(values: Mapping[str, object] | search.Search | None = None) -> l
 def plan(configs: str, baseline: str = "true", result_file: str | None = None, cpu_result_file: str | None = None,
          search_settings: Mapping[str, object] | search.Search | None = None, capacity: tuple[int, int] | None = None,
          shape_dir: str | None = None, max_workflow_bytes: str | int | None = None,
-         parameters: dict[str, str] | None = None) -> list[str]:
+         parameters: dict[str, str] | None = None, runs_per_gpu: str | int | None = None,
+         group_result_file: str | None = None) -> list[str]:
     """Check the config specs and search settings (every one, before any work) and list round 1's first rung:
     prints (and writes to result_file) the JSON list `next --round 1 --rung 0` gives, {name, spec, label,
     epochs}, plus the tfidf baseline when baseline is "true". It reads no results. With cpu_result_file, the
@@ -109,12 +110,10 @@ def plan(configs: str, baseline: str = "true", result_file: str | None = None, c
 
     For Argo (job/capacity.py): capacity, the (rounds, rungs) the DAG was unrolled to; shape_dir, where the
     search's rounds and rungs go as two files; max_workflow_bytes, the Workflow size past which plan refuses;
-    parameters, the sweep's parameters by name, as resolved: plan logs each and refuses an empty REQUIRED one."""
+    parameters, the sweep's parameters by name, as resolved: plan logs each and refuses an empty REQUIRED one.
+    runs_per_gpu, group_result_file: as next_runs."""
     args = MODULE + ["plan", "--configs", configs, "--baseline", baseline] + search_args(search_settings)
-    if result_file:
-        args += ["--result-file", result_file]
-    if cpu_result_file:
-        args += ["--cpu-result-file", cpu_result_file]
+    args += _list_files(result_file, cpu_result_file, runs_per_gpu, group_result_file)
     if capacity:
         args += ["--max-rounds", str(capacity[0]), "--max-rungs", str(capacity[1])]
     if shape_dir:
@@ -128,7 +127,8 @@ def plan(configs: str, baseline: str = "true", result_file: str | None = None, c
 
 def next_runs(out: str, sweep: str, configs: str, baseline: str, round_: str | int, rung: str | int,
               search_settings: Mapping[str, object] | search.Search | None = None,
-              result_file: str | None = None, cpu_result_file: str | None = None) -> list[str]:
+              result_file: str | None = None, cpu_result_file: str | None = None,
+              runs_per_gpu: str | int | None = None, group_result_file: str | None = None) -> list[str]:
     """The runs to train at a round and rung: `python -m job next`.
 
     Reads the finished runs' results so far from OUT/sweeps/SWEEP/ (local or s3://) and prints (and writes
@@ -139,13 +139,27 @@ def next_runs(out: str, sweep: str, configs: str, baseline: str, round_: str | i
     Idempotent: a function of the command line and the results of earlier rungs and rounds, so a
     killed `next` run again writes the same list. Ties go to the name that sorts first; a run that failed
     or did not finish a rung is never promoted. With cpu_result_file, as plan.
+    With group_result_file, the GPU runs go in pods of up to runs_per_gpu runs: when runs_per_gpu is above 1,
+    group_result_file gets the list of pods, {label, runs, round, rung} (runs: the JSON list of the pod's
+    items, for train_group) and result_file gets []; at 1, the pods' list is [] and result_file is as without.
     """
     args = MODULE + ["next", "--out", out, "--sweep", sweep, "--configs", configs, "--baseline", baseline,
                      "--round", str(round_), "--rung", str(rung)] + search_args(search_settings)
+    return args + _list_files(result_file, cpu_result_file, runs_per_gpu, group_result_file)
+
+
+def _list_files(result_file: str | None, cpu_result_file: str | None, runs_per_gpu: str | int | None,
+                group_result_file: str | None) -> list[str]:
+    """Where plan and next leave their lists, and the GPU runs per pod."""
+    args: list[str] = []
     if result_file:
         args += ["--result-file", result_file]
     if cpu_result_file:
         args += ["--cpu-result-file", cpu_result_file]
+    if runs_per_gpu is not None:
+        args += ["--runs-per-gpu", str(runs_per_gpu)]
+    if group_result_file:
+        args += ["--group-result-file", group_result_file]
     return args
 
 
@@ -163,7 +177,8 @@ def prepare(data: str, embeddings: str, out: str, result_file: str | None = None
 
 
 def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file: str | None = None,
-          epochs: str | int | None = None, round_: str | int | None = None, rung: str | int | None = None) -> list[str]:
+          epochs: str | int | None = None, round_: str | int | None = None, rung: str | int | None = None,
+          cuda_graphs: str | None = None) -> list[str]:
     """Train one run; writes its test balanced accuracy to result_file when given. `sweep` groups its metrics.
 
     epochs: the budget, train to this epoch (a next item's `epochs`); None = the config's epochs. The budget
@@ -172,12 +187,33 @@ def train(spec: str, prepared: str, out: str, sweep: str, run: str, result_file:
     A run already trained to the budget, or stopped early, is left as it is.
     round_, rung: the stage of a search that trains it (a next item's `round` and `rung`), for its log and its
     MLflow tags; they change nothing in the training.
+    cuda_graphs: "true" to replay each batch shape's step as a CUDA graph on CUDA (job/graphs.py); None: train's
+    default, eager steps.
     """
     args = MODULE + ["train", "--config", spec, "--prepared", prepared, "--out", run_uri(out, sweep, run), "--sweep", sweep]
     if epochs is not None:
         args += ["--epochs", str(epochs)]
     if round_ is not None and rung is not None:
         args += ["--round", str(round_), "--rung", str(rung)]
+    if cuda_graphs is not None:
+        args += ["--cuda-graphs", str(cuda_graphs)]
+    if result_file:
+        args += ["--result-file", result_file]
+    return args
+
+
+def train_group(runs: str, prepared: str, out: str, sweep: str, result_file: str | None = None,
+                cuda_graphs: str | None = None) -> list[str]:
+    """Train a pod's runs at once, one `train` process each (the command above) sharing the pod's GPU.
+
+    runs: the JSON list of the pod's items, {name, spec, epochs, round, rung} (a pod of plan's or next's
+    group list). Exits non-zero when any run failed; a rerun resumes every unfinished run and skips the
+    finished ones, as train does. result_file: a JSON object, each run's test balanced accuracy ("nan" when
+    it failed).
+    """
+    args = MODULE + ["train-group", "--runs", runs, "--prepared", prepared, "--out", out, "--sweep", sweep]
+    if cuda_graphs is not None:
+        args += ["--cuda-graphs", str(cuda_graphs)]
     if result_file:
         args += ["--result-file", result_file]
     return args

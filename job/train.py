@@ -23,11 +23,9 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -51,11 +49,6 @@ BAR_EVERY = 0.5  # seconds between progress bar redraws on a terminal
 CPU_PIECE_ROWS = 128  # on a CPU a batch is cut by length into pieces of at least this many rows, at most
 CPU_MAX_PIECES = 8  # this many: each is padded only to its own longest title, which at batch 1024 halves
 # an LSTM step; a GPU at these batch sizes pays per kernel launch, not per padded token: one piece
-GRAPHS_ENV = "MELI_CUDA_GRAPHS"  # 1: on CUDA, each batch shape's whole step is captured once as a CUDA graph, then
-GRAPHS_DEFAULT = "0"  # replayed; 0: every step eager. Off until a GPU run has checked graphs against eager
-GRAPH_WARMUP = 2  # a batch shape's first steps run eagerly (on real batches: they are training steps) before capture
-GRAPH_SHAPES = 48  # at most this many shapes captured in a run; a rarer shape past them runs eagerly
-GRAPH_WIDTH_STEP = 4  # with graphs, a batch is padded to a multiple of this many tokens: fewer shapes to capture
 
 
 # --- small named helpers ------------------------------------------------------------
@@ -196,77 +189,29 @@ def batch_pieces(device: torch.device, batch_size: int) -> int:
     return 1 if device.type == "cuda" else max(1, min(CPU_MAX_PIECES, batch_size // CPU_PIECE_ROWS))
 
 
-def graphs_wanted(device: torch.device) -> bool:
-    """Whether training steps on this device are captured as CUDA graphs: CUDA only, as MELI_CUDA_GRAPHS says."""
-    value = os.environ.get(GRAPHS_ENV, GRAPHS_DEFAULT).strip().lower()
-    if value not in ("0", "1", "false", "true", "off", "on"):
-        raise UserError(f"{GRAPHS_ENV}={value}: use 1 (capture steps as CUDA graphs) or 0 (eager)")
-    return device.type == "cuda" and value in ("1", "true", "on")
-
-
 class Steps:
-    """How a run takes its training steps, kept from epoch to epoch: the loss sum, and on CUDA the graphs.
+    """How a run takes its training steps eagerly, kept from epoch to epoch with the epoch's loss sum: zero
+    the gradients, forward and backward each piece of the batch, one optimizer step."""
 
-    Eager: zero the gradients, forward and backward each piece of the batch, one optimizer step.
+    graphs_on = False  # the log says whether a run's steps are CUDA graphs (job/graphs.py: GraphedSteps)
 
-    With graphs (CUDA, one piece a batch): at batch 1024 an eager step is bound by the host, about
-    4.8 ms of Python and kernel launches for 1.3 ms of GPU work (docs/performance.md). So the whole
-    step of each batch shape (rows, width) is captured once as a CUDA graph, forward, backward and
-    fused Adam, and then replayed: one index copy and one launch a step. Batches are padded to a
-    multiple of GRAPH_WIDTH_STEP tokens, which changes no logit (the models read no padding), so
-    that a few shapes cover an epoch. A shape's first GRAPH_WARMUP steps run eagerly, as real
-    training steps, so that the optimizer's state exists and cuDNN and cuBLAS have made their
-    choices before capture. The gradients are set to None before a capture, so a replay writes
-    them rather than adding to them. Everything runs on one side stream
-    (capture needs one), which `stream()` enters; the graphs share one memory pool, since they never
-    run at once. A failed capture logs why and leaves the run eager.
-    """
-
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split, device: torch.device,
-                 graphs: bool | None = None):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split, device: torch.device):
         self.model, self.optimizer, self.split, self.device = model, optimizer, split, device
         self.loss_sum = torch.zeros((), device=device)  # the epoch's summed loss, on the device: read once an epoch
-        self.graphs_on = graphs_wanted(device) if graphs is None else graphs and device.type == "cuda"
-        self.graphs_on = self.graphs_on and not isinstance(optimizer, DenseAndSparseAdam)  # sparse rows vary per step
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # (rows, width) -> graph, index
-        self.eager_runs: Counter = Counter()  # steps taken eagerly per shape
-        self.side = torch.cuda.Stream(device) if self.graphs_on else None
-        self.pool = torch.cuda.graph_pool_handle() if self.graphs_on else None
 
-    @contextlib.contextmanager
     def stream(self):
-        """The context the steps run in: with graphs, the side stream, after the work before it and before the work after."""
-        if self.side is None:
-            yield
-            return
-        caller = torch.cuda.current_stream(self.device)
-        self.side.wait_stream(caller)
-        try:
-            with torch.cuda.stream(self.side):
-                yield
-        finally:
-            caller.wait_stream(self.side)
+        """The context the steps run in: eager steps need none (CUDA graphs run on a side stream)."""
+        return contextlib.nullcontext()
 
     def take(self, order_t: torch.Tensor, batch: list[tuple[int, int, int]]) -> None:
         """One optimizer step over the batch's pieces of the order."""
         rows = batch[-1][1] - batch[0][0]
-        if self.graphs_on and len(batch) == 1:
-            (start, end, width), = batch
-            width = min(-(-width // GRAPH_WIDTH_STEP) * GRAPH_WIDTH_STEP, self.split.tokens.shape[1])
-            batch = [(start, end, width)]
-            graph = self.graphs.get((rows, width)) or self._maybe_capture(rows, width)
-            if graph is not None:
-                g, index = graph
-                index.copy_(order_t[start:end])
-                g.replay()
-                return
-            self.eager_runs[(rows, width)] += 1
         self.optimizer.zero_grad(set_to_none=True)
         for start, end, width in batch:
-            self._forward_backward(order_t[start:end], width, rows)
+            self.forward_backward(order_t[start:end], width, rows)
         self.optimizer.step()
 
-    def _forward_backward(self, index: torch.Tensor, width: int, rows: int) -> None:
+    def forward_backward(self, index: torch.Tensor, width: int, rows: int) -> None:
         """A piece's loss, summed over its rows, into loss_sum; its gradient, as a share of the batch's, into .grad."""
         with autocast(self.device, self.model):
             logits = self.model(self.split.tokens[index, :width], self.split.lengths[index])
@@ -274,47 +219,34 @@ class Steps:
         (loss / rows).backward()
         self.loss_sum += loss.detach()  # on the device: reading the loss every step would stall the GPU
 
-    def _maybe_capture(self, rows: int, width: int):
-        """The shape's graph, captured now, once it has run eagerly GRAPH_WARMUP times; None to run it eagerly."""
-        shape = (rows, width)
-        if self.eager_runs[shape] < GRAPH_WARMUP or len(self.graphs) >= GRAPH_SHAPES:
-            return None
-        index = torch.zeros(rows, dtype=torch.int64, device=self.device)  # the step's rows, copied in before each replay
-        graph = torch.cuda.CUDAGraph()
-        for group in self.optimizer.param_groups:
-            group["capturable"] = True  # Adam's step count stays on the device (a resumed checkpoint may say False)
-        # torch warns once when a capturable optimizer steps outside a graph: here that is a rare shape, expected
-        self.optimizer._warned_capturable_if_run_uncaptured = True
-        self.optimizer.zero_grad(set_to_none=True)
-        try:
-            with torch.cuda.graph(graph, pool=self.pool, stream=self.side):
-                self._forward_backward(index, width, rows)
-                self.optimizer.step()
-        except RuntimeError as e:
-            log.warning("CUDA graph capture of a %d x %d batch failed, training goes on eagerly: %s",
-                        rows, width, str(e).splitlines()[0][:300])
-            self.graphs_on = False
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        self.graphs[shape] = (graph, index)
-        log.debug("captured the training step of a %d x %d batch as a CUDA graph (%d shapes)", rows, width, len(self.graphs))
-        return self.graphs[shape]
+
+def make_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split, device: torch.device,
+               graphs: bool = False):
+    """The seam between the loop and how steps are taken: eager Steps, or with `graphs` on CUDA, those steps
+    captured as CUDA graphs (job/graphs.py). Both offer loss_sum, stream() and take(), so train_epoch reads
+    the same either way. Never graphs on a CPU, nor with sparse-gradient tables (their rows vary per step)."""
+    eager = Steps(model, optimizer, split, device)
+    if graphs and device.type == "cuda" and not isinstance(optimizer, DenseAndSparseAdam):
+        from job.graphs import GraphedSteps
+
+        return GraphedSteps(eager)
+    return eager
 
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split, order: np.ndarray,
                 batches: Iterable[list[tuple[int, int, int]]], device: torch.device,
                 report: Callable[[int, float, float], None] | None = None, every: float = LOG_EVERY,
-                on_batch: Callable[[int, int], None] | None = None, steps: Steps | None = None) -> tuple[float, int]:
+                on_batch: Callable[[int, int], None] | None = None, steps=None) -> tuple[float, int]:
     """One pass over a split in the batches of `epoch_order`: (mean training loss, samples seen).
 
     A batch's pieces add their gradients (each loss is its sum over the batch's rows), then the
-    optimizer takes one step: the step of the whole batch (`Steps.take`; `steps` carries CUDA graphs
-    from epoch to epoch, a new eager one when not given). Nothing in the loop waits on the device:
+    optimizer takes one step: the step of the whole batch (`steps.take`; `steps`, from make_steps, carries
+    CUDA graphs from epoch to epoch; a new eager one when not given). Nothing in the loop waits on the device:
     the loss is summed there and read once at the end, and every `every` seconds for
     `report(samples seen, running loss, seconds so far)` when one is given. `on_batch(batches done,
     batches in all)` runs after each step, when given.
     """
-    steps = steps or Steps(model, optimizer, split, device, graphs=False)
+    steps = steps or Steps(model, optimizer, split, device)
     seen = 0
     started = last = time.time()
     model.train()
@@ -419,7 +351,7 @@ class Training:
     history: list[dict] = field(default_factory=list)  # one entry per finished epoch
     best: dict = field(default_factory=lambda: {"epoch": 0, "score": -math.inf})  # score: higher is better
     train_seconds: float = 0.0  # seconds spent in training passes, over every attempt
-    steps: Steps | None = None  # how steps are taken (CUDA graphs kept between epochs); made after `resume`
+    steps: Steps | None = None  # how steps are taken (make_steps: CUDA graphs kept between epochs); made after `resume`
     budget: int = 0  # train to this epoch (--epochs; the config's epochs by default)
 
     @property
@@ -628,7 +560,8 @@ def main(args, on_batch: OnBatch | None = None) -> int:
     out = storage.check_uri(args.out, "--out")
     storage.check_uri(args.prepared, "--prepared")
     device = pick_device(args.device)
-    graphs = graphs_wanted(device)  # a bad MELI_CUDA_GRAPHS fails here, before any data is read
+    if args.cuda_graphs not in ("true", "false"):
+        raise UserError(f"--cuda-graphs {args.cuda_graphs!r}: expected true or false")
     done = finished(out, run, budget)
     tracker = tracking.Tracker.from_env(args.sweep, run, out, args.prepared, tracking.run_tags(args), trained=done is not None)
     if done is not None:
@@ -647,7 +580,8 @@ def main(args, on_batch: OnBatch | None = None) -> int:
     resume(r)
     r.budget = max(r.budget, len(r.history))  # a run already past the budget is not cut back: it is finished there
     mark_continuing(r)
-    r.steps = Steps(r.model, r.optimizer, r.train, device, graphs)  # after resume: graphs hold the optimizer's state tensors
+    # after resume: graphs hold the optimizer's state tensors
+    r.steps = make_steps(r.model, r.optimizer, r.train, device, graphs=args.cuda_graphs == "true")
     log.info("%s: %s on %s%s, %d parameters (%d trained), %d/%d/%d rows, %d epochs of batch %d",
              run.name, r.cfg.family, device, " with CUDA graphs" if r.steps.graphs_on else "",
              sum(p.numel() for p in r.model.parameters()),

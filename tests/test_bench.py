@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from conftest import ROOT
 from job import bench, bench_seed, train
+from job import graphs as graphs_module
 from job.data import epoch_order, make_split
 from job.errors import UserError
 from job.models import build_model
@@ -157,26 +158,21 @@ def test_steps_kept_across_epochs_count_each_epochs_loss_alone():
         torch.testing.assert_close(kept[1][name], fresh[1][name])
 
 
-def test_cuda_graphs_setting(monkeypatch):
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.delenv(train.GRAPHS_ENV, raising=False)
-    assert train.graphs_wanted(cuda) == (train.GRAPHS_DEFAULT == "1") and not train.graphs_wanted(cpu)
-    for value, wanted in (("1", True), ("on", True), ("0", False), ("false", False)):
-        monkeypatch.setenv(train.GRAPHS_ENV, value)
-        assert train.graphs_wanted(cuda) is wanted and not train.graphs_wanted(cpu)  # never on a CPU
-    assert not train.Steps(None, None, None, cpu, graphs=True).graphs_on
-    monkeypatch.setenv(train.GRAPHS_ENV, "maybe")
-    with pytest.raises(UserError, match="MELI_CUDA_GRAPHS=maybe: use 1"):
-        train.graphs_wanted(cpu)
+def test_cuda_graphs_seam_takes_eager_steps_off_cuda():
+    """make_steps, the one seam: eager Steps on a CPU whatever the setting; the same loop with graphs or without."""
+    cpu, split = torch.device("cpu"), _tiny_split(torch.device("cpu"))
+    for graphs in (True, False):
+        steps = _epochs(split, cpu, 1, lambda model, optimizer, steps: steps or train.make_steps(model, optimizer, split, cpu, graphs))[2]
+        assert type(steps) is train.Steps and not steps.graphs_on
 
 
 def test_train_refuses_a_bad_cuda_graphs_setting_in_one_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "job", "train", "--config", "hidden50", "--prepared", str(tmp_path / "p"),
-                          "--out", str(tmp_path / "out"), "--sweep", "t", "--device", "cpu"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120, env={**os.environ, train.GRAPHS_ENV: "yes please"})
+                          "--out", str(tmp_path / "out"), "--sweep", "t", "--device", "cpu", "--cuda-graphs", "yes please"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode != 0 and "Traceback" not in run.stderr
     errors = [line for line in run.stderr.splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and "MELI_CUDA_GRAPHS=yes please" in errors[0], run.stderr
+    assert len(errors) == 1 and "--cuda-graphs 'yes please': expected true or false" in errors[0], run.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -192,13 +188,13 @@ def test_cuda_graphs_train_as_the_eager_steps_do(family, monkeypatch):
     same kernels on the same shapes: what is left to differ is what the graphs do wrong."""
     monkeypatch.setattr(train, "uses_bf16", lambda device, model=None: False)
     cuda = torch.device("cuda")
-    split = _tiny_split(cuda, rows=400, widest=2 * train.GRAPH_WIDTH_STEP)
+    split = _tiny_split(cuda, rows=400, widest=2 * graphs_module.GRAPH_WIDTH_STEP)
     runs = {}
     for graphs in (True, False):
-        runs[graphs] = _epochs(split, cuda, 4, lambda model, optimizer, steps: steps or train.Steps(model, optimizer, split, cuda, graphs),
+        runs[graphs] = _epochs(split, cuda, 4, lambda model, optimizer, steps: steps or train.make_steps(model, optimizer, split, cuda, graphs),
                                family=family)
     steps = runs[True][2]
-    assert steps.graphs_on and sorted(steps.graphs) == [(16, 8), (32, 8)], "the two shapes were not both captured"
+    assert isinstance(steps, graphs_module.GraphedSteps) and steps.graphs_on and sorted(steps.graphs) == [(16, 8), (32, 8)], "the two shapes were not both captured"
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
     for name, eager in runs[False][1].items():
         torch.testing.assert_close(runs[True][1][name], eager, rtol=1e-4, atol=1e-5)

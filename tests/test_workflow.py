@@ -146,9 +146,11 @@ def test_make_render_prints_only_the_workflow():
 def test_dag_plan_and_prepare_then_train_then_aggregate(doc):
     dag = template(doc, "sweep")["dag"]
     assert doc["spec"]["entrypoint"] == "sweep"
-    assert [t["name"] for t in dag["tasks"]] == ["plan", "prepare", "train", "train-on-cpu", "aggregate"]
+    assert [t["name"] for t in dag["tasks"]] == ["plan", "prepare", "train", "train-on-cpu", "train-group", "aggregate"]
     assert "depends" not in task(doc, "plan") and "depends" not in task(doc, "prepare")
     assert task(doc, "train")["depends"] == task(doc, "train-on-cpu")["depends"] == "plan && prepare"
+    assert task(doc, "train-group")["depends"] == "plan && prepare"
+    assert task(doc, "train-group")["withParam"] == "{{tasks.plan.outputs.parameters.groups}}"
     assert task(doc, "train")["withParam"] == "{{tasks.plan.outputs.parameters.runs}}"
     assert task(doc, "train-on-cpu")["withParam"] == "{{tasks.plan.outputs.parameters.cpu-runs}}"
     # aggregate runs on any outcome of either fan-out, Skipped (an empty list) included; the workflow still
@@ -156,9 +158,11 @@ def test_dag_plan_and_prepare_then_train_then_aggregate(doc):
     assert task(doc, "aggregate")["depends"] == (
         "plan && prepare && (train.Succeeded || train.Failed || train.Errored || train.Skipped || train.Omitted)"
         " && (train-on-cpu.Succeeded || train-on-cpu.Failed || train-on-cpu.Errored || train-on-cpu.Skipped"
-        " || train-on-cpu.Omitted)")
+        " || train-on-cpu.Omitted)"
+        " && (train-group.Succeeded || train-group.Failed || train-group.Errored || train-group.Skipped"
+        " || train-group.Omitted)")
     assert dag["failFast"] is False
-    assert sorted(dag["target"].split()) == ["aggregate", "train", "train-on-cpu"]
+    assert sorted(dag["target"].split()) == ["aggregate", "train", "train-group", "train-on-cpu"]
 
 
 @pytest.mark.parametrize("kind", ["Workflow", "WorkflowTemplate"])
@@ -245,7 +249,7 @@ def test_fan_out_expands_to_exactly_the_requested_runs_grids_included(tmp_path):
         prepared = "{{tasks.prepare.outputs.parameters.prepared}}"
         assert pod == steps.train(item["spec"], prepared, params["workflow.parameters.out"], "meli-sweep-x", item["name"],
                                   "/tmp/result", epochs=str(item["epochs"]), round_=str(item["round"]),
-                                  rung=str(item["rung"]))
+                                  rung=str(item["rung"]), cuda_graphs="false")
 
 
 def test_step_commands_come_from_job_steps(doc):
@@ -257,6 +261,7 @@ def test_step_commands_come_from_job_steps(doc):
         cpu_result_file="/tmp/cpu-runs.json", search_settings=dag.SEARCH, capacity=(1, 1), shape_dir="/tmp/shape",
         max_workflow_bytes="{{workflow.parameters.max-workflow-bytes}}",
         parameters={p["name"]: "{{workflow.parameters.%s}}" % p["name"] for p in doc["spec"]["arguments"]["parameters"]},
+        runs_per_gpu="{{workflow.parameters.runs-per-gpu}}", group_result_file="/tmp/groups.json",
     )
     assert command("prepare") == steps.prepare(
         "{{workflow.parameters.data}}", "{{workflow.parameters.embeddings}}", "{{workflow.parameters.out}}", result_file="/tmp/prepared"
@@ -271,8 +276,12 @@ def test_step_commands_come_from_job_steps(doc):
         epochs="{{inputs.parameters.epochs}}",
         round_="{{inputs.parameters.round}}",
         rung="{{inputs.parameters.rung}}",
+        cuda_graphs="{{workflow.parameters.cuda-graphs}}",
     )
     assert command("train-on-cpu") == command("train")
+    assert command("train-group") == steps.train_group(
+        "{{inputs.parameters.runs}}", "{{inputs.parameters.prepared}}", "{{workflow.parameters.out}}", "{{workflow.name}}",
+        result_file="/tmp/result", cuda_graphs="{{workflow.parameters.cuda-graphs}}")
     assert command("aggregate") == steps.aggregate(
         "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}", report_dir="/tmp/report",
         search_settings=dag.SEARCH, baseline="{{workflow.parameters.baseline}}",
@@ -332,7 +341,7 @@ def test_every_pod_is_hardened(kind):
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] == IMAGE_UID and pod["runAsGroup"] == IMAGE_UID
     assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
     containers = [t for t in doc["spec"]["templates"] if "dag" not in t]
-    steps_ = ["aggregate", "plan", "prepare", "train", "train-on-cpu"]
+    steps_ = ["aggregate", "plan", "prepare", "train", "train-on-cpu", "train-group"]
     # the chart's template carries a search's later stages, whose lists `next` writes
     assert sorted(t["name"] for t in containers) == sorted(steps_ + (["next"] if kind == "WorkflowTemplate" else []))
     for t in containers:
@@ -366,7 +375,7 @@ def test_every_step_has_a_sized_tmp_and_requests_that_much_ephemeral_storage(kin
     o = Options()
     doc = build("hidden50", o, kind=kind).to_dict()
     sizes = {"plan": o.tmp_size, "aggregate": o.tmp_size, "prepare": o.prepare_tmp_size,
-             "train": o.train_tmp_size, "train-on-cpu": o.train_tmp_size,
+             "train": o.train_tmp_size, "train-on-cpu": o.train_tmp_size, "train-group": o.train_tmp_size,
              **({"next": o.tmp_size} if kind == "WorkflowTemplate" else {})}
     for name, size in sizes.items():
         t = template(doc, name)
@@ -425,7 +434,7 @@ def test_parameters_service_account_gc_ttl_and_parallelism():
     spec = doc["spec"]
     params = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
     assert set(params) == {"configs", "data", "embeddings", "out", "image", "cpu-image", "pushgateway-url", "baseline",
-                           "train-cpu", "train-memory", "gpus", "prepare-cpu", "prepare-memory", "node-selector",
+                           "train-cpu", "train-memory", "gpus", "runs-per-gpu", "cuda-graphs", "prepare-cpu", "prepare-memory", "node-selector",
                            "tolerations", "s3-secret", "trials", "search", "search-seed", "halving", "min-epochs", "rounds",
                            "max-workflow-bytes", "mlflow-tracking-uri", "mlflow-secret"}
     assert params["baseline"] == "true" and params_of(render("hidden50", "--no-baseline"))["baseline"] == "false"

@@ -13,8 +13,10 @@ imports torch.
 The DAG:
 
     plan ─────┐   ┌─> train (one GPU pod per run, withParam over plan's `runs`) ──────────┐
-              ├───┤                                                                     ├─> aggregate
+              ├───┼─> train-group (GPU pods of runs-per-gpu runs, over plan's `groups`) ──┼─> aggregate
     prepare ──┘   └─> train-on-cpu (one CPU pod per tfidf run, over plan's `cpu-runs`) ─┘
+
+With runs-per-gpu 1 (the default) `groups` is empty and train-group Skipped; above 1, `runs` is.
 
 `aggregate` runs once every train pod is done, whatever their outcome, and the
 report lists the runs that failed. The workflow still ends Failed when a run
@@ -125,6 +127,12 @@ class Options:
     train_cpu: str = option("4", PARAMETER, "CPU cores per train pod, GPU or CPU (loading the prepared arrays, evaluation, tfidf)")
     train_memory: str = option("16Gi", PARAMETER, "memory request and limit per train pod, GPU or CPU")
     gpus: int = option(1, PARAMETER, "nvidia.com/gpu per GPU train pod")
+    runs_per_gpu: int = option(1, PARAMETER, "GPU runs per GPU train pod, trained at once as one process each sharing "
+                               "its GPU (template train-group); 1: a pod per run. Raise train-memory with it")
+    # A sweep setting, not a config key: graphs change how a step is launched, not what it computes, so a run keeps
+    # its name and its checkpoint whichever way it trains, and one switch covers every run of the sweep.
+    cuda_graphs: bool = option(False, PARAMETER, "GPU train pods: replay each batch shape's training step as a CUDA graph "
+                               "(job/graphs.py); false: eager steps")
     # past about 6 cores the one reading process limits; about 0.7 GiB at 20 M rows with 8 workers (make bench-prepare)
     prepare_cpu: str = option("6", PARAMETER, "CPU cores (request and limit) of prepare: one tokenizing process each")
     prepare_memory: str = option("2Gi", PARAMETER, "memory request and limit of the prepare pod")
@@ -389,7 +397,8 @@ def build(configs: str, options: Options | None = None, kind: str = "Workflow") 
         shared = {**_env(o), "security_context": _security_context(o)}
         capacity = _capacity(configs, o, template)
         _sweep_dag(_plan(o, shared, capacity), _prepare(o, shared), _next(o, shared) if capacity != (1, 1) else None,
-                   _train(o, shared, gpu=True), _train(o, shared, gpu=False), _aggregate(o, shared), capacity)
+                   _train(o, shared, gpu=True), _train(o, shared, gpu=False), _train(o, shared, gpu=True, group=True),
+                   _aggregate(o, shared), capacity)
     _name_train_nodes(w)
     return w
 
@@ -421,6 +430,15 @@ def search_settings(o: Options) -> job_search.Search:
     return job_search.Search(**{name: getattr(o, name) for name in steps.SEARCH_FLAGS})
 
 
+# How plan and next split the GPU runs into pods: runs-per-gpu of them a pod, listed in the output `groups`.
+GROUPS = {"runs_per_gpu": "{{workflow.parameters.runs-per-gpu}}", "group_result_file": "/tmp/groups.json"}
+
+
+def _list_outputs() -> list[Parameter]:
+    """plan's and next's lists: GPU runs (a pod each), CPU runs (a pod each), GPU pods of several runs."""
+    return [Parameter(name=name, value_from=m.ValueFrom(path=f"/tmp/{name}.json")) for name in ("runs", "cpu-runs", "groups")]
+
+
 def _plan(o: Options, shared: dict, capacity: tuple[int, int]) -> Container:
     return Container(
         name="plan",
@@ -429,11 +447,12 @@ def _plan(o: Options, shared: dict, capacity: tuple[int, int]) -> Container:
         command=steps.plan("{{workflow.parameters.configs}}", "{{workflow.parameters.baseline}}", result_file="/tmp/runs.json",
                            cpu_result_file="/tmp/cpu-runs.json", search_settings=SEARCH, capacity=capacity,
                            shape_dir="/tmp/shape", max_workflow_bytes="{{workflow.parameters.max-workflow-bytes}}",
-                           parameters={name: f"{{{{workflow.parameters.{name}}}}}" for name in _parameter_names()}),
+                           parameters={name: f"{{{{workflow.parameters.{name}}}}}" for name in _parameter_names()},
+                           **GROUPS),
         # runs: the GPU pods' runs; cpu-runs: the runs of a CPU family (the tfidf baseline), for CPU pods;
+        # groups: the GPU pods of several runs each (runs-per-gpu above 1; then runs is []);
         # rounds and rungs: the search's shape, which decides the stages that run (_stage_when)
-        outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json")),
-                 Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json")),
+        outputs=_list_outputs() + [
                  Parameter(name="rounds", value_from=m.ValueFrom(path="/tmp/shape/rounds")),
                  Parameter(name="rungs", value_from=m.ValueFrom(path="/tmp/shape/rungs"))],
         resources=Resources(cpu_request="100m", memory_request="256Mi", memory_limit="512Mi", ephemeral_request=o.tmp_size),
@@ -469,39 +488,51 @@ def _next(o: Options, shared: dict) -> Container:
         command=steps.next_runs(
             "{{workflow.parameters.out}}", "{{workflow.name}}", "{{workflow.parameters.configs}}",
             "{{workflow.parameters.baseline}}", "{{inputs.parameters.round}}", "{{inputs.parameters.rung}}",
-            search_settings=SEARCH, result_file="/tmp/runs.json", cpu_result_file="/tmp/cpu-runs.json",
+            search_settings=SEARCH, result_file="/tmp/runs.json", cpu_result_file="/tmp/cpu-runs.json", **GROUPS,
         ),
-        outputs=[Parameter(name="runs", value_from=m.ValueFrom(path="/tmp/runs.json")),
-                 Parameter(name="cpu-runs", value_from=m.ValueFrom(path="/tmp/cpu-runs.json"))],
+        outputs=_list_outputs(),
         resources=Resources(cpu_request="100m", memory_request="512Mi", memory_limit="1Gi", ephemeral_request=o.tmp_size),
         volumes=[_tmp_volume(o.tmp_size)],
         **shared,
     )
 
 
-def _train(o: Options, shared: dict, gpu: bool) -> Container:
+def _train(o: Options, shared: dict, gpu: bool, group: bool = False) -> Container:
     """The train template: one run's pod. gpu: a GPU pod (nvidia.com/gpu, GPU placement, the GPU semaphore);
     otherwise the same command in a CPU pod (the tfidf baseline), with none of the three. Both use the training
-    image, whose torch runs on a CPU too."""
+    image, whose torch runs on a CPU too. group: a GPU pod of several runs (runs_per_gpu above 1), template
+    train-group, which trains them at once, one train process each (steps.train_group), with the same
+    resources, retries and deadline as a pod of one run."""
     if gpu:
         patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
                                  gpus="{{workflow.parameters.gpus}}", placement=True, disk=o.train_tmp_size)
     else:
         patch = _resources_patch("{{workflow.parameters.train-cpu}}", "{{workflow.parameters.train-memory}}",
                                  disk=o.train_tmp_size)
-    return Container(
-        name="train" if gpu else "train-on-cpu",
-        image="{{workflow.parameters.image}}",
-        inputs=[Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared"),
-                Parameter(name="epochs"), Parameter(name="round"), Parameter(name="rung")],
+    if group:
+        inputs = [Parameter(name="label"), Parameter(name="runs"), Parameter(name="prepared")]
+        command = steps.train_group("{{inputs.parameters.runs}}", "{{inputs.parameters.prepared}}",
+                                    "{{workflow.parameters.out}}", "{{workflow.name}}", result_file=RESULT,
+                                    cuda_graphs="{{workflow.parameters.cuda-graphs}}")
+        outputs = [Parameter(name="balanced-accuracies", value_from=m.ValueFrom(path=RESULT, default="{}"))]
+    else:
+        inputs = [Parameter(name="name"), Parameter(name="label"), Parameter(name="spec"), Parameter(name="prepared"),
+                  Parameter(name="epochs"), Parameter(name="round"), Parameter(name="rung")]
         # epochs: the stage's budget; a promoted run goes on from the checkpoint its last rung left in S3
-        command=steps.train(
+        command = steps.train(
             "{{inputs.parameters.spec}}", "{{inputs.parameters.prepared}}", "{{workflow.parameters.out}}",
             "{{workflow.name}}", "{{inputs.parameters.name}}", result_file=RESULT, epochs="{{inputs.parameters.epochs}}",
             round_="{{inputs.parameters.round}}", rung="{{inputs.parameters.rung}}",
-        ),
+            cuda_graphs="{{workflow.parameters.cuda-graphs}}",  # a CPU pod takes eager steps whatever it says
+        )
         # A failed run writes no result: the default keeps the node's outputs valid.
-        outputs=[Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))],
+        outputs = [Parameter(name="balanced-accuracy", value_from=m.ValueFrom(path=RESULT, default="nan"))]
+    return Container(
+        name="train-group" if group else "train" if gpu else "train-on-cpu",
+        image="{{workflow.parameters.image}}",
+        inputs=inputs,
+        command=command,
+        outputs=outputs,
         pod_spec_patch=patch,
         synchronization=_semaphore(o.gpu_semaphore) if gpu else None,
         active_deadline_seconds=o.train_deadline_s,
@@ -520,7 +551,7 @@ def _train(o: Options, shared: dict, gpu: bool) -> Container:
                 help="Duration of a sweep run's train pod in seconds",
                 labels=[
                     Label(key="workflow", value="{{workflow.name}}"),
-                    Label(key="config", value="{{inputs.parameters.name}}"),
+                    Label(key="config", value="{{inputs.parameters.%s}}" % ("label" if group else "name")),
                     Label(key="status", value="{{status}}"),
                 ],
                 realtime=False,
@@ -572,7 +603,7 @@ def reference(configs: str, o: Options, given: set[str]) -> Workflow:
 
 
 def _sweep_dag(plan: Container, prepare: Container, next_: Container | None, train: Container, train_cpu: Container,
-               aggregate: Container, capacity: tuple[int, int]) -> DAG:
+               train_group: Container, aggregate: Container, capacity: tuple[int, int]) -> DAG:
     """The DAG, unrolled to `capacity` (rounds, rungs): stage (1, 0) trains plan's lists; every later stage is a
     `next` task that lists its runs from the results so far, then its two fan-outs. A stage the sweep's own shape
     does not reach is Skipped by its `when` (_stage_when), and so is a fan-out over an empty list; either holds
@@ -583,14 +614,14 @@ def _sweep_dag(plan: Container, prepare: Container, next_: Container | None, tra
     # the workflow waits for aggregate (the report is written) and then ends Failed when any run or next failed.
     stages = [(r, k) for r in range(1, capacity[0] + 1) for k in range(capacity[1])]
     names = [_stage_name(stage) for stage in stages]
-    targets = ["aggregate", "train", "train-on-cpu"]
+    targets = ["aggregate", "train", "train-on-cpu", "train-group"]
     for name in names[1:]:
-        targets += [f"next-{name}", f"train-{name}", f"train-{name}-on-cpu"]
+        targets += [f"next-{name}", f"train-{name}", f"train-{name}-on-cpu", f"train-{name}-group"]
     with DAG(name="sweep", fail_fast=False, target=" ".join(targets)) as dag:
         p = plan(name="plan")
         d = prepare(name="prepare")
         prepared = "{{tasks.prepare.outputs.parameters.prepared}}"
-        trains = _train_fan_out("train", "{{tasks.plan.outputs.parameters.%s}}", train, train_cpu, prepared)
+        trains = _train_fan_out("train", "{{tasks.plan.outputs.parameters.%s}}", train, train_cpu, train_group, prepared)
         for t in trains:
             [p, d] >> t
         for (round_, rung), name in zip(stages[1:], names[1:]):
@@ -598,7 +629,7 @@ def _sweep_dag(plan: Container, prepare: Container, next_: Container | None, tra
             n = next_(name=f"next-{name}", arguments={"round": str(round_), "rung": str(rung)}, when=when)
             n.depends = " && ".join(["plan", "prepare"] + [_finished(t.name) for t in trains])
             trains = _train_fan_out(f"train-{name}", f"{{{{tasks.next-{name}.outputs.parameters.%s}}}}", train, train_cpu,
-                                    prepared, when=when)
+                                    train_group, prepared, when=when)
             for t in trains:
                 t.depends = f"next-{name} && prepare"
         a = aggregate(name="aggregate")
@@ -621,20 +652,19 @@ def _stage_when(round_: int, rung: int) -> str:
             f"{{{{tasks.plan.outputs.parameters.rungs}}}} > {rung}")
 
 
-def _train_fan_out(name: str, lists: str, gpu: Container, cpu: Container, prepared: str, when: str | None = None) -> list:
-    """The training of one stage's runs: a fan-out of GPU pods over the list `lists % "runs"` names, and one of
-    CPU pods (task `<name>-on-cpu`) over `lists % "cpu-runs"`. Returns the two tasks, for the dependencies and
-    for the next stage's `depends` (_finished)."""
-    tasks = []
-    for template, task_name, output in ((gpu, name, "runs"), (cpu, f"{name}-on-cpu", "cpu-runs")):
-        tasks.append(template(
-            name=task_name,
-            with_param=lists % output,
-            when=when,
-            arguments={"name": "{{item.name}}", "label": "{{item.label}}", "spec": "{{item.spec}}", "prepared": prepared,
-                       "epochs": "{{item.epochs}}", "round": "{{item.round}}", "rung": "{{item.rung}}"},
-        ))
-    return tasks
+def _train_fan_out(name: str, lists: str, gpu: Container, cpu: Container, group: Container, prepared: str,
+                   when: str | None = None) -> list:
+    """The training of one stage's runs: a fan-out of GPU pods over the list `lists % "runs"` names, one of
+    CPU pods (task `<name>-on-cpu`) over `lists % "cpu-runs"`, and one of GPU pods of several runs each (task
+    `<name>-group`) over `lists % "groups"`. plan and next fill `runs` or `groups`, never both (runs-per-gpu),
+    so the other is an empty fan-out, Skipped. Returns the three tasks, for the dependencies and for the next
+    stage's `depends` (_finished)."""
+    run = {"name": "{{item.name}}", "label": "{{item.label}}", "spec": "{{item.spec}}", "prepared": prepared,
+           "epochs": "{{item.epochs}}", "round": "{{item.round}}", "rung": "{{item.rung}}"}
+    pod = {"label": "{{item.label}}", "runs": "{{item.runs}}", "prepared": prepared}
+    fan_outs = ((gpu, name, "runs", run), (cpu, f"{name}-on-cpu", "cpu-runs", run), (group, f"{name}-group", "groups", pod))
+    return [template(name=task_name, with_param=lists % output, when=when, arguments=arguments)
+            for template, task_name, output, arguments in fan_outs]
 
 
 def _finished(task: str) -> str:
@@ -651,7 +681,8 @@ def _finished(task: str) -> str:
 
 
 def _name_train_nodes(w: Workflow) -> None:
-    """Show each train node as its run's label in the Argo UI, not as the JSON of its item.
+    """Show each train node as its run's label in the Argo UI, not as the JSON of its item (a pod of several
+    runs: their labels joined, configs.gpu_pods).
 
     Argo reads the display name from the template's own `annotations`; Hera's `annotations` field goes
     to pod metadata instead, so the built template gets the annotation here. Argo v3.7+ checks it
@@ -659,7 +690,7 @@ def _name_train_nodes(w: Workflow) -> None:
     marks the node Error when it fails, hence the plan step's display-safe `label`, not the run name.
     """
     for i, t in enumerate(w.templates):
-        if isinstance(t, Container) and t.name in ("train", "train-on-cpu"):
+        if isinstance(t, Container) and t.name in ("train", "train-on-cpu", "train-group"):
             built = t._build_template()
             built.annotations = {DISPLAY_NAME: "{{inputs.parameters.label}}"}
             w.templates[i] = built
