@@ -1,5 +1,5 @@
 """Several runs per GPU pod (runs_per_gpu): plan's and next's pods, the train-group step, and sweeps of them run
-as the Argo v4 controller would run them (tests/argo_controller.py) on the moto S3 server.
+as the Argo v4 controller would run them (tests/argo/) on the moto S3 server.
 
     .venv/bin/python -m pytest tests/test_runs_per_gpu.py
 """
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-import argo_controller as argo
+import argo
 from conftest import ROOT, run_job
 from job import configs, steps
 from job.train_group import parse_runs
