@@ -192,8 +192,9 @@ def _tree(pid: int) -> list[int]:
 
 
 def _sample(pid: int) -> tuple[int, float, float]:
-    """(bytes: the tree's proportional set size; CPU seconds of pid; CPU seconds of its descendants) now."""
-    memory, cpu = 0, {}
+    """(bytes: the tree's proportional set size; CPU seconds of pid; CPU seconds of its descendants, those it has
+    waited for included) now."""
+    memory, cpu, waited = 0, {}, 0.0
     for p in _tree(pid):
         try:
             rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
@@ -201,8 +202,10 @@ def _sample(pid: int) -> tuple[int, float, float]:
         except OSError:
             continue
         memory += 1024 * int(rollup.split("Pss:", 1)[1].split()[0])
-        cpu[p] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-    return memory, cpu.pop(pid, 0.0), sum(cpu.values())
+        ticks = [int(f) / os.sysconf("SC_CLK_TCK") for f in fields[11:15]]  # utime, stime, cutime, cstime
+        cpu[p] = ticks[0] + ticks[1]
+        waited += ticks[2] + ticks[3] if p == pid else 0.0
+    return memory, cpu.pop(pid, 0.0), sum(cpu.values()) + waited
 
 
 def _disk(folder: Path) -> int:
@@ -235,7 +238,8 @@ def watch(command: list[str], out: Path) -> dict:
 
 def run_prepare(data: Path, vectors: Path, out: Path, workers: int, vector_lines: int = VECTOR_LINES) -> dict:
     """`python -m job prepare` in a child process, watched: per phase its seconds and peak memory; the CPU of the
-    first phase in this process and in the workers; the step's wall time, peak disk and its files' hashes."""
+    first phase in the step's process (its start-up included) and in the workers; the step's wall time, the most
+    bytes its output folder held (staging included), and its files' hashes."""
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "job", "prepare", "--data", str(data), "--embeddings", str(vectors),
                "--out", str(out), "--workers", str(workers),
@@ -252,8 +256,8 @@ def run_prepare(data: Path, vectors: Path, out: Path, workers: int, vector_lines
     for name, (end, seconds) in ends.items():
         during = [s for s in samples if begin <= s[0] <= end] or [min(samples, key=lambda s: abs(s[0] - end))]
         phases.append({"phase": name, "seconds": seconds, "peak": max(s[1] for s in during)})
-        if name == "read and tokenize":  # the last sample before the phase ended: its CPU, here and in the workers
-            main_cpu, worker_cpu = max((s[0], s[2], s[3]) for s in during)[1:]
+        if name == "read and tokenize":  # the first sample after it (the pool is gone): CPU here and in the workers
+            main_cpu, worker_cpu = min((s for s in samples if s[0] >= end), key=lambda s: s[0], default=samples[-1])[2:4]
         begin = end
     prepared = Path(seen["stdout"].strip().splitlines()[-1])
     report = json.loads((prepared / "report.json").read_text())

@@ -355,13 +355,13 @@ def test_pieces_of_json_lines_parse_as_the_whole_file(tmp_path):
 _TOKENIZED = """
 import sys
 from pathlib import Path
-from job import prepare, tables
+from job import corpus, tables
 path, staging = Path(sys.argv[1]), Path(sys.argv[2])
 def run(workers, name="rows.csv"):
     folder = staging / str(workers)
     folder.mkdir()
     tasks = ((p, "spanish", folder / f"{i}.pkl") for i, p in enumerate(tables.pieces(path, name, rows=50)))
-    counts = list(prepare._tokenized(tasks, workers))
+    counts = list(corpus._tokenized(tasks, workers))
     return counts, [(folder / f"{i}.pkl").read_bytes() for i in range(len(counts))]
 one, two = run(1), run(2)
 assert two == one and len(one[0]) > 8, "2 workers: other counts, other piece files, or another order"
@@ -370,7 +370,7 @@ lines = path.read_bytes().split(b"\\n")
 path.write_bytes(b"\\n".join(lines[:1010] + [b"a,b,c,d,e"] + lines[1010:]))  # a ragged row in piece 20 of 31
 try:
     run(3)
-except prepare.UserError as e:
+except tables.UserError as e:
     assert "malformed CSV" in str(e), e
     assert all((staging / "3" / f"{i}.pkl").exists() for i in range(20)), "the pieces before it were done"
 else:
@@ -391,16 +391,16 @@ def test_workers_give_the_counts_and_piece_files_of_one_in_input_order(tmp_path)
 
 def test_stratified_split_draws_each_class_80_10_10_in_input_order():
     """A class's rows are taken in input order before its draw, so the split is a function of the rows and the seed."""
-    from job import prepare
+    from job import splits
 
     category = np.random.default_rng(0).integers(0, 5, size=400).astype(np.int32)
     category[category == 3] = 4  # a class with no rows
     category[:2] = 3  # ... and then one with 2: too few to split, kept in train
-    split, small = prepare.stratified_split(category, ["a", "b", "c", "d", "e"], seed=1)
+    split, small = splits.stratified_split(category, ["a", "b", "c", "d", "e"], seed=1)
     assert small == 1 and (split[:2] == 0).all()
     for c in (0, 1, 2, 4):
         n = int((category == c).sum())
         got = np.bincount(split[category == c], minlength=3).tolist()
         assert got == [n - 2 * round(0.1 * n), round(0.1 * n), round(0.1 * n)], (c, got)
-    again, _ = prepare.stratified_split(category, ["a", "b", "c", "d", "e"], seed=1)
-    assert (again == split).all() and not (prepare.stratified_split(category, list("abcde"), seed=2)[0] == split).all()
+    again, _ = splits.stratified_split(category, ["a", "b", "c", "d", "e"], seed=1)
+    assert (again == split).all() and not (splits.stratified_split(category, list("abcde"), seed=2)[0] == split).all()
