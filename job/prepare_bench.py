@@ -211,9 +211,10 @@ def _sample(pid: int) -> tuple[int, float, float]:
 def _disk(folder: Path) -> int:
     """Bytes of the files under folder now (staging included)."""
     total = 0
-    for f in folder.rglob("*"):
-        with contextlib.suppress(OSError):  # moved or removed meanwhile
-            total += f.stat().st_size if f.is_file() else 0
+    for root, _, names in os.walk(folder):  # a folder removed meanwhile is skipped
+        for name in names:
+            with contextlib.suppress(OSError):  # a file moved or removed meanwhile
+                total += os.stat(os.path.join(root, name)).st_size
     return total
 
 
