@@ -11,9 +11,8 @@ shares count once), their CPU time, and the bytes under the output folder (stagi
 log line that ends each phase splits the samples into phases. Printed:
   - per phase and run (the fastest of 2 to 6 runs, alternating between the worker counts): seconds,
     rows/s (lines/s for the vector file), and the peak memory of the whole process tree;
-  - the speed-up of 2 workers over 1 in the read-and-tokenize phase and in all, and what tokenizing
-    cost in CPU; the growth of peak memory from the smallest to the largest row count, and whether
-    every run wrote the same bytes;
+  - the speed-up of 2 workers over 1 (read and tokenize, and in all), what tokenizing cost in CPU, the
+    growth of peak memory from the smallest to the largest row count, whether every run wrote the same bytes;
   - memory with 8 workers (POD_CORES), measured at the smallest row count (its time means nothing
     on fewer cores), and the same titles as the course's jsonl.gz (token lists and all) on 2 workers;
   - the vector file parsed the previous way (every line split) and this way (words outside the
