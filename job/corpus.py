@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import pickle
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -58,8 +58,9 @@ def _stripped(factorized: tuple[np.ndarray, np.ndarray]) -> list[str]:
 def tokenize_piece(task: tuple) -> Counts:
     """Read, parse, clean, filter and tokenize one piece: (a tables.Piece, the stopwords' language, the piece file).
 
-    The piece file holds the piece's distinct words in order of first appearance (joined by "\\n": a token is
-    letters only), each title's tokens as indices into them, and per title its length, category and split."""
+    The piece file is six .npy arrays one after the other (no pickles): the piece's distinct words in order of
+    first appearance (UTF-8, joined by "\\n": a token is letters only), each title's tokens as indices into them,
+    per title its length; the categories (UTF-8 JSON), and per title its category and split."""
     import pandas as pd
 
     piece, language, out = task
@@ -98,9 +99,14 @@ def tokenize_piece(task: tuple) -> Counts:
     ids, words = pd.factorize(np.asarray(tokens_all, dtype=object))
     category, names = pd.factorize(cats[kept_rows])
     with open(out, "wb") as f:
-        pickle.dump(("\n".join(words.tolist()), ids.astype(np.int32), np.asarray(lengths, dtype=np.int32), names.tolist(),
-                     category.astype(np.int32), np.asarray(split, dtype=np.int8)), f, protocol=pickle.HIGHEST_PROTOCOL)
+        for array in (_utf8("\n".join(words.tolist())), ids.astype(np.int32), np.asarray(lengths, dtype=np.int32),
+                      _utf8(json.dumps(names.tolist())), category.astype(np.int32), np.asarray(split, dtype=np.int8)):
+            np.save(f, array, allow_pickle=False)
     return Counts(len(titles), columns, dropped, no_tokens, first_no_tokens, first_bad_split)
+
+
+def _utf8(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8)
 
 
 # --- in this process: the pieces merged in input order --------------------------------
@@ -143,8 +149,9 @@ class Corpus:
         self.columns.update(counts.columns)
         self.splits_given |= "split" in counts.columns
         with open(piece_file, "rb") as f:
-            words, ids, lengths, categories, category, split = pickle.load(f)
+            words, ids, lengths, categories, category, split = [np.load(f, allow_pickle=False) for _ in range(6)]
         piece_file.unlink()
+        words, categories = words.tobytes().decode(), json.loads(categories.tobytes())
         word_ids = _number(self.words, words.split("\n") if words else [])
         word_ids[ids].tofile(files["ids"])
         lengths.tofile(files["lengths"])
@@ -202,12 +209,12 @@ def tokenize_input(path: Path, name: str, language: str, workers: int, staging: 
     """The input cut into pieces, each read and tokenized by a worker, merged here in input order."""
     plain = tables.staged(path, name, staging)
     corpus = Corpus(staging / "spool.i32")
-    tasks = ((piece, language, staging / f"piece-{i}.pkl") for i, piece in enumerate(tables.pieces(plain, name)))
+    tasks = ((piece, language, staging / f"piece-{i}.npys") for i, piece in enumerate(tables.pieces(plain, name)))
     with contextlib.ExitStack() as files:
         spooled = {"ids": files.enter_context(open(corpus.spool, "wb"))}
         spooled |= {name: files.enter_context(open(corpus.side_file(name), "wb")) for name in Corpus.PER_TITLE}
         for i, counts in enumerate(_tokenized(tasks, workers)):
-            corpus.add(counts, staging / f"piece-{i}.pkl", spooled)
+            corpus.add(counts, staging / f"piece-{i}.npys", spooled)
     if plain != path:
         plain.unlink()  # the decompressed input: its disk is the spool's now
     tables.check_whole(name, corpus.columns, corpus.rows_read)

@@ -360,9 +360,9 @@ path, staging = Path(sys.argv[1]), Path(sys.argv[2])
 def run(workers, name="rows.csv"):
     folder = staging / str(workers)
     folder.mkdir()
-    tasks = ((p, "spanish", folder / f"{i}.pkl") for i, p in enumerate(tables.pieces(path, name, rows=50)))
+    tasks = ((p, "spanish", folder / f"{i}.npys") for i, p in enumerate(tables.pieces(path, name, rows=50)))
     counts = list(corpus._tokenized(tasks, workers))
-    return counts, [(folder / f"{i}.pkl").read_bytes() for i in range(len(counts))]
+    return counts, [(folder / f"{i}.npys").read_bytes() for i in range(len(counts))]
 one, two = run(1), run(2)
 assert two == one and len(one[0]) > 8, "2 workers: other counts, other piece files, or another order"
 assert sum(c.rows for c in one[0]) == 1500
@@ -372,7 +372,7 @@ try:
     run(3)
 except tables.UserError as e:
     assert "malformed CSV" in str(e), e
-    assert all((staging / "3" / f"{i}.pkl").exists() for i in range(20)), "the pieces before it were done"
+    assert all((staging / "3" / f"{i}.npys").exists() for i in range(20)), "the pieces before it were done"
 else:
     raise AssertionError("the bad piece's error was not raised")
 print("ok")
