@@ -85,9 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--language", choices=("spanish", "portuguese"), default="spanish", help="stopword list (default: spanish)")
     s.add_argument("--seed", type=int, default=0, help="seed for splits and trained vectors (default: 0)")
     s.add_argument("--workers", type=int, default=None,
-                   help="processes that tokenize; the output is the same for any number (default: the usable cores)")
+                   help="processes that read and tokenize; the output is the same for any number (default: the usable cores)")
     s.add_argument("--result-file", help="also write the prepared URI to this file (an Argo output parameter)")
-    s.add_argument("--stats-file", help="also write each phase's time and peak memory to this local JSON file")
 
     s = sub.add_parser("train", help="train one config on prepared data")
     s.add_argument("--config", required=True, help="one config spec, e.g. hidden100:lr=3e-4")

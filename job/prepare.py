@@ -14,277 +14,53 @@ Output, under <out>/prepared/<hash>/ where <hash> covers the inputs' content and
 A second run with the same inputs finds the manifest and does nothing. Trainers memory-map the
 arrays, so parallel runs on one machine share one copy in the page cache.
 
-The input is streamed: memory grows with the titles only by a few bytes each (length, category and
-split) and with the distinct words, never with the titles' text or tokens. In phases:
-  1. read and tokenize: this process decompresses the input and cuts it into pieces of whole records
-     (job.tables); `--workers` processes (default: the usable cores: a pool of all but one, and this
-     one while the pool is busy) parse, clean and tokenize them, and the results are merged in input
-     order, so the output is the same for any number of workers. Each title's tokens go to a spool file on local disk as int32 ids into a
-     provisional list of every distinct word, and its length, category and split to files beside it.
-  2. split: the input's splits, or the stratified draw, and the class ids (a block of titles at a time).
+Memory grows with the titles only by a few bytes each (length, category and split) and with the
+distinct words, never with the titles' text or tokens. In phases, each logged as it ends:
+  1. read and tokenize (job.corpus): a .gz input is decompressed once into staging; this process
+     cuts the file into byte ranges of whole records (job.tables); `--workers` processes (default:
+     the usable cores) each read, parse, clean and tokenize a range into a piece file; the pieces
+     are merged in input order into a spool, so the output is the same for any number of workers.
+  2. split (job.splits): the input's splits, or the stratified draw, and the class ids.
   3. vocabulary: the course's gensim vocabulary over the training titles, counted from the spool (job.vocab).
-  4. encode: one more pass over the spool writes the .npy files to a staging folder.
+  4. encode: one more pass over the spool writes the .npy files to staging.
   5. embeddings: the word vectors of the vocabulary, read from a file or trained.
   6. write: the staged files are moved (or uploaded) into place, then the manifest.
-Staging is a hidden folder beside the output (a local --out) or in the temp folder (S3); it needs
-about 4 bytes per token for the spool plus the outputs' size. `--stats-file` writes each phase's
-time and peak memory (what `make bench-prepare` reads); the prepared folder never holds timings.
+Staging is a hidden folder beside the output (a local --out) or in the temp folder (S3); it holds the
+decompressed input, the spool (4 bytes a token) and the arrays. `make bench-prepare` measures the
+phases from outside the process (docs/data.md); the prepared folder never holds timings.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import dataclasses
 import hashlib
 import io
 import json
 import logging
-import multiprocessing
 import os
-import resource
 import shutil
-import sys
 import tempfile
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from job import embeddings as emb
-from job import steps, storage, tables, text, vocab
+from job import steps, storage, vocab
+from job.corpus import SPLITS, Corpus, reasons, tokenize_input
 from job.errors import UserError
+from job.splits import Rows, assign_splits
 
 log = logging.getLogger("job.prepare")
 
 PREPARE_VERSION = 3  # bump when the output format or the preprocessing changes: it enters the hash
 MAX_TOKENS = 64  # tokens stored per title; configs cut further with max_len
-MAX_TITLE_CHARS = 2000  # longer "titles" are pasted descriptions or garbage: dropped and counted (real ones are < 200)
-SPLITS = ("train", "validation", "test")
-SPLIT_SHARES = (0.8, 0.1, 0.1)  # used when the input has no splits of its own
-SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                 "val": "validation", "dev": "validation", "test": "test"}
 SPECIALS = ("[PAD]", "[UNK]")  # ids 0 and 1
-IN_FLIGHT = 2  # chunks queued per worker: keeps each busy while the next is read, and bounds what is held
-HELD_HERE = 6  # results done in this process that may wait for the pool's before them (~1 MB each)
-HANDOFF_SECONDS = 0.0005  # the GIL switch interval while a pool runs (Python's default: 0.005); see _in_order
-SPOOL_BLOCK_ROWS = 200_000  # titles read back from the spool at once (~3 MB of ids)
-
-OVER_LONG = f"title over {MAX_TITLE_CHARS} characters"
-_SPLIT_CODE = {alias: SPLITS.index(name) for alias, name in SPLIT_ALIASES.items()}
+PHASES = ("read and tokenize", "split", "vocabulary", "encode", "embeddings", "write")  # each logs "<phase>: done in"
 
 
-# --- one chunk, cleaned and tokenized (in a worker process) -----------------------------
-
-
-@dataclass
-class Tokenized:
-    """One chunk of rows as the later phases need it: compact arrays, words and categories named once."""
-
-    rows: int  # rows read
-    columns: tuple  # the columns (fields) the chunk's rows had
-    dropped: dict  # rows dropped before tokenizing, by reason
-    no_tokens: int  # titles left with no tokens after cleaning
-    first_no_tokens: int  # row (in the chunk) of the first of those, or -1
-    first_bad_split: int  # row (in the chunk) of the first tokenized title with no known split, or -1
-    words: str  # the chunk's distinct words, in order of first appearance, joined by "\n" (one string pickles faster)
-    ids: np.ndarray  # int32: each tokenized title's tokens as indices into words, title after title
-    lengths: np.ndarray  # int32 per tokenized title: its tokens, all of them (MAX_TOKENS cuts when encoding)
-    categories: list  # the chunk's categories, in order of first appearance
-    category: np.ndarray  # int32 per tokenized title: index into categories
-    split: np.ndarray  # int8 per tokenized title: index into SPLITS, -1 when unknown or absent
-    cpu_seconds: float  # the worker's CPU time on this chunk
-    pid: int  # the process that tokenized it
-    private_memory: int  # bytes: the worker's private resident memory at the chunk's end (its peak, near enough)
-
-
-def _stripped(factorized: tuple[np.ndarray, np.ndarray]) -> list[str]:
-    """The distinct values of a factorized column (codes, values) as stripped text, then "" for a missing one (code -1)."""
-    import pandas as pd
-
-    return pd.Series(factorized[1], dtype=object).astype(str).str.strip().tolist() + [""]
-
-
-def tokenize_chunk(task: tuple) -> Tokenized:
-    """Parse, clean, filter and tokenize one chunk: (a piece of the input file, the stopwords' language)."""
-    import pandas as pd
-
-    piece, language = task
-    started = time.process_time()
-    frame, columns = tables.parse(piece)
-    titles, categories = frame["title"], pd.factorize(frame["category"])
-    splits = pd.factorize(frame["split"]) if "split" in columns else None
-    del frame
-    # A JSON record without the field (null, or absent) has an empty one, and is dropped and counted as such.
-    titles = titles.fillna("").astype(str).str.strip()
-    cats = np.asarray(_stripped(categories), dtype=object)[categories[0]]  # code -1 picks the "" at the end
-    too_long = (titles.str.len() > MAX_TITLE_CHARS).to_numpy()
-    empty_title, empty_cat = (titles == "").to_numpy(), cats == ""
-    dropped = {"empty title": int(empty_title.sum()), "empty category": int((~empty_title & empty_cat).sum()),
-               OVER_LONG: int((too_long & ~empty_cat).sum())}
-    keep = ~empty_title & ~empty_cat & ~too_long
-    split_of = None if splits is None else np.asarray([_SPLIT_CODE.get(v.lower(), -1) for v in _stripped(splits)])[splits[0]]
-    stop = text.stopwords(language)
-    title_list = titles.tolist()
-    tokens_all: list[str] = []
-    lengths, kept_rows, split = [], [], []
-    no_tokens, first_no_tokens, first_bad_split = 0, -1, -1
-    for i in np.flatnonzero(keep).tolist():
-        tokens = text.tokenize(title_list[i], stop)
-        if not tokens:
-            first_no_tokens = i if no_tokens == 0 else first_no_tokens
-            no_tokens += 1
-            continue
-        s = int(split_of[i]) if split_of is not None else -1
-        if s < 0 and first_bad_split < 0:
-            first_bad_split = i
-        tokens_all += tokens
-        lengths.append(len(tokens))
-        kept_rows.append(i)
-        split.append(s)
-    # ids in order of first appearance, hashed in C: a dict per token in Python cost as much as tokenizing
-    ids, words = pd.factorize(np.asarray(tokens_all, dtype=object))
-    category, names = pd.factorize(cats[kept_rows])
-    return Tokenized(len(titles), columns, dropped, no_tokens, first_no_tokens, first_bad_split, "\n".join(words.tolist()),
-                     ids.astype(np.int32), np.asarray(lengths, dtype=np.int32), names.tolist(),
-                     category.astype(np.int32), np.asarray(split, dtype=np.int8),
-                     time.process_time() - started, os.getpid(), _private_memory())
-
-
-# --- phase 1: read and tokenize, merged in input order -------------------------------------
-
-
-@dataclass
-class Corpus:
-    """The tokenized input: per title with tokens its length, category and split; its token ids in the spool."""
-
-    spool: Path  # int32 ids into `words` of every tokenized title's tokens, in input order
-    words: dict = field(default_factory=dict)  # word -> provisional id, in order of first appearance
-    categories: dict = field(default_factory=dict)  # category -> provisional id, in order of first appearance
-    rows_read: int = 0
-    dropped: dict = field(default_factory=lambda: {"empty title": 0, "empty category": 0, OVER_LONG: 0})
-    no_tokens: int = 0
-    first_no_tokens: int = -1  # input row of the first title left with no tokens, or -1
-    first_bad_split: int = -1  # input row of the first tokenized title with no known split, or -1
-    splits_given: bool = False  # the input has a split column (field)
-    columns: set = field(default_factory=set)  # every column (field) the input's rows had
-    lengths: np.ndarray | None = None  # int32 per tokenized title
-    category: np.ndarray | None = None  # int32 per tokenized title: provisional category id
-    split: np.ndarray | None = None  # int8 per tokenized title: index into SPLITS, -1 unknown
-    worker_cpu_seconds: float = 0.0  # tokenizing, in any process
-    here_cpu_seconds: float = 0.0  # of which in this process
-    worker_private_memory: int = 0  # bytes: the largest private memory a pool process reported
-
-    PER_TITLE = {"lengths": np.int32, "category": np.int32, "split": np.int8}  # spooled beside the ids while reading
-
-    def side_file(self, name: str) -> Path:
-        return self.spool.with_name(f"{self.spool.stem}.{name}")
-
-    def add(self, chunk: Tokenized, files: dict) -> None:
-        """Append one chunk: its words and categories get provisional ids; its ids, and its per-title arrays,
-        go to the spool files (read back once, whole, by finish: nothing per chunk is held meanwhile)."""
-        for reason, n in chunk.dropped.items():
-            self.dropped[reason] += n
-        if chunk.no_tokens and self.first_no_tokens < 0:
-            self.first_no_tokens = self.rows_read + chunk.first_no_tokens
-        if chunk.first_bad_split >= 0 and self.first_bad_split < 0:
-            self.first_bad_split = self.rows_read + chunk.first_bad_split
-        self.no_tokens += chunk.no_tokens
-        self.rows_read += chunk.rows
-        self.columns.update(chunk.columns)
-        self.splits_given |= "split" in chunk.columns
-        self.worker_cpu_seconds += chunk.cpu_seconds
-        if chunk.pid == os.getpid():
-            self.here_cpu_seconds += chunk.cpu_seconds
-        else:
-            self.worker_private_memory = max(self.worker_private_memory, chunk.private_memory)
-        words = chunk.words.split("\n") if chunk.words else []  # a token is letters only: never holds a "\n"
-        word_ids, cat_ids = _number(self.words, words), _number(self.categories, chunk.categories)
-        word_ids[chunk.ids].tofile(files["ids"])
-        chunk.lengths.tofile(files["lengths"])
-        cat_ids[chunk.category].tofile(files["category"])
-        chunk.split.tofile(files["split"])
-
-    def finish(self) -> None:
-        for name, dtype in self.PER_TITLE.items():
-            setattr(self, name, np.fromfile(self.side_file(name), dtype=dtype))
-            self.side_file(name).unlink()
-
-    def release(self, keep_titles: bool) -> None:
-        """Drop what the phases after encoding do not need: all of it, unless the titles are read again (to train
-        vectors: the lengths and the words)."""
-        self.category = self.split = None
-        if not keep_titles:
-            self.lengths = None
-            self.words = {}
-
-    def blocks(self, rows: int = SPOOL_BLOCK_ROWS) -> Iterator[tuple[int, int, np.ndarray]]:
-        """(first title, end title, their token ids) over the spool, in input order."""
-        with open(self.spool, "rb") as f:
-            for start in range(0, len(self.lengths), rows):
-                stop = min(start + rows, len(self.lengths))
-                yield start, stop, np.fromfile(f, dtype=np.int32, count=int(self.lengths[start:stop].sum()))
-
-    def titles(self, mask: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids, lengths) of the titles where mask is true, a block at a time."""
-        for start, stop, ids in self.blocks():
-            m = mask[start:stop]
-            yield ids[np.repeat(m, self.lengths[start:stop])], self.lengths[start:stop][m]
-
-
-def _number(ids: dict, names: list) -> np.ndarray:
-    """The ids of distinct names, new ones numbered on from len(ids). Looked up in C first: after the first chunks
-    most words are known, and this runs in the one process that every chunk passes through."""
-    found = list(map(ids.get, names))
-    for j in [j for j, i in enumerate(found) if i is None]:
-        found[j] = ids[names[j]] = len(ids)
-    return np.asarray(found, dtype=np.int32)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-MMAP_THRESHOLD = 4 << 20  # bytes: blocks at least this large are mapped on their own, and unmapped when freed
-TRIM_THRESHOLD = 8 << 20  # bytes: free memory at the heap's top past this goes back to the system
-TOKENIZING_TRIM_THRESHOLD = 32 << 20  # the same while tokenizing, in every process: see _heap_kept
-
-
-def _libc():
-    with contextlib.suppress(OSError, AttributeError):
-        return ctypes.CDLL("libc.so.6")
-    return None
-
-
-def _return_freed_memory() -> None:
-    """Keep glibc's malloc from holding on to freed blocks: by default, once a large block is freed it raises its
-    mmap threshold (up to 32 MB), and blocks under it then come from the heap, which it trims only past twice
-    that. Freed per-title arrays, blocks of titles and a vector file's text then stay resident, the more the
-    more titles (tens of MB at 4 M rows, measured). Fixed thresholds return them to the system when freed;
-    lower ones (1 MB) made tokenizing 10% slower in page faults. Linux with glibc only; the workers inherit it."""
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
-        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-
-
-@contextlib.contextmanager
-def _heap_kept():
-    """While tokenizing, the heap keeps up to TOKENIZING_TRIM_THRESHOLD free at its top: a piece's temporaries
-    (16-32 MB) are freed and allocated again for the next, and at TRIM_THRESHOLD each piece gave its pages back and
-    faulted them in again: 167,000 page faults and 0.9 s of system time per 1,000,000 rows on one worker, against
-    53,000 and 0.4 s (measured; with 2 workers both processes fault and zero pages at once). Pool processes forked
-    meanwhile inherit the setting. Afterwards the threshold is TRIM_THRESHOLD again and what is free is returned."""
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(M_TRIM_THRESHOLD, TOKENIZING_TRIM_THRESHOLD)
-    try:
-        yield
-    finally:
-        if libc is not None:
-            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-            libc.malloc_trim(0)
+# --- choosing the workers ---------------------------------------------------------
 
 
 def usable_cores() -> int:
@@ -307,258 +83,6 @@ def _cgroup_cpu_limit() -> float | None:
         period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
         return quota / period if quota > 0 else None
     return None
-
-
-def _here(task) -> Future:
-    """A task run in this process, as a finished future: its result, or its exception (a task that is an exception
-    is the reader's), raised when its turn comes."""
-    done = Future()
-    try:
-        if isinstance(task, BaseException):
-            raise task
-        done.set_result(tokenize_chunk(task))
-    except Exception as e:  # noqa: BLE001 - handed on as it is, in order
-        done.set_exception(e)
-    return done
-
-
-def _in_order(tasks: Iterator, workers: int) -> Iterator[Tokenized]:
-    """tokenize_chunk over the tasks, results in input order, on `workers` processes: this one and a pool of the
-    others. A piece goes to the pool while fewer than IN_FLIGHT per pool process are still running there, and
-    otherwise this process tokenizes it: it never waits while there is a piece to tokenize (waiting for the pool to
-    catch up on CPU spent instead idled it 1.0-1.3 s of 8 s with 2 workers, measured). Finished results wait
-    for the ones before them, HELD_HERE at most beyond the pool's. A piece done here is not pickled twice. A task
-    that is an exception (the reader's) is raised in its turn, after the results of the tasks before it."""
-    pending: deque = deque()
-    if workers == 1:
-        for task in tasks:
-            yield _here(task).result()
-        return
-    # fork: the workers share the parent's imported modules instead of importing pandas again each
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    pool = ProcessPoolExecutor(workers - 1, mp_context=multiprocessing.get_context(method))
-    in_pool = IN_FLIGHT * (workers - 1)
-    # Pieces and results cross pipes in this process's helper threads, and every step there waits for the GIL, which
-    # this thread, tokenizing, gives up once per switch interval: the executor's manager thread reads each result
-    # (~0.9 MB) 64 KB at a time (multiprocessing/connection.py, Connection._recv), the pool process blocked in its
-    # write meanwhile, and hands each piece (~2 MB) to the call queue's feeder thread (multiprocessing/queues.py,
-    # Queue._feed). At the default 5 ms the pool process sat idle 0.7-1.0 s of 7 s with 2 workers; at 0.5 ms,
-    # 0.3 s (1,000,000 rows, measured). Restored when the pool is done.
-    handoff = sys.getswitchinterval()
-    sys.setswitchinterval(min(handoff, HANDOFF_SECONDS))
-    try:
-        for i, task in enumerate(tasks):
-            if i == 0 and not isinstance(task, BaseException):
-                _warm_up(task)  # the pool forks at the first submit
-            if not isinstance(task, BaseException) and sum(not f.done() for f in pending) < in_pool:
-                pending.append(pool.submit(tokenize_chunk, task))
-            else:
-                pending.append(_here(task))
-            while pending and (pending[0].done() or len(pending) >= in_pool + HELD_HERE):
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        sys.setswitchinterval(handoff)
-
-
-def _warm_up(task: tuple) -> None:
-    """Parse and tokenize the first line of the first piece here, before the pool forks: what a first call loads
-    (pandas' parser, the stopwords) is then shared with the workers instead of loaded into each (half a
-    worker's private memory). The result is thrown away."""
-    piece, language = task
-    with contextlib.suppress(UserError):  # a CSV record cut at a line break in a quoted field: no matter
-        tokenize_chunk((dataclasses.replace(piece, data=piece.data[:piece.data.find(b"\n") + 1]), language))
-
-
-def tokenize_input(path: Path, name: str, language: str, workers: int, spool: Path, figures: dict) -> Corpus:
-    """Phase 1: cut the input into pieces, parse and tokenize them on `workers` processes, merge them in input order.
-
-    This process only decompresses and cuts (tables.pieces): the parsing is the workers' too, so the
-    one process every piece passes through is not what limits the speed-up of more workers."""
-    corpus = Corpus(spool)
-    reading = 0.0
-
-    def tasks():
-        nonlocal reading
-        pieces = tables.pieces(path, name, tail=IN_FLIGHT * workers if workers > 1 else 0)
-        while True:
-            started = time.perf_counter()
-            try:
-                piece = next(pieces, None)
-            except UserError as e:  # raised after the pieces before it, as a whole-file read would have
-                yield e
-                return
-            finally:
-                reading += time.perf_counter() - started
-            if piece is None:
-                return
-            yield piece, language
-
-    with _heap_kept(), contextlib.ExitStack() as files, contextlib.closing(_in_order(tasks(), workers)) as results:
-        spooled = {"ids": files.enter_context(open(spool, "wb"))}
-        spooled |= {name: files.enter_context(open(corpus.side_file(name), "wb")) for name in Corpus.PER_TITLE}
-        for result in results:
-            corpus.add(result, spooled)
-    tables.check_whole(name, corpus.columns, corpus.rows_read)
-    corpus.finish()
-    figures.update(count=corpus.rows_read, read_seconds=round(reading, 3), workers=workers, pool_processes=workers - 1,
-                   worker_cpu_seconds=round(corpus.worker_cpu_seconds, 3), here_cpu_seconds=round(corpus.here_cpu_seconds, 3),
-                   worker_private_memory=corpus.worker_private_memory, distinct_words=len(corpus.words),
-                   tokens=int(corpus.lengths.sum()), spool_bytes=spool.stat().st_size)
-    return corpus
-
-
-# --- phase 2: splits and class ids -----------------------------------------------------------
-
-
-@dataclass
-class Rows:
-    """Per tokenized title: its split and class id (-1: dropped); the class names and what was dropped."""
-
-    split: np.ndarray  # int8: index into SPLITS, -1 when the title is dropped (unknown split)
-    label: np.ndarray  # int32: class id, -1 when dropped (unknown split, or a category not in the training split)
-    label_names: list
-    dropped: dict  # reason -> rows, in the order each reason first happened in the input
-    small_classes: int  # classes with too few rows to split (all kept in train)
-    duplicates: dict  # titles equal after cleaning: how many, and how their splits were kept together
-
-
-def _class_order(category: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(counts per class, the rows grouped by class, each class's in input order) as int32: a counting sort a
-    block of rows at a time, so its scratch memory is a block's, not the titles'."""
-    counts = np.zeros(n_classes, dtype=np.int64)
-    for start in range(0, len(category), SPOOL_BLOCK_ROWS):
-        counts += np.bincount(category[start:start + SPOOL_BLOCK_ROWS], minlength=n_classes)
-    by_class = np.empty(len(category), dtype=np.int32)
-    cursor = np.cumsum(counts) - counts  # where each class's next row goes
-    for start in range(0, len(category), SPOOL_BLOCK_ROWS):
-        block = category[start:start + SPOOL_BLOCK_ROWS]
-        order = np.argsort(block, kind="stable")
-        classes = block[order]
-        here = np.bincount(block, minlength=n_classes)
-        rank = np.arange(len(block)) - (np.cumsum(here) - here)[classes]  # place among its class's rows in the block
-        by_class[cursor[classes] + rank] = order + start
-        cursor += here
-    return counts, by_class
-
-
-def stratified_split(category: np.ndarray, names: list[str], seed: int) -> tuple[np.ndarray, int]:
-    """80/10/10 per category (category: index into names, per row), seeded; classes with under 3 rows stay in train."""
-    rng = np.random.default_rng(seed)
-    split = np.zeros(len(category), dtype=np.int8)
-    counts, by_class = _class_order(category, len(names))
-    starts = np.cumsum(counts) - counts
-    small = 0
-    for c in sorted(range(len(names)), key=names.__getitem__):  # classes in the order of their names
-        if counts[c] == 0:
-            continue
-        rows = by_class[starts[c]:starts[c] + counts[c]]
-        if len(rows) < 3:
-            small += 1
-            continue
-        rows = rows[rng.permutation(len(rows))]
-        n_val = max(1, round(SPLIT_SHARES[1] * len(rows)))
-        n_test = max(1, round(SPLIT_SHARES[2] * len(rows)))
-        split[rows[:n_val]] = 1
-        split[rows[n_val:n_val + n_test]] = 2
-    return split, small
-
-
-def title_keys(corpus: Corpus) -> np.ndarray:
-    """A key per tokenized title from its cleaned tokens: titles equal after cleaning share it.
-
-    Python's hash of the ids' bytes: equal titles get equal keys within this run, which is all the
-    grouping needs (each group takes its first title's split, whatever the keys' values)."""
-    keys = np.empty(len(corpus.lengths), dtype=np.int64)
-    for start, stop, ids in corpus.blocks():
-        data = memoryview(ids.tobytes())
-        begin = 0
-        for i, end in enumerate((np.cumsum(corpus.lengths[start:stop], dtype=np.int64) * 4).tolist()):  # int32: 4 bytes
-            keys[start + i] = hash(data[begin:end].tobytes())
-            begin = end
-    return keys
-
-
-KEY_BUCKETS = 64  # duplicates are grouped a bucket of keys at a time: a sort's scratch memory is 1/64 of the titles'
-
-
-def keep_duplicates_together(split: np.ndarray, keys: np.ndarray, splits_given: bool) -> tuple[np.ndarray, dict]:
-    """Drawn splits: every copy of a title goes to its first copy's split, so no title is both trained on
-    and tested. Given splits are kept as they are; copies across them are counted."""
-    together = split.copy()
-    bucket = np.empty(len(keys), dtype=np.uint8)
-    for start in range(0, len(keys), SPOOL_BLOCK_ROWS):  # the low bits of the keys, without a copy of them all
-        bucket[start:start + SPOOL_BLOCK_ROWS] = keys[start:start + SPOOL_BLOCK_ROWS] & (KEY_BUCKETS - 1)
-    stats = {"titles": int(len(keys)), "distinct": 0, "extra_copies": 0, "repeated_titles": 0, "moved_groups": 0}
-    for b in range(KEY_BUCKETS):
-        rows = np.flatnonzero(bucket == b)  # input order, so a group's first index is its first copy
-        _, first, inverse, counts = np.unique(keys[rows], return_index=True, return_inverse=True, return_counts=True)
-        inverse = inverse.reshape(-1)
-        first_split = split[rows[first]][inverse]
-        spread = np.zeros(len(first), dtype=bool)
-        np.logical_or.at(spread, inverse, first_split != split[rows])  # groups whose copies sat in 2+ splits
-        together[rows] = first_split
-        stats["distinct"] += int(len(first))
-        stats["repeated_titles"] += int((counts > 1).sum())
-        stats["moved_groups"] += int(spread.sum())
-    stats["extra_copies"] = stats["titles"] - stats["distinct"]
-    stats["across_given_splits" if splits_given else "kept_together"] = stats.pop("moved_groups")
-    return (split if splits_given else together), stats
-
-
-def _dropped_before_labels(corpus: Corpus, unknown_split: int) -> dict:
-    """Rows dropped so far by reason; the later reasons in the order they first happened in the input."""
-    dropped = dict(corpus.dropped)
-    later = []
-    if corpus.no_tokens:
-        later.append((corpus.first_no_tokens, "no tokens after cleaning", corpus.no_tokens))
-    if unknown_split:
-        later.append((corpus.first_bad_split, "unknown split value", unknown_split))
-    for _, reason, n in sorted(later):
-        dropped[reason] = n
-    return dropped
-
-
-def assign_splits(corpus: Corpus, seed: int, data: str) -> Rows:
-    """Phase 2: each tokenized title's split and class id; class ids follow the categories' first appearance.
-
-    Arrays over all titles are only the results (1 byte a title for the split, 4 for the class id) and the
-    keys of the duplicate search (8, dropped at its end); the rest is computed a block of titles at a time."""
-    n, names = len(corpus.lengths), list(corpus.categories)
-    blocks = [(start, min(start + SPOOL_BLOCK_ROWS, n)) for start in range(0, n, SPOOL_BLOCK_ROWS)]
-    unknown = sum(int((corpus.split[a:b] < 0).sum()) for a, b in blocks) if corpus.splits_given else 0
-    dropped = _dropped_before_labels(corpus, unknown)
-    if unknown == n:
-        raise UserError(f"{data}: no usable rows ({corpus.rows_read} read; dropped: {_reasons(dropped)})")
-    small = 0
-    if corpus.splits_given:
-        split = corpus.split.copy()  # -1: unknown, dropped
-    else:
-        split, small = stratified_split(corpus.category, names, seed)
-    keys = title_keys(corpus)
-    split, duplicates = keep_duplicates_together(split, keys, corpus.splits_given)
-    del keys  # 8 bytes a title: gone before the vocabulary phase
-    in_train = np.zeros(len(names), dtype=bool)
-    first = np.full(len(names), n, dtype=np.int64)  # each category's first kept row
-    for a, b in blocks:
-        kept = split[a:b] >= 0 if corpus.splits_given else slice(None)
-        category = corpus.category[a:b][kept]
-        in_train[category[split[a:b][kept] == 0]] = True
-        seen, at = np.unique(category, return_index=True)
-        first[seen] = np.minimum(first[seen], np.arange(a, b)[kept][at])
-    order = np.argsort(first, kind="stable")[:int((first < n).sum())]  # by first kept row (the course's rule)
-    label_order = order[in_train[order]]
-    if len(label_order) < 2:
-        raise UserError(f"{data}: needs at least 2 categories in the training split, found {len(label_order)}")
-    label_of = np.full(len(names) + 1, -1, dtype=np.int32)  # the last: a dropped row's
-    label_of[label_order] = np.arange(len(label_order), dtype=np.int32)
-    label = np.empty(n, dtype=np.int32)
-    for a, b in blocks:
-        label[a:b] = label_of[np.where(split[a:b] >= 0, corpus.category[a:b], len(names))]
-    dropped["category not in training split"] = int(((split >= 0) & (label < 0)).sum())
-    return Rows(split, label, [names[c] for c in label_order], dropped, small, duplicates)
 
 
 # --- phases 3 and 4: the vocabulary, and the arrays --------------------------------------------
@@ -654,53 +178,6 @@ class _Sentences:
         return self.count
 
 
-# --- measuring the phases --------------------------------------------------------------------
-
-
-def _reset_peak_rss() -> None:
-    """Start a new peak of this process's resident memory (Linux; elsewhere the peak is the lifetime one)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-
-
-def _peak_rss() -> int:
-    """This process's peak resident memory in bytes since the last reset (VmHWM), else its lifetime peak."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _private_memory() -> int:
-    """This process's private resident memory in bytes (what it alone holds: not the pages a fork shares), or 0."""
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/smaps_rollup") as f:
-            return 1024 * sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
-    return 0
-
-
-class Phases:
-    """Wall time, CPU time and this process's peak resident memory of each phase: for the log and --stats-file."""
-
-    def __init__(self):
-        self.done: list[dict] = []
-
-    @contextlib.contextmanager
-    def __call__(self, name: str, count: int = 0, unit: str = "rows"):
-        _reset_peak_rss()
-        figures = {"phase": name, "count": count, "unit": unit}
-        started, cpu = time.perf_counter(), time.process_time()
-        yield figures  # a phase may set its count at its end, and add figures of its own
-        figures.update(seconds=round(time.perf_counter() - started, 3), cpu_seconds=round(time.process_time() - cpu, 3),
-                       peak_rss=_peak_rss())
-        self.done.append(figures)
-        rate = f", {figures['count'] / max(figures['seconds'], 1e-9):,.0f} {figures['unit']}/s" if figures["count"] else ""
-        log.info("%s: %.1f s%s, peak resident memory %.0f MB", name, figures["seconds"], rate, figures["peak_rss"] / 2**20)
-
-
 # --- the step ----------------------------------------------------------------------
 
 
@@ -776,40 +253,44 @@ def _publish(out: str, files: dict) -> dict:
     return listed
 
 
-def _prepare(args, workers: int, staging: Path, phases: Phases) -> tuple[dict, dict]:
-    """Phases 1 to 5: (the output files in write order, staged arrays or bytes; the report)."""
+def _done(phase: str, started: float) -> float:
+    """Log a phase's end (the bench splits its clock at these lines); returns the next phase's start."""
+    now = time.perf_counter()
+    log.info("%s: done in %.3f s", phase, now - started)
+    return now
+
+
+def _prepare(args, workers: int, staging: Path) -> dict:
+    """Phases 1 to 5: the output files in write order, staged arrays or bytes (report.json among them)."""
     name = args.data.rsplit("/", 1)[-1]
-    path = storage.local_copy(args.data)
-    with phases("read and tokenize") as figures:
-        corpus = tokenize_input(path, name, args.language, workers, staging / "spool.i32", figures)
+    started = time.perf_counter()
+    corpus = tokenize_input(storage.local_copy(args.data), name, args.language, workers, staging)
     log.info("read %d rows from %s (%d workers)", corpus.rows_read, args.data, workers)
-    with phases("split", len(corpus.lengths), "titles"):
-        rows = assign_splits(corpus, args.seed, args.data)
-        corpus.category = corpus.split = None  # the input's: the splits and class ids replace them
+    started = _done("read and tokenize", started)
+    rows = assign_splits(corpus, args.seed, args.data)
+    corpus.category = corpus.split = None  # the input's: the splits and class ids replace them
+    started = _done("split", started)
     train = rows.split == 0
-    with phases("vocabulary", int(train.sum()), "training titles"):
-        vocabulary = build_vocabulary(corpus, rows)
+    vocabulary = build_vocabulary(corpus, rows)
     log.info("vocabulary: %d words (+2 specials) from %d training titles", len(vocabulary) - 2, int(train.sum()))
-    with phases("encode", len(corpus.lengths), "titles"):
-        files, split_rows, oov = encode(corpus, rows, vocabulary, staging)
+    started = _done("vocabulary", started)
+    files, split_rows, oov = encode(corpus, rows, vocabulary, staging)
     for split_name in ("validation", "test"):
         if split_rows[split_name] == 0:
             raise UserError(f"{args.data}: the {split_name} split is empty after cleaning; need more rows per category")
+    started = _done("encode", started)
     # Only trained vectors read the titles again: the per-title arrays go before the embeddings phase.
     sentences = _Sentences(corpus, train) if args.embeddings == "none" else None
     corpus.release(keep_titles=sentences is not None)
     rows.split = rows.label = train = None
-    with phases("embeddings") as figures:
-        vectors = _vectors(args, vocabulary, sentences)
-        from_file = "lines" in vectors.stats  # a vector file's rate is in lines; trained vectors', in titles
-        figures.update(count=vectors.stats["lines"] if from_file else len(sentences),
-                       unit="lines" if from_file else "training titles")
+    vectors = _vectors(args, vocabulary, sentences)
+    _done("embeddings", started)
     files["embeddings.npy"] = _npy(vectors.matrix)
     files["vocab.json"] = json.dumps(vocabulary, ensure_ascii=False).encode()
     files["labels.json"] = json.dumps(rows.label_names, ensure_ascii=False).encode()
     report = _report(args, corpus, rows, split_rows, oov, vocabulary, vectors)
     files["report.json"] = json.dumps(report, indent=2, ensure_ascii=False).encode()
-    return files, report
+    return files
 
 
 def main(args) -> int:
@@ -821,37 +302,30 @@ def main(args) -> int:
     workers = usable_cores() if args.workers is None else args.workers
     if workers < 1:
         raise UserError(f"--workers {workers}: must be >= 1")
-    started = time.time()
     digest, inputs = input_hash(args.data, args.embeddings, args)
     out = storage.join(args.out, "prepared", digest)
     if storage.exists(storage.join(out, "manifest.json")):
         log.info("already prepared: %s (same inputs, manifest found)", out)
         return _emit(out, args.result_file)
 
-    _return_freed_memory()
-    import pandas  # noqa: F401 - every phase uses it: its import (0.4 s) is the step's start-up, not the first phase's
-    phases = Phases()
+    import pandas  # noqa: F401 - imported before the pool forks, so its workers share it
+    started = time.perf_counter()
     staging = _staging_dir(out, digest)
     try:
-        files, report = _prepare(args, workers, staging, phases)
-        with phases("write") as figures:
-            listed = _publish(out, files)
-            manifest = {"version": PREPARE_VERSION, "inputs": inputs, "files": listed, "classes": report["classes"],
-                        "vocab_size": report["vocab_size"], "embedding_dim": report["embedding_dim"], "splits": report["splits"]}
-            storage.write_json(storage.join(out, "manifest.json"), manifest)  # last: marks the folder complete
-            figures.update(count=sum(f["bytes"] for f in listed.values()), unit="bytes")
+        files = _prepare(args, workers, staging)
+        write_started = time.perf_counter()
+        listed = _publish(out, files)
+        report = json.loads(files["report.json"])
+        manifest = {"version": PREPARE_VERSION, "inputs": inputs, "files": listed, "classes": report["classes"],
+                    "vocab_size": report["vocab_size"], "embedding_dim": report["embedding_dim"], "splits": report["splits"]}
+        storage.write_json(storage.join(out, "manifest.json"), manifest)  # last: marks the folder complete
+        _done("write", write_started)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log.info("prepared %s in %.1fs: %s rows, %d classes, vocab %d, OOV %s, coverage %.1f%%, dropped: %s", out,
-             time.time() - started, report["splits"], report["classes"], report["vocab_size"], report["oov_rate"],
-             100 * report["embedding_coverage"], _reasons(report["rows_dropped"]))
-    if args.stats_file:
-        Path(args.stats_file).write_text(json.dumps({"prepared": out, "workers": workers, "phases": phases.done}, indent=2))
+             time.perf_counter() - started, report["splits"], report["classes"], report["vocab_size"], report["oov_rate"],
+             100 * report["embedding_coverage"], reasons(report["rows_dropped"]))
     return _emit(out, args.result_file)
-
-
-def _reasons(dropped: dict) -> str:
-    return ", ".join(f"{v} {k}" for k, v in dropped.items() if v) or "none"
 
 
 def _emit(out: str, result_file: str | None) -> int:

@@ -1,24 +1,23 @@
-"""Prepare at scale: each phase's rate and peak memory at 1 M and 4 M rows, on 1 and 2 workers, side by side.
+"""Prepare at scale: each phase's time and memory at 1 M and 4 M rows, on 1 and 2 workers, side by side.
 
     python -m job bench --prepare [--rows N]
     make bench-prepare [BENCH_PREPARE_ARGS="--rows 200000"]
 
-Each run is `python -m job prepare --workers W --stats-file ...` in a child process, on synthetic
-titles in 632 categories and a 300-d word-vector file (gz) that covers the vocabulary among other
-words, as a real one does. Printed:
+Each run is `python -m job prepare --workers W` in a child process, on synthetic titles in 632
+categories and a 300-d word-vector file (gz) that covers the vocabulary among other words, as a real
+one does. prepare measures nothing: the bench watches it from outside. Every SAMPLE_SECONDS it reads
+the memory of the process and its workers (the sum of their proportional set sizes, so pages a fork
+shares count once), their CPU time, and the bytes under the output folder (staging included); the
+log line that ends each phase splits the samples into phases. Printed:
   - per phase and run (the fastest of 2 to 6 runs, alternating between the worker counts): seconds,
-    rows/s (lines/s for the vector file), and the main process's peak resident memory (VmHWM, reset
-    per phase); the output arrays are written to files, never held;
-  - the pool processes' private memory (each one's peak, sampled after every chunk; with W workers the
-    pool has W - 1 processes, the main process tokenizing the rest);
-  - the speed-up of 2 workers over 1 in the read-and-tokenize phase and in all, what tokenizing costs in CPU
-    on one core and on two at once (this machine's cores slow each other), the growth of peak
-    memory from the smallest to the largest row count, and whether every run wrote the same bytes;
+    rows/s (lines/s for the vector file), and the peak memory of the whole process tree;
+  - the speed-up of 2 workers over 1 (read and tokenize, and in all), what tokenizing cost in CPU, the
+    growth of peak memory from the smallest to the largest row count, whether every run wrote the same bytes;
   - memory with 8 workers (POD_CORES), measured at the smallest row count (its time means nothing
     on fewer cores), and the same titles as the course's jsonl.gz (token lists and all) on 2 workers;
   - the vector file parsed the previous way (every line split) and this way (words outside the
     vocabulary skipped), in lines/s;
-  - the time and memory extrapolated to FULL_ROWS rows on a POD_CORES-core pod, and the model used.
+  - the time, memory and staging disk extrapolated to FULL_ROWS rows on a POD_CORES-core pod.
 
 The titles are drawn like job.synth's (its word pools, departments of four, Zipf class sizes,
 stopwords, digits and units, HTML, capitals and punctuation), vectorized: synth's per-row loop
@@ -30,6 +29,7 @@ the load average is printed beside them.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -37,13 +37,14 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from job import embeddings as emb
-from job import synth
+from job import prepare, synth
 from job.errors import UserError
 
 ROWS = (1_000_000, 4_000_000)  # row counts measured when --rows is not given
@@ -63,8 +64,8 @@ MIN_SECONDS = 180  # ... and more pairs until a row count has run this long (sho
 #   each other by 1.0x to 1.4x from one minute to the next (a 32 MB array copy: 1.3x), and the fastest try is
 #   the one least slowed by either
 MAX_REPEATS = 6  # the most runs of each worker count per row count
-TARGET_MEMORY_GROWTH = 1.3  # the issue's targets: peak memory at the largest row count / at the smallest ...
-TARGET_SPEEDUP = 1.7  # ... and 2 workers over 1 in the tokenize phase
+TARGET_MEMORY_GROWTH = 1.3  # the target: peak memory at the largest row count / at the smallest
+SAMPLE_SECONDS = 0.05  # how often the running step's memory, CPU and disk are read
 SEED = 0
 
 
@@ -172,42 +173,103 @@ def write_vectors(path: Path, lines: int = VECTOR_LINES, dim: int = VECTOR_DIM, 
             f.write(word + " " + " ".join([values[j] for j in row.tolist()]) + "\n")
 
 
-# --- running prepare ---------------------------------------------------------------------------
+# --- running prepare, watched from outside --------------------------------------------------------
 
 
-def run_prepare(data: Path, vectors: Path, out: Path, workers: int) -> dict:
-    """`python -m job prepare` in a child process; its --stats-file figures, its wall time and its files' hashes."""
-    stats = out / "stats.json"
+def _tree(pid: int) -> list[int]:
+    """pid and its descendants (Linux: each thread's /proc children list)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:  # gone meanwhile
+                pass
+    return found
+
+
+def _sample(pid: int) -> tuple[int, float, float]:
+    """(bytes: the tree's proportional set size; CPU seconds of pid; CPU seconds of its descendants, those it has
+    waited for included) now."""
+    memory, cpu, waited = 0, {}, 0.0
+    for p in _tree(pid):
+        try:
+            rollup = Path(f"/proc/{p}/smaps_rollup").read_text()
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        memory += 1024 * int(rollup.split("Pss:", 1)[1].split()[0])
+        ticks = [int(f) / os.sysconf("SC_CLK_TCK") for f in fields[11:15]]  # utime, stime, cutime, cstime
+        cpu[p] = ticks[0] + ticks[1]
+        waited += ticks[2] + ticks[3] if p == pid else 0.0
+    return memory, cpu.pop(pid, 0.0), sum(cpu.values()) + waited
+
+
+def _disk(folder: Path) -> int:
+    """Bytes of the files under folder now (staging included)."""
+    total = 0
+    for root, _, names in os.walk(folder):  # a folder removed meanwhile is skipped
+        for name in names:
+            with contextlib.suppress(OSError):  # a file moved or removed meanwhile
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
+
+
+def watch(command: list[str], out: Path) -> dict:
+    """Run the command, sampling it every SAMPLE_SECONDS; the time of each line it logs, and the samples."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[tuple[float, str]] = []
+    reader = threading.Thread(target=lambda: lines.extend((time.perf_counter(), line) for line in proc.stderr))
+    started = time.perf_counter()
+    reader.start()
+    samples = []
+    while proc.poll() is None:
+        samples.append((time.perf_counter(), *_sample(proc.pid), _disk(out)))
+        time.sleep(SAMPLE_SECONDS)
+    stdout = proc.stdout.read()
+    reader.join()
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise UserError(f"bench: {' '.join(command[1:])} exited {proc.returncode}: {''.join(l for _, l in lines)[-300:]}")
+    return {"wall": wall, "lines": lines, "samples": samples, "stdout": stdout}
+
+
+def run_prepare(data: Path, vectors: Path, out: Path, workers: int, vector_lines: int = VECTOR_LINES) -> dict:
+    """`python -m job prepare` in a child process, watched: per phase its seconds and peak memory; the CPU of the
+    first phase in the step's process (its start-up included) and in the workers; the step's wall time, the most
+    bytes its output folder held (staging included), and its files' hashes."""
     out.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "job", "prepare", "--data", str(data), "--embeddings", str(vectors),
-               "--out", str(out), "--workers", str(workers), "--stats-file", str(stats),
+               "--out", str(out), "--workers", str(workers),
                "--allow-low-coverage"]  # small benches cover little of the vocabulary; speed is what is measured
-    started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"bench: {' '.join(command[1:])} exited {proc.returncode}: {proc.stderr.strip()[-300:]}")
-    result = json.loads(stats.read_text())
-    result["wall"] = time.perf_counter() - started
-    prepared = Path(result["prepared"])
-    result["files"] = json.loads((prepared / "manifest.json").read_text())["files"]  # bytes and sha256 of each
-    result["vocab"] = json.loads((prepared / "vocab.json").read_text(encoding="utf-8"))
-    return result
+    seen = watch(command, out)
+    ends = {}
+    for at, line in seen["lines"]:
+        for name in prepare.PHASES:
+            if f"job.prepare: {name}: done in " in line:
+                ends[name] = (at, float(line.rsplit("done in ", 1)[1].split()[0]))
+    if list(ends) != list(prepare.PHASES):
+        raise UserError(f"bench: prepare logged the ends of {list(ends)}, not of every phase {list(prepare.PHASES)}")
+    phases, begin, samples = [], 0.0, seen["samples"]
+    for name, (end, seconds) in ends.items():
+        during = [s for s in samples if begin <= s[0] <= end] or [min(samples, key=lambda s: abs(s[0] - end))]
+        phases.append({"phase": name, "seconds": seconds, "peak": max(s[1] for s in during)})
+        if name == "read and tokenize":  # the first sample after it (the pool is gone): CPU here and in the workers
+            main_cpu, worker_cpu = min((s for s in samples if s[0] >= end), key=lambda s: s[0], default=samples[-1])[2:4]
+        begin = end
+    prepared = Path(seen["stdout"].strip().splitlines()[-1])
+    report = json.loads((prepared / "report.json").read_text())
+    return {"workers": workers, "rows": report["rows_read"], "vector_lines": vector_lines, "phases": phases,
+            "wall": seen["wall"], "peak": max(s[1] for s in samples), "disk": max(s[4] for s in samples),
+            "main_cpu": main_cpu, "worker_cpu": worker_cpu,
+            "files": json.loads((prepared / "manifest.json").read_text())["files"],  # bytes and sha256 of each
+            "vocab": json.loads((prepared / "vocab.json").read_text(encoding="utf-8"))}
 
 
 def phase(result: dict, name: str) -> dict:
     return next(p for p in result["phases"] if p["phase"] == name)
-
-
-def pool_processes(result: dict) -> int:
-    """The pool's processes: all the workers but the main process, which tokenizes too (older runs: all of them)."""
-    return phase(result, "read and tokenize").get("pool_processes", result["workers"])
-
-
-def pod_memory(result: dict) -> int:
-    """Peak memory of the whole step: the main process at its peak, plus each pool process's private memory while they run."""
-    tokenize = phase(result, "read and tokenize")
-    during = tokenize["peak_rss"] + pool_processes(result) * tokenize.get("worker_private_memory", 0)
-    return max([during] + [p["peak_rss"] for p in result["phases"]])
 
 
 # --- the old way of reading a vector file, for comparison --------------------------------------
@@ -245,11 +307,10 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:,.0f}"
 
 
-def _rate(p: dict) -> str:
-    if not p["count"]:
-        return ""
-    per_second = p["count"] / max(p["seconds"], 1e-9)
-    return f"{per_second / 2**20:,.1f} MB" if p["unit"] == "bytes" else f"{per_second:,.0f}"
+def _rate(result: dict, p: dict) -> str:
+    """Rows per second, or the vector file's lines per second; blank for the write."""
+    count = {"embeddings": result["vector_lines"], "write": 0}.get(p["phase"], result["rows"])
+    return f"{count / max(p['seconds'], 1e-9):,.0f}" if count else ""
 
 
 def _align(rows: list[list[str]]) -> list[str]:
@@ -258,34 +319,25 @@ def _align(rows: list[list[str]]) -> list[str]:
 
 
 def phase_table(results: list[dict]) -> str:
-    """One row per phase, and per run its seconds, its rate per second and the main process's peak memory."""
-    unit = {"bytes": "MB", "rows": "rows"}
+    """One row per phase, and per run its seconds, its rate per second and the process tree's peak memory."""
     rows = [["", ""] + sum(([f"{r['workers']} worker{'s' * (r['workers'] > 1)}:", "", ""] for r in results), []),
             ["phase", "per s"] + ["s", "per s", "peak MB"] * len(results)]
     for i, first in enumerate(results[0]["phases"]):
-        row = [first["phase"], unit.get(first["unit"], first["unit"])]
+        row = [first["phase"], {"embeddings": "lines", "write": ""}.get(first["phase"], "rows")]
         for r in results:
             p = r["phases"][i]
-            row += [f"{p['seconds']:.1f}", _rate(p), _mb(p["peak_rss"])]
+            row += [f"{p['seconds']:.1f}", _rate(r, p), _mb(p["peak"])]
         rows.append(row)
-    totals = ["all phases", "rows"]
-    workers = ["+ workers' private memory", ""]
     step = ["whole step (python -m job prepare)", "rows"]
+    cpu = ["read and tokenize, CPU s: main + workers", ""]
     load = ["load average after the run", ""]
     for r in results:
-        seconds = sum(p["seconds"] for p in r["phases"])
-        totals += [f"{seconds:.1f}", f"{r['rows'] / seconds:,.0f}", _mb(max(p["peak_rss"] for p in r["phases"]))]
-        private = phase(r, "read and tokenize").get("worker_private_memory", 0)
-        workers += ["", "", f"{pool_processes(r)} x {_mb(private)}" if pool_processes(r) else "-"]
-        step += [f"{r['wall']:.1f}", f"{r['rows'] / r['wall']:,.0f}", _mb(pod_memory(r))]
+        step += [f"{r['wall']:.1f}", f"{r['rows'] / r['wall']:,.0f}", _mb(r["peak"])]
+        cpu += ["", "", f"{r['main_cpu']:.1f} + {r['worker_cpu']:.1f}"]
         load += [r.get("load", ""), "", ""]
-    lines = _align(rows + [totals, workers, step, load])
+    lines = _align(rows + [step, cpu, load])
     lines.insert(2, "-" * len(lines[1]))
     return "\n".join(lines)
-
-
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def summary(by_size: dict[int, list[dict]]) -> list[str]:
@@ -298,15 +350,11 @@ def summary(by_size: dict[int, list[dict]]) -> list[str]:
             one, two = phase(runs[1], "read and tokenize")["seconds"], phase(runs[2], "read and tokenize")["seconds"]
             tries = {w: runs[w].get("tries") or [phase(runs[w], "read and tokenize")["seconds"]] for w in (1, 2)}
             spread = "; ".join(f"{w} worker{'s' * (w > 1)}: {len(t)} tries, {t[0]:.1f}..{t[-1]:.1f} s" for w, t in tries.items())
-            out.append(f"{rows:,} rows: 2 workers over 1: read and tokenize {one / two:.2f}x (target >= {TARGET_SPEEDUP}x) "
-                       f"{_verdict(one / two >= TARGET_SPEEDUP)}; whole step {runs[1]['wall'] / runs[2]['wall']:.2f}x ({spread})")
-            # What the same work costs on one core and on two at once: above 1x, the cores slow each other down
-            # (shared caches and memory, the host's other load), which caps the speed-up below 2x whatever the code.
-            cpu = {w: phase(runs[w], "read and tokenize").get("worker_cpu_seconds") for w in (1, 2)}
-            if cpu[1] and cpu[2]:
-                out.append(f"{rows:,} rows: tokenizing CPU, every process: 1 worker {cpu[1]:.1f} s, 2 workers {cpu[2]:.1f} s "
-                           f"({cpu[2] / cpu[1]:.2f}x the work's cost when both cores run; 2 workers at the cost of 1: "
-                           f"{one / two * cpu[2] / cpu[1]:.2f}x)")
+            out.append(f"{rows:,} rows: 2 workers over 1: read and tokenize {one / two:.2f}x, "
+                       f"whole step {runs[1]['wall'] / runs[2]['wall']:.2f}x ({spread})")
+            cpu = {w: runs[w]["main_cpu"] + runs[w]["worker_cpu"] for w in (1, 2)}
+            out.append(f"{rows:,} rows: read and tokenize, CPU of every process: 1 worker {cpu[1]:.1f} s, "
+                       f"2 workers {cpu[2]:.1f} s ({cpu[2] / cpu[1]:.2f}x)")
         same = len({json.dumps(r["files"], sort_keys=True) for r in by_size[rows]}) == 1
         counts = ", ".join(str(w) for w in sorted(runs))
         out.append(f"{rows:,} rows: output of {counts} workers byte for byte the same: {'yes' if same else 'NO'}")
@@ -315,21 +363,18 @@ def summary(by_size: dict[int, list[dict]]) -> list[str]:
         for workers in WORKERS:
             a = next(r for r in by_size[small] if r["workers"] == workers)
             b = next(r for r in by_size[large] if r["workers"] == workers)
-            main_growth = max(p["peak_rss"] for p in b["phases"]) / max(p["peak_rss"] for p in a["phases"])
-            growth = pod_memory(b) / pod_memory(a)
+            growth = b["peak"] / a["peak"]
             out.append(f"peak memory {large:,} / {small:,} rows, {workers} worker{'s' * (workers > 1)}: "
-                       f"{_mb(pod_memory(b))} / {_mb(pod_memory(a))} MB = {growth:.2f}x (main process {main_growth:.2f}x; "
-                       f"target <= {TARGET_MEMORY_GROWTH}x) {_verdict(growth <= TARGET_MEMORY_GROWTH)}")
+                       f"{_mb(b['peak'])} / {_mb(a['peak'])} MB = {growth:.2f}x (target <= {TARGET_MEMORY_GROWTH}x) "
+                       f"{'PASS' if growth <= TARGET_MEMORY_GROWTH else 'FAIL'}")
     return out
 
 
 def extrapolate(small: dict, large: dict, pod: dict | None) -> list[str]:
     """FULL_ROWS rows on a POD_CORES-core pod: times from the largest run with 2 workers, memory from the pod-sized run."""
     scale = FULL_ROWS / large["rows"]
-    tokenize = phase(large, "read and tokenize")
-    # the main process's reading and merging (it also tokenizes, counted with the workers' tokenizing)
-    main_cpu = tokenize["cpu_seconds"] - tokenize.get("here_cpu_seconds", 0)
-    worker_cpu = tokenize["worker_cpu_seconds"]
+    main_cpu, worker_cpu = large["main_cpu"], large["worker_cpu"]
+
     def tokenize_seconds(cores: int) -> float:
         return max(main_cpu, (main_cpu + worker_cpu) / cores) * scale
 
@@ -337,31 +382,28 @@ def extrapolate(small: dict, large: dict, pod: dict | None) -> list[str]:
     vectors = phase(large, "embeddings")
     for p in large["phases"]:
         if p["phase"] == "embeddings":
-            seconds[p["phase"]] = FULL_VECTOR_LINES / (p["count"] / p["seconds"])
+            seconds[p["phase"]] = FULL_VECTOR_LINES / (large["vector_lines"] / p["seconds"])
         elif p["phase"] not in seconds:
             seconds[p["phase"]] = p["seconds"] * scale
     lines = [f"extrapolated to {FULL_ROWS:,} rows on a {POD_CORES}-core pod with {POD_CORES} workers:",
              "  time: read and tokenize = max(main process CPU, (main + workers' CPU) / cores), from the "
-             f"{large['rows']:,}-row run with 2 workers ({main_cpu:.1f} s reading and merging + {worker_cpu:.1f} s "
-             f"tokenizing, CPU), x {scale:g};",
-             f"        a {FULL_VECTOR_LINES:,}-line vector file at the measured {vectors['count'] / vectors['seconds']:,.0f} lines/s; "
-             f"the other phases x {scale:g} (one process)",
+             f"{large['rows']:,}-row run with 2 workers ({main_cpu:.1f} s cutting and merging + {worker_cpu:.1f} s "
+             f"in the workers, CPU), x {scale:g};",
+             f"        a {FULL_VECTOR_LINES:,}-line vector file at the measured {large['vector_lines'] / vectors['seconds']:,.0f} "
+             f"lines/s; the other phases x {scale:g} (one process)",
              "        " + ", ".join(f"{name} {s:,.0f} s" for name, s in seconds.items()) + f"; in all {sum(seconds.values()) / 60:.1f} min",
              "        read and tokenize on " + " / ".join(str(c) for c in CORE_COUNTS) + " cores: "
              + " / ".join(f"{tokenize_seconds(c):,.0f}" for c in CORE_COUNTS) + " s; past "
-             f"{(main_cpu + worker_cpu) / max(main_cpu, 1e-9):.1f} cores the one reading process is the limit"]
+             f"{(main_cpu + worker_cpu) / max(main_cpu, 1e-9):.1f} cores the one merging process is the limit"]
     grown = large["rows"] - small["rows"]
-    per_row = (pod_memory(large) - pod_memory(small)) / grown if grown else 0.0  # one row count: growth not measured
+    per_row = (large["peak"] - small["peak"]) / grown if grown else 0.0  # one row count: growth not measured
     if pod is not None:
-        memory = pod_memory(pod) + per_row * (FULL_ROWS - pod["rows"])
-        lines.append(f"  memory: {_mb(pod_memory(pod))} MB measured with {POD_CORES} workers at {pod['rows']:,} rows, "
+        memory = pod["peak"] + per_row * (FULL_ROWS - pod["rows"])
+        lines.append(f"  memory: {_mb(pod['peak'])} MB measured with {POD_CORES} workers at {pod['rows']:,} rows, "
                      f"+ {per_row:.1f} bytes per row (the growth from {small['rows']:,} to {large['rows']:,} rows) "
                      f"= {memory / 2**30:.2f} GiB")
-    tokens = phase(large, "read and tokenize")
-    arrays = sum(meta["bytes"] for name, meta in large["files"].items() if name.split("_")[0] in ("tokens", "offsets", "labels"))
-    disk = (tokens["spool_bytes"] + arrays) / large["rows"] * FULL_ROWS
-    lines.append(f"  local disk for staging (spool + arrays before they move): {disk / 2**30:.1f} GiB; "
-                 f"distinct words at {large['rows']:,} rows: {tokens['distinct_words']:,}")
+    lines.append(f"  local disk for staging (the input decompressed, the spool, the arrays before they move; the most "
+                 f"at once): {large['disk'] / large['rows'] * FULL_ROWS / 2**30:.1f} GiB")
     return lines
 
 
@@ -381,10 +423,7 @@ def course_line(rows: int, work: Path, vectors: Path) -> str:
     subprocess.run(["rm", "-rf", str(work / "out-course")], check=True)
     tokenize = phase(run, "read and tokenize")
     return (f"\ncourse jsonl.gz, {rows:,} rows, 2 workers: read and tokenize {tokenize['seconds']:.1f} s "
-            f"({tokenize['count'] / tokenize['seconds']:,.0f} rows/s; reading JSON {tokenize['read_seconds']:.1f} s of it), "
-            f"whole step {run['wall']:.1f} s, peak {_mb(pod_memory(run))} MB "
-            f"(main {_mb(max(p['peak_rss'] for p in run['phases']))} MB + {pool_processes(run)} x "
-            f"{_mb(tokenize['worker_private_memory'])} MB)")
+            f"({rows / tokenize['seconds']:,.0f} rows/s), whole step {run['wall']:.1f} s, peak {_mb(run['peak'])} MB")
 
 
 def _measure(rows: int, work: Path, vectors: Path, pod: bool) -> list[dict]:
@@ -399,7 +438,6 @@ def _measure(rows: int, work: Path, vectors: Path, pod: bool) -> list[dict]:
     def run(i: int, workers: int) -> None:
         out = work / f"out-{rows}-{i}"
         result = run_prepare(data, vectors, out, workers)
-        result["rows"] = phase(result, "read and tokenize")["count"]
         result["load"] = _load()
         subprocess.run(["rm", "-rf", str(out)], check=True)
         runs.setdefault(workers, []).append(result)
@@ -443,9 +481,8 @@ def main(args) -> int:
             print(phase_table([r for r in by_size[rows] if r["workers"] in WORKERS]), flush=True)
         pod = next((r for r in by_size[min(sizes)] if r["workers"] == POD_CORES), None)
         if pod is not None:
-            print(f"\n{POD_CORES} workers at {pod['rows']:,} rows (memory only; {cores} cores): whole step "
-                  f"{_mb(pod_memory(pod))} MB = main {_mb(max(p['peak_rss'] for p in pod['phases']))} MB + "
-                  f"{pool_processes(pod)} x {_mb(phase(pod, 'read and tokenize')['worker_private_memory'])} MB", flush=True)
+            print(f"\n{POD_CORES} workers at {pod['rows']:,} rows (memory only; {cores} cores): whole step, peak "
+                  f"{_mb(pod['peak'])} MB (read and tokenize {_mb(phase(pod, 'read and tokenize')['peak'])} MB)", flush=True)
         print(course_line(min(sizes), work, vectors), flush=True)
         vocab = {w: i for i, w in enumerate(by_size[min(sizes)][0]["vocab"])}
         old, new = parse_rates(vectors, vocab, VECTOR_LINES)

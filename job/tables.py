@@ -1,14 +1,16 @@
 """Prepare's input, cut into pieces of whole records: the challenge CSV and the course's JSON lines.
 
-    for piece in pieces(path, "spanish.train.csv.gz"): frame = parse(piece)   # at most CHUNK_ROWS rows each
+    plain = staged(path, name, staging)                  # a .gz input decompressed once, to local disk
+    for piece in pieces(plain, name):                    # byte ranges of CHUNK_ROWS lines each
+        frame, columns = parse(piece)                    # in any process: it reads its own range
 
-Nothing here holds the whole file. The reading process only decompresses and cuts: each piece is
-the bytes of CHUNK_ROWS lines (more where a quoted CSV field holds a line break), and `parse`, which
-prepare's workers run, reads a piece with pandas (the options of a whole-file read, but for CSV
-cells kept as plain Python strings, which the tokenizing workers convert as before). A record never
-spans two pieces, and pandas' chunked reader read the same lines a chunk at a time, so the values,
-and so prepare's output, are the same. Every problem with the file, in its header or in a piece
-far into it, is one UserError that names the file (a CSV error with the file's line number).
+Nothing here holds the whole file. The cutting process only finds where pieces end: after a line
+end outside any quoted CSV field, so a record never spans two pieces (a piece holds more than
+CHUNK_ROWS lines where a quoted field holds a line break). `parse` reads a piece's bytes from the
+file and parses them with pandas (the options of a whole-file read; CSV cells kept as plain Python
+strings). pandas' chunked reader read the same lines a chunk at a time, so the values, and so
+prepare's output, are the same. Every problem with the file, in its header or in a piece far into
+it, is one UserError that names the file (a CSV error with the file's line number).
 
 JSON lines have no header: a field missing from a piece's records is added as NaN (what the
 whole-file read gave such records, and "nan" as text), and prepare refuses the file at its end
@@ -20,6 +22,7 @@ from __future__ import annotations
 import gzip
 import io
 import re
+import shutil
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,18 +32,16 @@ import numpy as np
 
 from job.errors import UserError
 
-CHUNK_ROWS = 25_000  # rows per piece: ~8 MB of text in flight per piece, ~0.25 s of one core's tokenizing
-TAIL_SPLIT = 4  # the file's last pieces (pieces(tail=...)) are cut this many times smaller
-READ_BYTES = 4 << 20  # decompressed bytes read at a time while cutting pieces
+CHUNK_ROWS = 25_000  # lines per piece: what one worker parses and tokenizes at a time (sizes: docs/data.md)
+READ_BYTES = 4 << 20  # bytes read at a time while cutting pieces, or decompressing
 REQUIRED = ("title", "category")
 
 
 def _read_header(path: Path, name: str) -> list[str]:
-    opener = gzip.open if name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with open(path, "rb") as f:
             first = f.readline(1 << 20)
-    except (EOFError, OSError, zlib.error) as e:
+    except OSError as e:
         raise UserError(f"{name}: cannot read ({type(e).__name__}: {e})") from None
     if not first.strip():
         raise UserError(f"{name}: empty file (no header line)")
@@ -96,13 +97,37 @@ _READ_ERRORS = (UnicodeDecodeError, EOFError, OSError, zlib.error, ValueError)  
 
 @dataclass
 class Piece:
-    """Whole records of the file, as bytes: what a worker parses."""
+    """Whole records of the file, as a byte range: what a worker reads and parses."""
 
-    name: str  # the file's name, for messages
+    name: str  # the input's name, for messages
     kind: str  # "csv" or "jsonl"
+    path: Path  # the plain (decompressed) file
     header: bytes  # a CSV's header line, parsed ahead of every piece; b"" for JSON lines
-    data: bytes
+    start: int  # byte offsets of the piece in the file: [start, end)
+    end: int
     first_line: int  # the file's line number of the piece's first line
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(self.start)
+            return f.read(self.end - self.start)
+
+
+def staged(path: Path, name: str, staging: Path) -> Path:
+    """The input as a plain file: a .gz one decompressed into staging (once: every worker then reads its own range
+    of it), any other as it is. A CSV's header is checked here."""
+    kind = _kind(name)
+    if name.endswith(".gz"):
+        plain = staging / f"input.{kind}"
+        try:
+            with gzip.open(path, "rb") as f, open(plain, "wb") as out:
+                shutil.copyfileobj(f, out, READ_BYTES)
+        except (EOFError, OSError, zlib.error) as e:
+            raise _user_error(e, name) from None
+        path = plain
+    if kind == "csv":
+        _check_csv_header(path, name)
+    return path
 
 
 # A CSV field is quoted when a '"' starts it (at the start of a record, or after a ',' or a line end);
@@ -133,58 +158,30 @@ def _piece_end(buf: bytes, newlines, rows: int, eof: bool, quoted: bool) -> int 
             k = int(np.searchsorted(newlines, pos))
 
 
-def pieces(path: Path, name: str, rows: int = CHUNK_ROWS, tail: int = 0) -> Iterator[Piece]:
-    """The file's records in pieces of `rows` lines, cut without parsing: for parse(), in any process. The last
-    `tail` pieces' worth of lines, estimated from how far into the (compressed) file the reading is, are cut
-    TAIL_SPLIT times smaller: processes that share the pieces out then finish closer together. Where the pieces
-    end changes nothing in what they hold."""
+def pieces(path: Path, name: str, rows: int = CHUNK_ROWS) -> Iterator[Piece]:
+    """The plain file's records in pieces of `rows` lines (more where a quoted field holds a line break), found
+    without parsing; a file with no data rows gives one empty piece, which still tells a CSV's columns."""
     kind = _kind(name)
-    if kind == "csv":
-        _check_csv_header(path, name)
-    opener = gzip.open if name.endswith(".gz") else open
-    size = path.stat().st_size
-    try:
-        with opener(path, "rb") as f:
-            raw = getattr(f, "fileobj", f)  # a gzip file's compressed file, where its position is known
-            header = f.readline() if kind == "csv" else b""
-            line = 1 + header.count(b"\n")
-            buf, newlines = b"", np.zeros(0, dtype=np.int64)
-            eof = more = False
-            yielded = False
-            while True:
-                if not eof and (more or len(newlines) < rows):
-                    block = f.read(READ_BYTES)
-                    if block:
-                        found = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
-                        newlines = np.concatenate([newlines, found + len(buf)])
-                        buf, more = buf + block, False
-                        continue
-                    eof = True
-                if not buf:
-                    if not yielded:  # no data rows: one empty piece still tells the columns (a CSV's header)
-                        yield Piece(name, kind, header, b"", line)
-                    return
-                end = _piece_end(buf, newlines, _rows_now(rows, tail, len(newlines), line + len(newlines), raw.tell(), size),
-                                 eof, kind == "csv")
-                if end is None:
-                    more = True
-                    continue
-                yield Piece(name, kind, header, buf[:end], line)
-                yielded = True
-                taken = int(np.searchsorted(newlines, end))  # line ends in the piece
-                line += taken
-                buf, newlines = buf[end:], newlines[taken:] - end
-    except (EOFError, OSError, zlib.error) as e:
-        raise _user_error(e, name) from None
-
-
-def _rows_now(rows: int, tail: int, buffered: int, lines_read: int, position: int, size: int) -> int:
-    """The next piece's lines: `rows`, or rows / TAIL_SPLIT once fewer than `tail` pieces' worth seem to be left (the
-    lines read but not yet cut, and the rest of the file at the average size of the lines read so far)."""
-    if not tail or position <= 0:
-        return rows
-    lines_left = buffered + (size - position) * lines_read / position
-    return max(1, rows // TAIL_SPLIT) if lines_left < tail * rows else rows
+    with open(path, "rb") as f:
+        header = f.readline() if kind == "csv" else b""
+        start, line = len(header), 1 + header.count(b"\n")
+        buf, newlines, eof, cut = b"", np.zeros(0, dtype=np.int64), False, 0
+        while True:
+            end = _piece_end(buf, newlines, rows, eof, kind == "csv")
+            if end is None:  # more data is needed to tell
+                block = f.read(READ_BYTES)
+                eof = not block
+                found = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+                buf, newlines = buf + block, np.concatenate([newlines, found + len(buf)])
+                continue
+            if end == 0:  # the end of the file
+                if cut == 0:
+                    yield Piece(name, kind, path, header, start, start, line)
+                return
+            yield Piece(name, kind, path, header, start, start + end, line)
+            taken = int(np.searchsorted(newlines, end))  # line ends in the piece
+            start, line, cut = start + end, line + taken, cut + 1
+            buf, newlines = buf[end:], newlines[taken:] - end
 
 
 def parse(piece: Piece) -> tuple:
@@ -192,11 +189,12 @@ def parse(piece: Piece) -> tuple:
     import pandas as pd
 
     try:
+        data = piece.read()
         if piece.kind == "csv":
-            frame = pd.read_csv(io.BytesIO(piece.header + piece.data), dtype=object, keep_default_na=False,
+            frame = pd.read_csv(io.BytesIO(piece.header + data), dtype=object, keep_default_na=False,
                                 na_filter=False, encoding="utf-8")
         else:
-            frame = pd.read_json(io.BytesIO(piece.data), lines=True, dtype=False)
+            frame = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
     except _READ_ERRORS as e:
         raise _user_error(e, piece.name, piece.first_line - 1 - piece.header.count(b"\n")) from None
     columns = tuple(frame.columns)

@@ -332,7 +332,8 @@ def test_pieces_cut_between_records_and_parse_as_the_whole_file(tmp_path, monkey
     whole = pd.read_csv(path, dtype=object, keep_default_na=False, na_filter=False, encoding="utf-8")
     pieces = list(tables.pieces(path, path.name, rows=rows))
     frames = [tables.parse(piece)[0] for piece in pieces]
-    assert b"".join(piece.data for piece in pieces) == body.encode().split(b"\n", 1)[1]
+    assert b"".join(piece.read() for piece in pieces) == body.encode().split(b"\n", 1)[1]
+    assert all(a.end == b.start for a, b in zip(pieces, pieces[1:]))  # byte ranges that meet
     assert pd.concat(frames, ignore_index=True).equals(whole)
     assert [piece.first_line for piece in pieces][0] == 2
 
@@ -345,72 +346,61 @@ def test_pieces_of_json_lines_parse_as_the_whole_file(tmp_path):
     with gzip.open(path, "wt", encoding="utf-8") as f:
         f.write("\n".join(json.dumps(r) for r in records[:7]) + "\n\n" + "\n".join(json.dumps(r) for r in records[7:]) + "\n")
     whole = pd.concat(pd.read_json(path, lines=True, dtype=False, chunksize=3), ignore_index=True)
-    frames = [tables.parse(piece)[0] for piece in tables.pieces(path, path.name, rows=3)]
+    plain = tables.staged(path, path.name, tmp_path)  # decompressed once; the pieces are ranges of it
+    assert plain.parent == tmp_path and plain.read_bytes() == gzip.decompress(path.read_bytes())
+    frames = [tables.parse(piece)[0] for piece in tables.pieces(plain, path.name, rows=3)]
     assert pd.concat(frames, ignore_index=True).equals(whole)
 
 
-_IN_ORDER = """
+_TOKENIZED = """
 import sys
 from pathlib import Path
-from job import prepare, tables
-from job.errors import UserError
-path = Path(sys.argv[1])
-default = sys.getswitchinterval()
-tasks = lambda: ((p, "spanish") for p in tables.pieces(path, path.name, rows=50, tail=4))
-one = [r.ids.tolist() for r in prepare._in_order(tasks(), 1)]
-two = list(prepare._in_order(tasks(), 2))
-assert [r.ids.tolist() for r in two] == one and len(one) > 8, "2 workers: other results or another order"
-assert len({r.pid for r in two}) == 2, "only one process tokenized"
-assert sys.getswitchinterval() == default, "switch interval left changed"
-def failing():
-    yield from tasks()
-    yield UserError("bad piece")
+from job import corpus, tables
+path, staging = Path(sys.argv[1]), Path(sys.argv[2])
+def run(workers, name="rows.csv"):
+    folder = staging / str(workers)
+    folder.mkdir()
+    tasks = ((p, "spanish", folder / f"{i}.npys") for i, p in enumerate(tables.pieces(path, name, rows=50)))
+    counts = list(corpus._tokenized(tasks, workers))
+    return counts, [(folder / f"{i}.npys").read_bytes() for i in range(len(counts))]
+one, two = run(1), run(2)
+assert two == one and len(one[0]) > 8, "2 workers: other counts, other piece files, or another order"
+assert sum(c.rows for c in one[0]) == 1500
+lines = path.read_bytes().split(b"\\n")
+path.write_bytes(b"\\n".join(lines[:1010] + [b"a,b,c,d,e"] + lines[1010:]))  # a ragged row in piece 20 of 31
 try:
-    list(prepare._in_order(failing(), 2))
-except UserError as e:
-    assert str(e) == "bad piece" and sys.getswitchinterval() == default
+    run(3)
+except tables.UserError as e:
+    assert "malformed CSV" in str(e), e
+    assert all((staging / "3" / f"{i}.npys").exists() for i in range(20)), "the pieces before it were done"
 else:
-    raise AssertionError("the reader's error was not raised")
+    raise AssertionError("the bad piece's error was not raised")
 print("ok")
 """
 
 
-def test_two_processes_give_the_results_of_one_in_input_order(tmp_path):
-    """_in_order on 2 workers: both processes tokenize, the results are those of one, in order, and the GIL
-    switch interval is back to its default afterwards, also when the reader fails."""
+def test_workers_give_the_counts_and_piece_files_of_one_in_input_order(tmp_path):
+    """_tokenized on 1 and 2 workers: the same counts and the same piece files, in input order; a bad piece's
+    error comes back in its turn, the pieces before it done."""
     path = tmp_path / "rows.csv"
     make_titles(1500, categories=12).to_csv(path, index=False)
-    proc = subprocess.run([sys.executable, "-c", _IN_ORDER, str(path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", _TOKENIZED, str(path), str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
-def test_the_last_pieces_are_cut_smaller_and_hold_the_same_lines(tmp_path, monkeypatch, suffix):
-    """With tail=2 about the last 2 pieces' worth of lines (estimated from the position in the file, compressed or
-    not) come in pieces TAIL_SPLIT times smaller, and every line is still there once, in order."""
-    monkeypatch.setattr(tables, "READ_BYTES", 1 << 16)
-    rng = np.random.default_rng(0)  # titles that compress as little as real ones: the gzip position moves on
-    body = b"title,label_quality,language,category\n" + b"".join(
-        f"{rng.bytes(12).hex()} {i},reliable,spanish,C{i % 7}\n".encode() for i in range(40_000))
-    path = tmp_path / f"rows{suffix}"
-    path.write_bytes(gzip.compress(body, mtime=0) if suffix.endswith(".gz") else body)
-    rows, small = 2000, 2000 // tables.TAIL_SPLIT
-    assert [p.data.count(b"\n") for p in tables.pieces(path, path.name, rows=rows)] == [rows] * 20
-    cut = list(tables.pieces(path, path.name, rows=rows, tail=2))
-    sizes = [p.data.count(b"\n") for p in cut]
-    first_small = sizes.index(small)
-    assert set(sizes[:first_small]) == {rows} and set(sizes[first_small:]) == {small}
-    assert rows <= sum(sizes[first_small:]) <= 2.5 * rows  # more than tail - 1 pieces were left at the last full one
-    assert b"".join(p.data for p in cut) == body.split(b"\n", 1)[1]
-    assert [p.first_line for p in cut] == [2 + sum(sizes[:i]) for i in range(len(cut))]
+def test_stratified_split_draws_each_class_80_10_10_in_input_order():
+    """A class's rows are taken in input order before its draw, so the split is a function of the rows and the seed."""
+    from job import splits
 
-
-def test_class_order_is_the_stable_argsort_a_block_at_a_time(monkeypatch):
-    from job import prepare
-
-    monkeypatch.setattr(prepare, "SPOOL_BLOCK_ROWS", 7)  # many blocks, a short last one
-    category = np.random.default_rng(0).integers(0, 5, size=100).astype(np.int32)
+    category = np.random.default_rng(0).integers(0, 5, size=400).astype(np.int32)
     category[category == 3] = 4  # a class with no rows
-    counts, by_class = prepare._class_order(category, 6)
-    assert counts.tolist() == np.bincount(category, minlength=6).tolist()
-    assert by_class.dtype == np.int32 and by_class.tolist() == np.argsort(category, kind="stable").tolist()
+    category[:2] = 3  # ... and then one with 2: too few to split, kept in train
+    split, small = splits.stratified_split(category, ["a", "b", "c", "d", "e"], seed=1)
+    assert small == 1 and (split[:2] == 0).all()
+    for c in (0, 1, 2, 4):
+        n = int((category == c).sum())
+        got = np.bincount(split[category == c], minlength=3).tolist()
+        assert got == [n - 2 * round(0.1 * n), round(0.1 * n), round(0.1 * n)], (c, got)
+    again, _ = splits.stratified_split(category, ["a", "b", "c", "d", "e"], seed=1)
+    assert (again == split).all() and not (splits.stratified_split(category, list("abcde"), seed=2)[0] == split).all()
