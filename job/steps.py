@@ -19,7 +19,7 @@ listed run trained once to its config's epochs, exactly as a sweep without them.
 Output layout under one prefix OUT:
 
     OUT/prepared/<hash>/...                      prepared data, manifest.json written last
-    OUT/sweeps/<sweep>/<run>/                    metrics.jsonl, checkpoint.pt, model.pt, summary.json
+    OUT/sweeps/<sweep>/<run>/                    metrics.jsonl, checkpoint.pt, model.pt, summary.json (job/runfiles.py)
     OUT/sweeps/<sweep>/report/                   plots and summary.{csv,json,md}
 """
 
