@@ -5,14 +5,14 @@ A spec names a config and optionally overrides keys:
     hidden100                      the named config as it is
     hidden100:lr=3e-4,epochs=5     with two keys overridden
     hidden100:lr=1e-3|3e-4         a grid: one run per value (per combination)
-    hidden100:lr=loguniform(1e-4,1e-2)   a search space: --trials N samples N runs (job/search.py)
+    hidden100:lr=loguniform(1e-4,1e-2)   a search space (job/space.py): --trials N samples N runs (job/search.py)
 
 In a comma-separated list of specs, an item that holds `=` belongs to the spec
 before it, so `hidden100:lr=3e-4,epochs=5,hidden50` is two runs. Every run gets
 a unique readable name such as `hidden100_lr=3e-4_epochs=5`, which names its
 output folder and its Argo node.
 
-This module imports no torch: the workflow tooling validates specs with it.
+This module imports no torch, and nothing of job/ but its errors: the workflow tooling validates specs with it.
 """
 
 from __future__ import annotations
