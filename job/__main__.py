@@ -177,12 +177,10 @@ def _step(args, on_batch=None) -> int:
         from job import synth
 
         return synth.main(args)
-    if args.step == "plan":
-        from job import configs
+    if args.step in ("plan", "next"):
+        from job import fanout
 
-        return configs.plan_main(args)
-    if args.step == "next":
-        return search.next_main(args)
+        return fanout.plan_main(args) if args.step == "plan" else fanout.next_main(args)
     if args.step == "prepare":
         from job import prepare
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from job import configs, search, search_report, steps, storage, tracking
+from job import plots, runfiles, search, search_report, steps, storage, tracking
 from job.errors import UserError
 
 log = logging.getLogger("job.aggregate")
@@ -38,7 +38,7 @@ COLUMNS = ["rank", "config", "status", "family", "round", "rung", "budget", "epo
            "test_balanced_accuracy", "train_seconds", "samples_per_second", "reason", "spec"]
 REPORT = "report"
 BEST = "best"  # <sweep>/best/: the best run's files, for predict
-BEST_FILES = ("model.pt", "summary.json", "metrics.jsonl")  # summary.json is copied after the model: a complete copy
+BEST_FILES = (runfiles.MODEL, runfiles.SUMMARY, runfiles.HISTORY)  # the summary is copied after the model: a complete copy
 CHOSEN_BY = ("Runs are ranked, and the best (★) chosen, by validation balanced accuracy (each run at its best "
              "validation epoch); test figures are shown beside, never used to choose.")
 WEAKEST = 10  # categories listed as the weakest, and confused pairs listed, in summary.md
@@ -47,18 +47,9 @@ WEAKEST = 10  # categories listed as the weakest, and confused pairs listed, in 
 def read_run(sweep: str, name: str) -> tuple[dict, list[dict]]:
     """(summary row, epoch history) of one run folder, whatever state it was left in."""
     folder = storage.join(sweep, name)
-    history: list[dict] = []
-    metrics_uri = storage.join(folder, "metrics.jsonl")
-    if storage.exists(metrics_uri):
-        for line in storage.read_text(metrics_uri).splitlines():
-            if line.strip():
-                try:
-                    history.append(json.loads(line))
-                except json.JSONDecodeError:
-                    log.warning("%s: skipped a malformed line", metrics_uri)
-    summary_uri = storage.join(folder, "summary.json")
-    if storage.exists(summary_uri):
-        row = storage.read_json(summary_uri)
+    history = runfiles.read_history(folder)
+    row = runfiles.read_summary(folder)
+    if row is not None:
         row.setdefault("status", "unknown")
     elif history:
         row = {"config": name, "status": "incomplete", "epochs": len(history),
@@ -83,48 +74,6 @@ def rank(rows: list[dict]) -> list[dict]:
     return ok + rest
 
 
-def plot_lines(histories: dict[str, list[dict]], key: str, ylabel: str, title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for name, history in sorted(histories.items()):
-        points = [(h["epoch"], h[key]) for h in history if key in h]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize="small")
-    else:
-        ax.text(0.5, 0.5, "no finished epochs", ha="center", va="center", transform=ax.transAxes)
-    return _png(fig)
-
-
-def plot_comparison(rows: list[dict]) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, max(3, 0.45 * len(rows) + 1.5)))
-    names = [r["config"] for r in rows][::-1]
-    values = [float(r.get("test_balanced_accuracy") or 0) if r.get("status") == "ok" else 0.0 for r in rows][::-1]
-    colors = ["tab:green" if r.get("best") else ("tab:blue" if r.get("status") == "ok" else "tab:red") for r in rows][::-1]
-    bars = ax.barh(names, values, color=colors)
-    for bar, r in zip(bars, rows[::-1]):
-        label = f"{float(r['test_balanced_accuracy']):.3f}" if r.get("status") == "ok" else r.get("status", "")
-        ax.text(bar.get_width() + 0.01, bar.get_y() + bar.get_height() / 2, label, va="center", fontsize="small")
-    ax.set_xlim(0, 1.1)
-    ax.set_xlabel("test balanced accuracy (best validation epoch); ranked by validation")
-    ax.set_title("Sweep comparison")
-    return _png(fig)
-
-
 def per_class(labels: np.ndarray, preds: np.ndarray, names: list[str]) -> list[dict]:
     """Precision, recall, F1 and support of each category on the test split."""
     from sklearn.metrics import precision_recall_fscore_support
@@ -143,34 +92,16 @@ def confused_pairs(labels: np.ndarray, preds: np.ndarray, names: list[str], top:
     return [(names[pairs[i, 0]], names[pairs[i, 1]], int(counts[i])) for i in order]
 
 
-def plot_recall_by_size(classes: list[dict], run: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    seen = [c for c in classes if c["support"]]
-    ax.scatter([c["support"] for c in seen], [c["recall"] for c in seen], s=12, alpha=0.7)
-    ax.set_xscale("log")
-    ax.set_xlabel("test rows of the category (log scale)")
-    ax.set_ylabel("recall")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"Recall by category size: {run}")
-    ax.grid(alpha=0.3)
-    return _png(fig)
-
-
 def best_run_view(sweep: str, best: dict | None) -> dict:
     """The best run's per-class table, weakest categories and confused pairs (empty without a best run)."""
     if best is None:
         return {}
-    uri = storage.join(sweep, best["config"], "test_predictions.npz")
-    if not storage.exists(uri):
-        log.warning("%s: missing, so the report has no per-class view", uri)
+    folder = storage.join(sweep, best["config"])
+    predictions = runfiles.read_predictions(folder)
+    if predictions is None:
+        log.warning("%s: missing, so the report has no per-class view", storage.join(folder, runfiles.PREDICTIONS))
         return {}
-    with np.load(io.BytesIO(storage.read_bytes(uri))) as z:
-        labels, preds = z["labels"], z["predictions"]
+    labels, preds = predictions
     names = label_names(best)
     classes = per_class(labels, preds, names)
     weakest = sorted((c for c in classes if c["support"]), key=lambda c: (c["f1"], c["category"]))[:WEAKEST]
@@ -192,16 +123,6 @@ def copy_best(sweep: str, best: dict | None) -> None:
         source = storage.join(sweep, best["config"], name)
         if storage.exists(source):
             storage.write_bytes(storage.join(sweep, BEST, name), storage.read_bytes(source))
-
-
-def _png(fig) -> bytes:
-    from matplotlib import pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def to_csv(rows: list[dict], columns: list[str] = COLUMNS) -> str:
@@ -250,7 +171,7 @@ def to_markdown(sweep: str, rows: list[dict], view: dict, search_lines: list[str
 def main(args) -> int:
     storage.check_uri(args.out, "--out")
     storage.join(args.out, args.sweep)  # refuses a sweep id that is not a plain name
-    sweep = steps.sweep_uri(args.out, args.sweep)
+    sweep = runfiles.sweep_uri(args.out, args.sweep)
     if args.baseline not in ("true", "false"):
         raise UserError(f"--baseline {args.baseline!r}: expected true or false")
     schedule, runs = None, {}
@@ -282,14 +203,14 @@ def main(args) -> int:
         search_lines = search_report.markdown(record, spent, full, importances)
 
     files = {
-        "train_loss.png": plot_lines(histories, "train_loss", "train loss", "Train loss"),
-        "validation_loss.png": plot_lines(histories, "validation_loss", "validation loss", "Validation loss"),
-        "balanced_accuracy.png": plot_lines(histories, "validation_balanced_accuracy", "balanced accuracy", "Validation balanced accuracy"),
-        "comparison.png": plot_comparison(rows),
+        "train_loss.png": plots.plot_lines(histories, "train_loss", "train loss", "Train loss"),
+        "validation_loss.png": plots.plot_lines(histories, "validation_loss", "validation loss", "Validation loss"),
+        "balanced_accuracy.png": plots.plot_lines(histories, "validation_balanced_accuracy", "balanced accuracy", "Validation balanced accuracy"),
+        "comparison.png": plots.plot_comparison(rows),
         "summary.csv": to_csv(rows).encode(),
         "summary.md": to_markdown(sweep, rows, view, search_lines).encode(),
         "per_class.csv": to_csv(view.get("classes", []), ["category", "precision", "recall", "f1", "support"]).encode(),
-        "recall_by_class_size.png": plot_recall_by_size(view.get("classes", []), view.get("run", "no finished run")),
+        "recall_by_class_size.png": plots.plot_recall_by_size(view.get("classes", []), view.get("run", "no finished run")),
         "search.png": search_report.plot_parallel(schedule, runs, {r["config"]: r for r in rows}),
     }
     table = {"sweep": sweep, "runs": len(rows), "ok": sum(r["status"] == "ok" for r in rows),
@@ -307,9 +228,9 @@ def main(args) -> int:
 
     tracking.log_report(args.sweep, files, table["best"])  # no-op unless MLFLOW_TRACKING_URI is set
     if os.environ.get("PUSHGATEWAY_URL"):
-        from job import metrics
+        from job import pushgateway
 
-        metrics.delete_sweep(args.sweep, names)
+        pushgateway.delete_sweep(args.sweep, names)
     for r in rows:
         if r["status"] != "ok":
             log.warning("%s: %s (%s)", r["config"], r["status"], r.get("reason", ""))

@@ -4,8 +4,8 @@ convergence, on the same prepared splits.
 
     python -m job train --config tfidf --prepared runs/prepared/<hash> --out runs/sweeps/demo/tfidf --sweep demo
 
-It runs as the `tfidf` family of `train`, on a CPU, and writes what a neural run writes:
-metrics.jsonl (one line: the fit), model.pt, test_predictions.npz and summary.json (last). Its
+It runs as the `tfidf` family of `train`, on a CPU, and writes what a neural run writes, through
+job/runfiles.py: metrics.jsonl (one line: the fit), model.pt, test_predictions.npz and summary.json (last). Its
 losses are the cross-entropy of the softmax of the SVM's margins: comparable from run to run of the
 baseline, not with the neural runs' losses. The text it reads is the prepared token ids turned back into their words, so it sees
 exactly what the neural configs see; words outside the vocabulary ([UNK]) carry no n-grams.
@@ -25,8 +25,9 @@ import torch
 from scipy import sparse
 from sklearn.exceptions import ConvergenceWarning
 
-from job import configs, storage
+from job import configs, runfiles
 from job.errors import UserError
+from job.scores import balanced_accuracy
 
 log = logging.getLogger("job.baseline")
 
@@ -133,8 +134,6 @@ def logits(model_state: dict, x: sparse.csr_matrix) -> np.ndarray:
 
 
 def log_loss_and_bacc(model_state: dict, x, labels: np.ndarray) -> tuple[float, float, np.ndarray]:
-    from job.train import balanced_accuracy
-
     z = torch.from_numpy(logits(model_state, x))
     loss = torch.nn.functional.cross_entropy(z, torch.from_numpy(labels.astype(np.int64))).item()
     preds = z.argmax(dim=1).numpy()
@@ -153,8 +152,6 @@ def train(run: configs.Run, out: str, prepared, pusher) -> dict:
 
     The fit is one row of metrics.jsonl (epoch 1), as a neural run writes one per epoch.
     """
-    from job import train as neural
-
     cfg, a = run.config, prepared.arrays
     if not cfg.tfidf_c > 0:
         raise UserError(f"config {run.spec!r}: tfidf_c={cfg.tfidf_c} (must be > 0)")
@@ -175,31 +172,18 @@ def train(run: configs.Run, out: str, prepared, pusher) -> dict:
     seconds = time.time() - started
     train_loss, _, _ = log_loss_and_bacc(state, x["train"], labels["train"])
     val_loss, val_bacc, _ = log_loss_and_bacc(state, x["validation"], labels["validation"])
-    history = [{"epoch": 1, "train_loss": round(train_loss, 6), "validation_loss": round(val_loss, 6),
-                "validation_balanced_accuracy": round(val_bacc, 6), "seconds": round(seconds, 3),
-                "samples_per_second": round(len(keep) / max(seconds, 1e-9), 1)}]
+    history = [runfiles.history_row(1, train_loss, val_loss, val_bacc, seconds, len(keep))]
     log.info("%s fitted in %.1fs: train loss %.4f, validation loss %.4f, balanced accuracy %.4f", run.name, seconds,
              train_loss, val_loss, val_bacc)
     pusher.epoch_end(1, train_loss, val_loss, val_bacc, len(keep), samples_per_second=len(keep) / max(seconds, 1e-9))
-    saved = {"format": neural.CHECKPOINT_FORMAT, "config": cfg.to_dict(), "spec": run.spec, "epoch": 1,
-             "tfidf": vocabulary, **state, "prepared": prepared.uri, "classes": prepared.classes,
-             "vocab_size": prepared.vocab_size, "label_names": prepared.label_names, "vocab": prepared.vocab,
-             "language": prepared.language, "max_len": cfg.max_len}
-    neural.save_torch(storage.join(out, "model.pt"), saved)
-    neural.write_history(out, history)
+    meta = runfiles.model_meta(prepared, cfg.max_len)
+    saved = runfiles.model_file(run, 1, prepared.uri, meta, {"tfidf": vocabulary, **state})
+    runfiles.save_model(out, saved)
+    runfiles.write_history(out, history)
     test_loss, test_bacc, preds = log_loss_and_bacc(state, x["test"], labels["test"])
-    neural.write_predictions(storage.join(out, "test_predictions.npz"), labels["test"], preds)
-    train_seconds = time.time() - started
-    summary = {
-        "config": run.name, "spec": run.spec, "status": "ok", "family": cfg.family, "epochs": 1,
-        "best_epoch": 1, "selected_by": f"validation {cfg.select_by}",  # one fit: the only one to choose
-        "validation_balanced_accuracy": history[0]["validation_balanced_accuracy"],
-        "test_loss": round(test_loss, 6), "test_balanced_accuracy": round(test_bacc, 6),
-        "train_seconds": round(train_seconds, 2),
-        "samples_per_second": round(len(keep) / max(train_seconds, 1e-9), 1),
-        "stopped_early": False, "device": "cpu", "parameters": int(state["coef"].numel() + state["intercept"].numel()),
-        "prepared": prepared.uri, "config_values": cfg.to_dict(),
-    }
-    storage.write_json(storage.join(out, "summary.json"), summary)
+    runfiles.write_predictions(out, labels["test"], preds)
+    # one fit: the only epoch to choose, on the CPU
+    summary = runfiles.ok_summary(out, run, history, 1, test_loss, test_bacc, time.time() - started, len(keep),
+                                  cfg.epochs, "cpu", int(state["coef"].numel() + state["intercept"].numel()), prepared.uri)
     log.info("%s done: test balanced accuracy %.4f", run.name, test_bacc)
     return summary

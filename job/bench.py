@@ -1,7 +1,8 @@
 """Training throughput: a seed-style loop against this project's training path, side by side, repeated.
 
     python -m job bench [--rows N] [--epochs E] [--repeats R] [--seeds S] [--device cpu|cuda]
-                        [--family lstm|cnn|mlp|all] [--classes C] [--[no-]big-batch] [--threads T] [--profile]
+                        [--family lstm|cnn|mlp|all] [--classes C] [--[no-]big-batch] [--[no-]graphs]
+                        [--threads T] [--profile]
     make bench DEVICE=cuda BENCH_ARGS="--family all"
 
 In one process, on the same synthetic data, from the same initial weights, for the same epochs:
@@ -16,9 +17,8 @@ In one process, on the same synthetic data, from the same initial weights, for t
                one GEMM, bf16 autocast (CUDA; CPUs with native bf16), fused Adam, the loss summed on
                the device, large evaluation batches.
   ours, batch  the same path at 4x the batch with the learning rate x4 (linear scaling): a larger
-               batch is a fair lever only if the accuracy holds, so it is shown beside. (Square-root
-               scaling, x2, lost 0.025 to 0.028 of balanced accuracy on the LSTM in 3 epochs of
-               300,000 rows; linear gained 0.066: docs/performance.md.)
+               batch is a fair lever only if the accuracy holds, so it is shown beside. (Why linear
+               and not square-root scaling: docs/performance.md, "The larger batch's learning rate".)
   ours, CUDA   (CUDA only) ours with each batch shape's whole step captured as a CUDA graph and
     graphs     replayed (job/graphs.py), as `train --cuda-graphs true` takes its steps; `ours` and the
                larger batch take eager steps, train's default.
@@ -63,8 +63,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from job import configs, train
+from job import configs, optim, train
 from job.data import epoch_order, make_split
+from job.device import pick_device, uses_bf16
 from job.errors import UserError
 from job.bench_seed import (
     CLASSES, EMBED_DIM, MAX_LENGTH, MEAN_LENGTH, VOCAB, SeedCNN, SeedDataset, SeedMLP, SeedRNN, make_rows,
@@ -110,8 +111,7 @@ class Sizes:
 # other work shares, every parallel region waits for a descheduled thread, which slowed runs several-fold.
 # It leaves out the larger batch, whose 25 steps here learn little. A GPU run trains the course's classes,
 # sized so that 3 rounds of all three families fit in a few minutes: there the seed-style loop is bound by
-# its collate on one CPU core (500,000 rows took about 2.5 minutes a family on an H100 without the graphs
-# row, and the MLP's more; 300,000 should keep all three within 8 minutes, not yet timed).
+# its collate on one CPU core (docs/performance.md, "The GPU bench's default size", has the timings).
 DEFAULTS = {"cpu": Sizes(rows=20_000, epochs=5, classes=60, big_batch=False, threads=1),
             "cuda": Sizes(rows=300_000, epochs=3, classes=CLASSES, graphs=True)}
 LOOPS = ("seed-style", "ours", f"ours, batch x{BIG_BATCH}", "ours, CUDA graphs")  # the order of the runs within a round
@@ -230,7 +230,7 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
     model = build_model(family, VOCAB, EMBED_DIM, classes, vectors=vectors, **builder_kwargs(cfg))
     model.load_state_dict(init)
     model.to(device)
-    optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = optim.build_optimizer(model, cfg.lr, cfg.weight_decay)
     split = splits["train"]
     steps = train.make_steps(model, optimizer, split, device, graphs)  # the seam train takes its steps through
     samples = 0
@@ -245,12 +245,12 @@ def run_ours(family: str, cfg: configs.TrainConfig, init: dict, splits: dict, ve
         seconds, cpu_seconds = time.time() - started, time.process_time() - cpu_started
     gpu_metric = None
     if device.type == "cuda":  # weights, optimizer state and data resident, as when train pushes between steps
-        from job import metrics  # only here: a CPU bench needs no Pushgateway client
+        from job import pushgateway  # only here: a CPU bench needs no Pushgateway client
 
-        gpu_metric = metrics.gpu_memory_sample()
+        gpu_metric = pushgateway.gpu_memory_sample()
     started = time.time()
     bacc = train.evaluate(model, splits["validation"], device)[1]
-    precision = ("bf16" if train.uses_bf16(device, model) else "fp32") + (f", {len(steps.graphs)} graphs" if steps.graphs_on else "")
+    precision = ("bf16" if uses_bf16(device, model) else "fp32") + (f", {len(steps.graphs)} graphs" if steps.graphs_on else "")
     return Run(path, cfg.seed, cfg.batch_size, cfg.lr, precision, samples, seconds, time.time() - started, memory.peak, bacc,
                cpu_seconds, gpu_metric)
 
@@ -403,7 +403,7 @@ def profile_steps(family: str, data: dict, vectors: torch.Tensor, sizes: Sizes, 
     split = make_split(*data["train"], cfg.max_len, device)
     torch.manual_seed(cfg.seed)
     model = build_model(family, VOCAB, EMBED_DIM, sizes.classes, vectors=vectors, **builder_kwargs(cfg)).to(device)
-    optimizer = train.build_optimizer(model, cfg.lr, cfg.weight_decay)
+    optimizer = optim.build_optimizer(model, cfg.lr, cfg.weight_decay)
     order, batches = epoch_order(split.lengths_host, cfg.batch_size, np.random.default_rng(cfg.seed),
                                  train.batch_pieces(device, cfg.batch_size))
     warm = min(PROFILE_STEPS, len(batches) // 2)
@@ -448,7 +448,7 @@ def _machine(device: torch.device) -> str:
 
 
 def main(args) -> int:
-    device = train.pick_device(args.device)
+    device = pick_device(args.device)
     sizes = _sizes(args, device)
     if sizes.threads is not None:
         torch.set_num_threads(sizes.threads)

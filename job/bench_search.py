@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from job import search, search_report, steps
+from job import runfiles, search, search_report
 from job.errors import TrainingFailed
 
 # The space: the learning rate matters most (too low and the MLP learns little, too high and it overshoots),
@@ -59,7 +59,7 @@ def sweep(out: Path, prepared: str, sweep_id: str, settings: search.Search) -> d
     for round_ in range(1, shape.rounds + 1):
         for rung in range(shape.rungs):
             for item in search.next_items(SPACE, False, settings, round_, rung, str(out), sweep_id):
-                args = argparse.Namespace(config=item["spec"], prepared=prepared, out=steps.run_uri(str(out), sweep_id, item["name"]),
+                args = argparse.Namespace(config=item["spec"], prepared=prepared, out=runfiles.run_uri(str(out), sweep_id, item["name"]),
                                           sweep=sweep_id, device="cpu", result_file=None, epochs=item["epochs"])
                 try:
                     train.main(args)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
-from job import train
+from job import scores
 from job.errors import UserError
 from job.synth import zipf
 
@@ -170,4 +170,4 @@ def seed_evaluate(model: nn.Module, loader, device: torch.device) -> float:
         preds.append(output.argmax(dim=1).cpu().numpy())
         targets.append(batch["target"].numpy())
     model.train()
-    return train.balanced_accuracy(np.concatenate(targets), np.concatenate(preds))
+    return scores.balanced_accuracy(np.concatenate(targets), np.concatenate(preds))

@@ -5,14 +5,14 @@ A spec names a config and optionally overrides keys:
     hidden100                      the named config as it is
     hidden100:lr=3e-4,epochs=5     with two keys overridden
     hidden100:lr=1e-3|3e-4         a grid: one run per value (per combination)
-    hidden100:lr=loguniform(1e-4,1e-2)   a search space: --trials N samples N runs (job/search.py)
+    hidden100:lr=loguniform(1e-4,1e-2)   a search space (job/space.py): --trials N samples N runs (job/search.py)
 
 In a comma-separated list of specs, an item that holds `=` belongs to the spec
 before it, so `hidden100:lr=3e-4,epochs=5,hidden50` is two runs. Every run gets
 a unique readable name such as `hidden100_lr=3e-4_epochs=5`, which names its
 output folder and its Argo node.
 
-This module imports no torch: the workflow tooling validates specs with it.
+This module imports no torch, and nothing of job/ but its errors: the workflow tooling validates specs with it.
 """
 
 from __future__ import annotations
@@ -270,104 +270,3 @@ def with_baseline(runs: list[Run], baseline: bool) -> list[Run]:
     if not baseline or any(run.name == BASELINE for run in runs):
         return runs
     return runs + expand(BASELINE)
-
-
-def plan(text: str, baseline: bool = True, settings=None) -> list[dict]:
-    """The runs of a sweep's first round and rung as JSON-ready items, the list Argo fans out over (withParam):
-    {name, spec, label, epochs}. Without search settings, every listed run, trained to its epochs.
-
-    `label` is the run's name in the Argo UI (the train node's display name).
-    """
-    from job import search
-
-    return search.next_items(text, baseline, settings or search.Search(), 1, 0)
-
-
-def by_device(items: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Items of plan or next in two lists: the runs for GPU pods, and the runs of CPU_FAMILIES for CPU pods."""
-    cpu = [parse_one(item["spec"]).config.family in CPU_FAMILIES for item in items]
-    return [i for i, c in zip(items, cpu) if not c], [i for i, c in zip(items, cpu) if c]
-
-
-def check_parameters(items: list[str]) -> None:
-    """Log the sweep's parameters as resolved (the Argo UI shows plan's log), then refuse, in one line, the
-    required ones that nothing set (steps.REQUIRED)."""
-    import logging
-
-    from job.steps import REQUIRED
-
-    values = {}
-    for item in items:
-        name, eq, value = item.partition("=")
-        if not eq:
-            raise UserError(f"--parameter {item!r}: expected NAME=VALUE")
-        values[name] = value
-        logging.getLogger("job.plan").info("parameter %s = %s", name, value)
-    empty = [name for name in REQUIRED if name in values and not values[name].strip()]
-    if empty:
-        verb = "is" if len(empty) == 1 else "are"
-        raise UserError(f"parameter{'s' if len(empty) > 1 else ''} {', '.join(empty)} {verb} empty: set "
-                        f"{'it' if len(empty) == 1 else 'them'} when submitting (make submit DATA=s3://... "
-                        "EMBEDDINGS=s3://...|none OUT=s3://..., argo submit -p data=...) or in the chart's "
-                        "workflowTemplate.parameters")
-
-
-def write_lists(items: list[dict], result_file: str | None, cpu_result_file: str | None, runs_per_gpu: int = 1,
-                group_result_file: str | None = None) -> str:
-    """What plan and next leave for Argo: the JSON list at result_file, or with cpu_result_file, the GPU runs there
-    and the CPU runs (by_device) at cpu_result_file. With group_result_file, the GPU runs in pods of up to
-    runs_per_gpu (gpu_pods) there, and none at result_file, when runs_per_gpu is above 1; [] there at 1. Returns
-    the whole list's JSON, which the step prints."""
-    import json
-
-    from job.steps import write_result
-
-    if runs_per_gpu < 1:
-        raise UserError(f"--runs-per-gpu {runs_per_gpu}: must be >= 1 (1: a pod per run)")
-    text = json.dumps(items)
-    gpu, cpu = by_device(items) if cpu_result_file else (items, [])
-    pods = gpu_pods(gpu, runs_per_gpu) if group_result_file and runs_per_gpu > 1 else []
-    write_result(result_file, json.dumps([] if pods else gpu))
-    write_result(cpu_result_file, json.dumps(cpu))
-    write_result(group_result_file, json.dumps(pods))
-    return text
-
-
-_STAGE = re.compile(r"^r\d+k\d+-")  # the stage a label starts with in a sweep of several (search.Schedule.items)
-
-
-def gpu_pods(items: list[dict], k: int) -> list[dict]:
-    """A stage's GPU runs in pods of up to k, in order: {label, runs, round, rung}, runs the JSON list of the pod's
-    items (what train-group takes). The label, the pod's name in the Argo UI, is its runs' labels joined by
-    "." after their stage, once (r2k1-hidden50.hidden100), hashed as display_labels does when too long."""
-    import json
-
-    pods = []
-    for start in range(0, len(items), k):
-        chunk = items[start:start + k]
-        stage = _STAGE.match(chunk[0]["label"])
-        prefix = stage.group(0) if stage and all(i["label"].startswith(stage.group(0)) for i in chunk) else ""
-        joined = prefix + ".".join(i["label"][len(prefix):] for i in chunk)
-        pods.append({"label": display_labels([joined])[0], "runs": json.dumps(chunk),
-                     "round": chunk[0]["round"], "rung": chunk[0]["rung"]})
-    return pods
-
-
-def plan_main(args) -> int:
-    from job import capacity, search
-
-    if args.baseline not in ("true", "false"):
-        raise UserError(f"--baseline {args.baseline!r}: expected true or false")
-    check_parameters(args.parameter)
-    baseline = args.baseline == "true"
-    settings = search.from_args(args)
-    sweep = search.parse(args.configs, baseline, settings)
-    shape = search.shape(sweep)
-    capacity.check(shape.rounds, shape.rungs, capacity.trainings(sweep, shape), args.max_rounds, args.max_rungs,
-                   args.max_workflow_bytes)
-    text = write_lists(plan(args.configs, baseline, settings), args.result_file, args.cpu_result_file, args.runs_per_gpu,
-                       args.group_result_file)
-    if args.shape_dir:
-        capacity.write_shape(args.shape_dir, shape.rounds, shape.rungs)
-    print(text)
-    return 0

@@ -1,6 +1,6 @@
 """CUDA graphs for the training step: each batch shape's whole step captured once, then replayed.
 
-train.py takes its steps through one seam, `train.make_steps`: an eager `train.Steps`, or, on CUDA with
+train.py takes its steps through one seam, `train.make_steps`: an eager `train.StepRunner`, or, on CUDA with
 the sweep's `cuda_graphs` setting on (`train --cuda-graphs true`, the Argo parameter `cuda-graphs`,
 `make submit CUDA_GRAPHS=true`), a `GraphedSteps` wrapped around it. Both offer the same three things,
 `loss_sum`, `stream()` and `take(order, batch)`, so the loop reads the same with graphs or without.
@@ -41,7 +41,7 @@ class GraphedSteps:
     graphs_on = True  # False once a capture failed: the run goes on eagerly
 
     def __init__(self, eager):
-        """eager: the run's train.Steps, whose loss sum and forward/backward the graphs capture."""
+        """eager: the run's train.StepRunner, whose loss sum and forward/backward the graphs capture."""
         self.eager = eager
         self.optimizer, self.split, self.device = eager.optimizer, eager.split, eager.device
         self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}  # (rows, width) -> graph, index

@@ -160,7 +160,7 @@ class NgramMLPClassifier(nn.Module):
     (row 0 is [PAD]). Two tables, one mean: the word table may be frozen pretrained vectors while
     the n-gram table always learns. Both tables' gradients are sparse (only the rows a batch
     touches; the word table's when it is tuned), so their optimizer step costs the batch's words
-    and n-grams, not the whole tables (train.build_optimizer gives them RowAdam).
+    and n-grams, not the whole tables (optim.build_optimizer gives them RowAdam).
     """
 
     cpu_bf16 = False  # as the MLP: matmuls too small for bf16 to pay on a CPU

@@ -28,7 +28,8 @@ import zlib
 import numpy as np
 import torch
 
-from job import configs, storage, text
+from job import baseline, configs, runfiles, storage, text
+from job.device import pick_device
 from job.errors import UserError
 from job.prepare import MAX_TOKENS  # prepare keeps at most this many tokens of a title; the config cuts at max_len
 
@@ -40,19 +41,11 @@ SHOWN_LINES = 20  # lines of titles with no known word named in the warning or t
 
 def load_run(run: str) -> dict:
     """model.pt of a finished run, checked to be usable on its own."""
-    from job.train import CHECKPOINT_FORMAT, load_torch
-
-    summary_uri, model_uri = storage.join(run, "summary.json"), storage.join(run, "model.pt")
-    status = storage.read_json(summary_uri).get("status") if storage.exists(summary_uri) else None
-    saved = load_torch(model_uri) if status == "ok" else None
-    if saved is None:
-        why = f"the run ended {status}" if status else "no summary.json"
-        raise UserError(f"{run}: not a finished run ({why}); predict needs a run whose training finished")
-    if saved.get("format") != CHECKPOINT_FORMAT or "vocab" not in saved:
-        raise UserError(f"{model_uri}: model format {saved.get('format')} carries no vocabulary; retrain with this version")
+    saved = runfiles.load_model(run)
     rows = _vocabulary_rows(saved)
     if rows != len(saved["vocab"]):
-        raise UserError(f"{model_uri}: vocabulary mismatch: {len(saved['vocab'])} words, but the model has {rows} rows")
+        raise UserError(f"{storage.join(run, runfiles.MODEL)}: vocabulary mismatch: {len(saved['vocab'])} words, "
+                        f"but the model has {rows} rows")
     return saved
 
 
@@ -112,8 +105,6 @@ def encode(titles, saved: dict) -> tuple[list[np.ndarray], list[int]]:
 def probabilities(saved: dict, encoded: list[np.ndarray], device: torch.device) -> np.ndarray:
     """Class probabilities [titles, classes]."""
     if saved["config"]["family"] == "tfidf":
-        from job import baseline
-
         cfg = configs.TrainConfig(**saved["config"])
         words = np.asarray(saved["vocab"], dtype=object)
         texts = [" ".join(words[ids[ids > 1]]) for ids in encoded]
@@ -178,8 +169,6 @@ def main(args) -> int:
             raise UserError(f"{args.input}: {len(unknown)} {what}; fix them, or drop --strict to predict them from no words")
         log.warning("%s: %d of %d %s: predicted from no words (the model's prior)", args.input, len(unknown),
                     len(frame), what)
-    from job.train import pick_device
-
     probs = probabilities(saved, encoded, pick_device(args.device))
     out = table(frame, probs, saved["label_names"], min(args.top_k, len(saved["label_names"])))
     buf = io.StringIO()

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import math
 
-from job import search
+from job import plots, search
+from job.space import Dist
 
 log = logging.getLogger("job.search_report")
 
@@ -86,19 +87,15 @@ def importance(schedule: search.Schedule, runs: dict) -> dict[str, dict[str, flo
 def plot_parallel(schedule: search.Schedule | None, runs: dict, rows: dict[str, dict]) -> bytes:
     """search.png: one panel per space; an axis per sampled key (its range, log where sampled so) and one
     for validation balanced accuracy; a line per trial, coloured by it, thick where the trial reached the last rung."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import cm, pyplot as plt
-
-    from job.aggregate import _png
+    plt = plots.pyplot()
+    from matplotlib import cm
 
     spaces = schedule.sweep.spaces if schedule else []
     fig, axes = plt.subplots(max(1, len(spaces)), 1, figsize=(10, 4.5 * max(1, len(spaces))), squeeze=False)
     if not spaces:
         axes[0][0].text(0.5, 0.5, "no search space in this sweep", ha="center", va="center", transform=axes[0][0].transAxes)
         axes[0][0].set_axis_off()
-        return _png(fig)
+        return plots.png(fig)
     last = schedule.shape.rungs - 1
     for ax, space in zip(axes[:, 0], spaces):
         keys = [k for k in space.keys if k in space.space]
@@ -127,10 +124,10 @@ def plot_parallel(schedule: search.Schedule | None, runs: dict, rows: dict[str, 
         for x in range(len(keys) + 1):
             ax.axvline(x, color="grey", lw=0.5)
     fig.suptitle("Sampled values against validation balanced accuracy (thick: reached the last rung)")
-    return _png(fig)
+    return plots.png(fig)
 
 
-def _position(d: search.Dist, value) -> float:
+def _position(d: Dist, value) -> float:
     """Where a value sits on its axis, 0..1."""
     if d.kind == "choice":
         return d.choices.index(value) / max(1, len(d.choices) - 1)
@@ -139,7 +136,7 @@ def _position(d: search.Dist, value) -> float:
     return (value - d.low) / (d.high - d.low)
 
 
-def _range_text(d: search.Dist) -> str:
+def _range_text(d: Dist) -> str:
     if d.kind == "choice":
         return ",".join(d.texts)
     return f"{d.low:g}..{d.high:g}" + (" (log)" if d.kind.endswith("loguniform") else "")

@@ -19,7 +19,7 @@ listed run trained once to its config's epochs, exactly as a sweep without them.
 Output layout under one prefix OUT:
 
     OUT/prepared/<hash>/...                      prepared data, manifest.json written last
-    OUT/sweeps/<sweep>/<run>/                    metrics.jsonl, checkpoint.pt, model.pt, summary.json
+    OUT/sweeps/<sweep>/<run>/                    metrics.jsonl, checkpoint.pt, model.pt, summary.json (job/runfiles.py)
     OUT/sweeps/<sweep>/report/                   plots and summary.{csv,json,md}
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Mapping
 
 from job import search
+from job.runfiles import run_uri, sweep_uri
 
 MODULE = ["python", "-m", "job"]  # the command every pod and the local runner start
 
@@ -37,15 +38,6 @@ def write_result(result_file: str | None, text: str) -> None:
     """What a step leaves at --result-file: an Argo output parameter (valueFrom.path), one plain value."""
     if result_file:
         Path(result_file).write_text(text)
-
-
-def sweep_uri(out: str, sweep: str) -> str:
-    return f"{out.rstrip('/')}/sweeps/{sweep}"
-
-
-def run_uri(out: str, sweep: str, run: str) -> str:
-    """A run's folder."""
-    return f"{sweep_uri(out, sweep)}/{run}"
 
 
 def report_uri(out: str, sweep: str) -> str:

@@ -24,7 +24,7 @@ import torch
 
 from job import baseline, configs, synth, text
 from job.bench import PeakMemory
-from job.train import balanced_accuracy
+from job.scores import balanced_accuracy
 
 DEFAULT_ROWS = 1_000_000  # training rows measured
 DEFAULT_CLASSES = 60  # the demo's categories: 632 would take hours here (the extrapolation scales to them)

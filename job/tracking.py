@@ -38,7 +38,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from job import storage
+from job import runfiles, storage
 from job.errors import UserError
 
 log = logging.getLogger("job.tracking")
@@ -149,16 +149,6 @@ def run_tags(args) -> dict[str, str]:
         if value not in (None, ""):
             tags[name] = str(value)
     return tags
-
-
-def history_of(out: str) -> list[dict]:
-    """The epochs of a run folder's metrics.jsonl (empty when it has none)."""
-    import json
-
-    uri = storage.join(out, "metrics.jsonl")
-    if not storage.exists(uri):
-        return []
-    return [json.loads(line) for line in storage.read_text(uri).splitlines() if line.strip()]
 
 
 class Tracker:
@@ -301,17 +291,17 @@ class Tracker:
     def _log_final(self, client, summary: dict | None) -> None:
         from mlflow.entities import Metric, RunStatus
 
-        self._log_epochs(client, history_of(self.out))
+        self._log_epochs(client, runfiles.read_history(self.out))
         if summary is not None and summary.get("status") == "ok":
             tests = [Metric(k, _finite(float(summary[k])), _millis(), 0) for k in TEST_METRICS
                      if k in summary and (k, 0) not in self._logged]
             if tests:
                 client.log_batch(self.run_id, metrics=tests)
                 self._logged |= {(m.key, 0) for m in tests}
-            if not any(f.path == "model.pt" for f in client.list_artifacts(self.run_id)):
+            if not any(f.path == runfiles.MODEL for f in client.list_artifacts(self.run_id)):
                 with tempfile.TemporaryDirectory(prefix="meli-mlflow-") as tmp:
-                    local = Path(tmp, "model.pt")
-                    local.write_bytes(storage.read_bytes(storage.join(self.out, "model.pt")))
+                    local = Path(tmp, runfiles.MODEL)
+                    local.write_bytes(storage.read_bytes(storage.join(self.out, runfiles.MODEL)))
                     client.log_artifact(self.run_id, str(local))
             status = RunStatus.FINISHED
         else:

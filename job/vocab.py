@@ -2,8 +2,8 @@
 
     words = vocab.build(chunks, provisional_words)   # the words kept, in gensim's order, without specials
 
-gensim's Dictionary counts one Python list of strings at a time (about 13 s per million titles on
-one core). Here the titles arrive as chunks of (ids, lengths): ids index a list of every distinct
+gensim's Dictionary counts one Python list of strings at a time, slowly (docs/data.md has the
+figure). Here the titles arrive as chunks of (ids, lengths): ids index a list of every distinct
 word seen, in any order. The result is gensim's, word for word and in the same order, because:
   - gensim numbers a word by the first title that holds it; the new words of one title are
     numbered in sorted order;

@@ -16,9 +16,10 @@ import torch
 from torch.nn import functional as F
 
 from conftest import ROOT
-from job import bench, bench_seed, train
+from job import bench, bench_seed, optim, train
 from job import graphs as graphs_module
 from job.data import epoch_order, make_split
+from job.device import cpu_has_bf16
 from job.errors import UserError
 from job.models import build_model
 
@@ -55,7 +56,7 @@ def test_extra_padding_changes_nothing(family, width):
     expected = model(tokens, lengths)
     for extra in (1, 6):
         torch.testing.assert_close(model(F.pad(tokens, (0, extra)), lengths), expected, rtol=1e-5, atol=1e-5)
-    if family == "lstm" and not train.cpu_has_bf16():
+    if family == "lstm" and not cpu_has_bf16():
         return  # oneDNN has no bf16 LSTM on a CPU without native bf16, and train runs such a CPU in fp32
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the mask holds in bf16 too
         torch.testing.assert_close(model(F.pad(tokens, (0, 6)), lengths), model(tokens, lengths), rtol=1e-2, atol=1e-2)
@@ -103,7 +104,7 @@ def test_same_rng_same_order():
 @pytest.mark.parametrize("family", ["lstm", "mlp", "cnn"])
 def test_pieces_take_the_step_of_the_whole_batch(family, monkeypatch):
     """train_epoch with a batch cut into pieces gives the weights and loss of the same batch taken whole."""
-    monkeypatch.setattr(train, "uses_bf16", lambda device, model=None: False)  # fp32, so the comparison is tight
+    monkeypatch.setattr("job.device.uses_bf16", lambda device, model=None: False)  # fp32, so the comparison is tight
     rng = np.random.default_rng(0)
     lengths = rng.poisson(4, 64) + 1
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -113,7 +114,7 @@ def test_pieces_take_the_step_of_the_whole_batch(family, monkeypatch):
     for pieces in (1, 4):
         torch.manual_seed(0)
         model = build_model(family, 40, 8, 5, dropout=0.0)
-        optimizer = train.build_optimizer(model, 1e-2, 0.0)
+        optimizer = optim.build_optimizer(model, 1e-2, 0.0)
         order, batches = epoch_order(split.lengths_host, 32, np.random.default_rng(5), pieces)
         loss, seen = train.train_epoch(model, optimizer, split, order, batches, torch.device("cpu"))
         results.append((loss, seen, model.state_dict()))
@@ -136,10 +137,10 @@ def _tiny_split(device, rows=96, seed=0, widest=None):
 
 
 def _epochs(split, device, epochs, steps_for, batch=32, family="lstm"):
-    """Train a small model for some epochs; steps_for(model, optimizer, last) gives each epoch's Steps. (losses, weights, steps)"""
+    """Train a small model for some epochs; steps_for(model, optimizer, last) gives each epoch's StepRunner. (losses, weights, steps)"""
     torch.manual_seed(0)
     model = build_model(family, 40, 8, 5, dropout=0.0).to(device)
-    optimizer = train.build_optimizer(model, 1e-2, 0.0)
+    optimizer = optim.build_optimizer(model, 1e-2, 0.0)
     losses, steps = [], None
     for epoch in range(1, epochs + 1):
         steps = steps_for(model, optimizer, steps)
@@ -149,9 +150,9 @@ def _epochs(split, device, epochs, steps_for, batch=32, family="lstm"):
 
 
 def test_steps_kept_across_epochs_count_each_epochs_loss_alone():
-    """The Steps a run keeps between epochs (its CUDA graphs) sum each epoch's loss from zero."""
+    """The StepRunner a run keeps between epochs (its CUDA graphs) sum each epoch's loss from zero."""
     cpu, split = torch.device("cpu"), _tiny_split(torch.device("cpu"))
-    kept = _epochs(split, cpu, 3, lambda model, optimizer, steps: steps or train.Steps(model, optimizer, split, cpu))
+    kept = _epochs(split, cpu, 3, lambda model, optimizer, steps: steps or train.StepRunner(model, optimizer, split, cpu))
     fresh = _epochs(split, cpu, 3, lambda model, optimizer, steps: None)
     assert kept[0] == pytest.approx(fresh[0], rel=1e-6) and kept[0][2] < kept[0][0]
     for name in kept[1]:
@@ -159,11 +160,11 @@ def test_steps_kept_across_epochs_count_each_epochs_loss_alone():
 
 
 def test_cuda_graphs_seam_takes_eager_steps_off_cuda():
-    """make_steps, the one seam: eager Steps on a CPU whatever the setting; the same loop with graphs or without."""
+    """make_steps, the one seam: eager StepRunner on a CPU whatever the setting; the same loop with graphs or without."""
     cpu, split = torch.device("cpu"), _tiny_split(torch.device("cpu"))
     for graphs in (True, False):
         steps = _epochs(split, cpu, 1, lambda model, optimizer, steps: steps or train.make_steps(model, optimizer, split, cpu, graphs))[2]
-        assert type(steps) is train.Steps and not steps.graphs_on
+        assert type(steps) is train.StepRunner and not steps.graphs_on
 
 
 def test_train_refuses_a_bad_cuda_graphs_setting_in_one_line(tmp_path):
@@ -186,7 +187,7 @@ def test_cuda_graphs_train_as_the_eager_steps_do(family, monkeypatch):
 
     In fp32, and every batch as wide as a multiple of the graphs' width step, so both runs launch the
     same kernels on the same shapes: what is left to differ is what the graphs do wrong."""
-    monkeypatch.setattr(train, "uses_bf16", lambda device, model=None: False)
+    monkeypatch.setattr("job.device.uses_bf16", lambda device, model=None: False)
     cuda = torch.device("cuda")
     split = _tiny_split(cuda, rows=400, widest=2 * graphs_module.GRAPH_WIDTH_STEP)
     runs = {}

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from job import configs
+from job import configs, fanout
 from job.configs import NAMED, TrainConfig, expand, parse_one, split_specs
 from job.errors import UserError
 
@@ -103,9 +103,9 @@ def test_plan_cli_prints_the_runs(capsys, tmp_path):
 
 
 def test_plan_adds_the_baseline_once_unless_told_not_to():
-    assert [r["name"] for r in configs.plan("hidden50")] == ["hidden50", "tfidf"]
-    assert [r["name"] for r in configs.plan("tfidf,hidden50")] == ["tfidf", "hidden50"]
-    assert [r["name"] for r in configs.plan("hidden50", baseline=False)] == ["hidden50"]
+    assert [r["name"] for r in fanout.plan("hidden50")] == ["hidden50", "tfidf"]
+    assert [r["name"] for r in fanout.plan("tfidf,hidden50")] == ["tfidf", "hidden50"]
+    assert [r["name"] for r in fanout.plan("hidden50", baseline=False)] == ["hidden50"]
 
 
 def test_display_labels_pass_argos_display_name_rule_and_stay_unique():

@@ -93,11 +93,11 @@ def test_mlp_ngrams_logits_do_not_depend_on_the_padding():
 
 
 def test_mlp_ngrams_trains_its_table_with_sparse_row_updates():
-    from job import train
+    from job import optim
 
     model = _ngram_mlp(vectors=torch.randn(50, 8), freeze=False)
-    optimizer = train.build_optimizer(model, 1e-2, 1e-5)
-    assert isinstance(optimizer, train.DenseAndSparseAdam)
+    optimizer = optim.build_optimizer(model, 1e-2, 1e-5)
+    assert isinstance(optimizer, optim.DenseAndSparseAdam)
     assert [p.shape for p in optimizer.sparse.param_groups[0]["params"]] == [(50, 8), (1001, 8)]  # tuned words, n-grams
     tokens = torch.randint(1, 50, (32, 5))
     labels = (tokens[:, 0] * 7 + tokens[:, 1]) % 4  # learnable from the first bigram
@@ -115,13 +115,13 @@ def test_mlp_ngrams_trains_its_table_with_sparse_row_updates():
     moved = (model.ngrams.weight != before).any(dim=1)
     assert 0 < int(moved.sum()) <= 32 * 4 and not moved[0]  # only the batch's bigram rows; never [PAD]'s
     state = optimizer.state_dict()
-    again = train.build_optimizer(_ngram_mlp(vectors=torch.randn(50, 8), freeze=False), 1e-2, 1e-5)
+    again = optim.build_optimizer(_ngram_mlp(vectors=torch.randn(50, 8), freeze=False), 1e-2, 1e-5)
     again.load_state_dict(state)  # a resumed run gets both optimizers' state back
     assert again.state_dict()["sparse"]["state"][1]["step"] == 30
 
 
 def test_row_adam_matches_torchs_sparse_adam():
-    from job.train import RowAdam
+    from job.optim import RowAdam
 
     torch.manual_seed(0)
     ours, theirs = (torch.nn.Embedding(20, 3, sparse=True) for _ in range(2))

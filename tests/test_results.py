@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from conftest import ROOT, run_job, run_main
-from job import configs, steps, train
+from job import configs, scores, steps, train
 
 FAST = "epochs=2,max_train_rows=800"
 # The MLP fine-tunes its vectors at a higher rate, so that even 2 epochs on 800 rows classify far above chance
@@ -102,9 +102,9 @@ def test_rank_ignores_the_test_split():
 
 
 def test_best_epoch_is_chosen_by_the_configured_validation_metric():
-    assert train.selection_score("balanced_accuracy", 2.0, 0.7) > train.selection_score("balanced_accuracy", 1.0, 0.6)
-    assert train.selection_score("loss", 1.0, 0.6) > train.selection_score("loss", 2.0, 0.7)
-    assert train.selection_score("balanced_accuracy", math.nan, 0.9) == -math.inf  # a diverged epoch is never kept
+    assert scores.selection_score("balanced_accuracy", 2.0, 0.7) > scores.selection_score("balanced_accuracy", 1.0, 0.6)
+    assert scores.selection_score("loss", 1.0, 0.6) > scores.selection_score("loss", 2.0, 0.7)
+    assert scores.selection_score("balanced_accuracy", math.nan, 0.9) == -math.inf  # a diverged epoch is never kept
     assert configs.parse_one("hidden50:select_by=loss").config.select_by == "loss"
     with pytest.raises(Exception, match="select_by='f1'"):
         configs.parse_one("hidden50:select_by=f1")
@@ -187,7 +187,7 @@ def test_the_baseline_is_as_good_as_the_standard_recipe_on_the_same_splits(synth
              for s in ("train", "test")}
     recipe = make_union(TfidfVectorizer(ngram_range=(1, 2)), TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4)))
     svm = LinearSVC(class_weight="balanced").fit(recipe.fit_transform(words["train"]), a["labels_train"])
-    theirs = train.balanced_accuracy(np.asarray(a["labels_test"]), svm.predict(recipe.transform(words["test"])))
+    theirs = scores.balanced_accuracy(np.asarray(a["labels_test"]), svm.predict(recipe.transform(words["test"])))
     assert theirs > 0.5  # 30 classes: chance is 0.033; the comparison is between two models that learned
     assert ours >= theirs - 0.005, (ours, theirs)
 

@@ -16,7 +16,7 @@ import pytest
 
 import argo
 from conftest import ROOT, run_job
-from job import configs, steps
+from job import configs, fanout, steps
 from job.train_group import parse_runs
 from job.errors import UserError
 from test_argo_controller import (  # noqa: F401  (fixtures)
@@ -38,14 +38,14 @@ def item(name: str, label: str | None = None, round_: int = 1, rung: int = 0) ->
 
 def test_gpu_runs_go_in_pods_of_up_to_k_whose_label_shows_their_runs():
     items = [item(n) for n in ("a", "b", "c", "d", "e")]
-    pods = configs.gpu_pods(items, 2)
+    pods = fanout.gpu_pods(items, 2)
     assert [p["label"] for p in pods] == ["a.b", "c.d", "e"]
     assert [[i["name"] for i in json.loads(p["runs"])] for p in pods] == [["a", "b"], ["c", "d"], ["e"]]
     assert json.loads(pods[0]["runs"])[0] == items[0]  # each run as plan listed it: train-group trains exactly that
     # a stage's prefix once; too long a label hashed, still a valid display name and unique
-    staged = configs.gpu_pods([item(n, f"r2k1-{n}", 2, 1) for n in ("hidden50", "hidden100")], 2)
+    staged = fanout.gpu_pods([item(n, f"r2k1-{n}", 2, 1) for n in ("hidden50", "hidden100")], 2)
     assert staged == [{"label": "r2k1-hidden50.hidden100", "runs": staged[0]["runs"], "round": 2, "rung": 1}]
-    long = configs.gpu_pods([item(f"hidden100-lr-0.00{i}{'x' * 20}") for i in range(8)], 4)
+    long = fanout.gpu_pods([item(f"hidden100-lr-0.00{i}{'x' * 20}") for i in range(8)], 4)
     assert len({p["label"] for p in long}) == 2
     assert all(configs.DISPLAY_NAME.match(p["label"]) for p in long), long
 
@@ -104,7 +104,7 @@ def test_five_runs_at_two_a_gpu_make_three_train_pods_and_the_whole_report(tmp_p
     assert result.pods("train") == [] and [n.phase for n in result.task("train")] == ["Skipped"]
     assert list(trained(result, "train-on-cpu")) == ["tfidf"]
     for names, node in pods.items():
-        # the Argo UI shows each pod as its runs (configs.gpu_pods), a valid display name (operator.go executeTemplate)
+        # the Argo UI shows each pod as its runs (fanout.gpu_pods), a valid display name (operator.go executeTemplate)
         assert argo.DISPLAY_NAME.match(node.display_name) and node.display_name.count(".") >= len(names) - 1
         (pod,) = (result.nodes[c] for c in node.children)
         for name in names:  # each run trained in its own process, its lines tagged with its name

@@ -18,7 +18,7 @@ import pytest
 
 import forked
 from conftest import ROOT, run_job, run_main
-from job import configs, search, steps
+from job import configs, fanout, search, steps
 from job.errors import UserError
 
 SPACE = "hidden100:lr=loguniform(1e-4,1e-2),dropout=uniform(0.1,0.5),hidden=choice(50,100,200),batch_size=intuniform(256,2048)"
@@ -34,7 +34,7 @@ def main(argv):
 
 
 def test_a_space_of_the_issue_samples_named_valid_trials():
-    items = configs.plan(SPACE, baseline=False, settings=search.Search(trials=6))
+    items = fanout.plan(SPACE, baseline=False, settings=search.Search(trials=6))
     assert len(items) == 6 and len({i["name"] for i in items}) == 6
     for item in items:
         run = configs.parse_one(item["spec"])  # an ordinary run: train takes its spec
@@ -47,37 +47,37 @@ def test_a_space_of_the_issue_samples_named_valid_trials():
 
 
 def test_the_same_command_and_seed_give_the_same_trials_and_another_seed_others():
-    one = configs.plan(SPACE, False, search.Search(trials=5, search_seed=7))
-    assert configs.plan(SPACE, False, search.Search(trials=5, search_seed=7)) == one
-    assert configs.plan(SPACE, False, search.Search(trials=5, search_seed=8)) != one
-    tpe = configs.plan(SPACE, False, search.Search(trials=5, search_seed=7, search="tpe"))
+    one = fanout.plan(SPACE, False, search.Search(trials=5, search_seed=7))
+    assert fanout.plan(SPACE, False, search.Search(trials=5, search_seed=7)) == one
+    assert fanout.plan(SPACE, False, search.Search(trials=5, search_seed=8)) != one
+    tpe = fanout.plan(SPACE, False, search.Search(trials=5, search_seed=7, search="tpe"))
     assert len(tpe) == 5
 
 
 def test_more_trials_keep_the_first_ones():
-    few = configs.plan(SPACE, False, search.Search(trials=4))
-    assert configs.plan(SPACE, False, search.Search(trials=9))[:4] == few
+    few = fanout.plan(SPACE, False, search.Search(trials=4))
+    assert fanout.plan(SPACE, False, search.Search(trials=9))[:4] == few
 
 
 def test_trials_count_per_spec_and_plain_specs_run_as_written():
-    items = configs.plan("hidden50," + SPACE + ",mlp256:lr=loguniform(1e-4,1e-2)", True, search.Search(trials=3))
+    items = fanout.plan("hidden50," + SPACE + ",mlp256:lr=loguniform(1e-4,1e-2)", True, search.Search(trials=3))
     names = [i["name"] for i in items]
     assert names[0] == "hidden50" and names[-1] == "tfidf"
     assert sum(n.startswith("hidden100_") for n in names) == 3 and sum(n.startswith("mlp256_") for n in names) == 3
 
 
 def test_a_small_space_gives_its_distinct_points_and_no_repeats():
-    items = configs.plan("hidden50:hidden=choice(10,20),seed=choice(0,1)", False, search.Search(trials=10))
+    items = fanout.plan("hidden50:hidden=choice(10,20),seed=choice(0,1)", False, search.Search(trials=10))
     assert sorted(i["name"] for i in items) == sorted(f"hidden50_hidden={h}_seed={s}" for h in (10, 20) for s in (0, 1))
 
 
 def test_intuniform_includes_both_ends():
-    items = configs.plan("hidden50:hidden=intuniform(1,2)", False, search.Search(trials=2))
+    items = fanout.plan("hidden50:hidden=intuniform(1,2)", False, search.Search(trials=2))
     assert sorted(i["name"] for i in items) == ["hidden50_hidden=1", "hidden50_hidden=2"]
 
 
 def test_sampled_floats_keep_three_significant_digits_within_the_range():
-    for item in configs.plan("hidden50:lr=loguniform(1.2345e-4,1.2346e-4)", False, search.Search(trials=3)):
+    for item in fanout.plan("hidden50:lr=loguniform(1.2345e-4,1.2346e-4)", False, search.Search(trials=3)):
         lr = configs.parse_one(item["spec"]).config.lr
         assert 1.2345e-4 <= lr <= 1.2346e-4
 
@@ -149,7 +149,7 @@ def test_search_args_carry_values_or_argo_expressions_in_one_order():
 
 
 def test_without_search_next_lists_what_plan_lists_and_nothing_after(tmp_path):
-    plain = configs.plan("hidden100:lr=1e-3|3e-4", baseline=True)
+    plain = fanout.plan("hidden100:lr=1e-3|3e-4", baseline=True)
     assert [{k: i[k] for k in ("name", "spec", "label")} for i in plain] == [
         {"name": "hidden100_lr=1e-3", "spec": "hidden100:lr=1e-3", "label": "hidden100-lr-1e-3"},
         {"name": "hidden100_lr=3e-4", "spec": "hidden100:lr=3e-4", "label": "hidden100-lr-3e-4"},
@@ -274,18 +274,18 @@ def test_training_to_3_then_to_9_ends_bit_exactly_where_training_to_9_ends(tiny_
 
 
 def test_a_run_that_stopped_early_is_done_for_any_budget(tmp_path):
-    from job import train
+    from job import runfiles
 
     run = configs.parse_one("mlp256:epochs=9,patience=1")
     (tmp_path / "summary.json").write_text(json.dumps({
         "status": "ok", "spec": run.spec, "config_values": run.config.to_dict(), "budget": 3, "stopped_early": True}))
-    assert train.finished(str(tmp_path), run, 9) is not None
+    assert runfiles.finished(str(tmp_path), run, 9) is not None
     (tmp_path / "summary.json").write_text(json.dumps({
         "status": "ok", "spec": run.spec, "config_values": {**run.config.to_dict(), "epochs": 20}, "budget": 3}))
-    assert train.finished(str(tmp_path), run, 3) is not None and train.finished(str(tmp_path), run, 4) is None
+    assert runfiles.finished(str(tmp_path), run, 3) is not None and runfiles.finished(str(tmp_path), run, 4) is None
     other = {**run.config.to_dict(), "lr": 0.5}
     (tmp_path / "summary.json").write_text(json.dumps({"status": "ok", "spec": run.spec, "config_values": other, "budget": 9}))
-    assert train.finished(str(tmp_path), run, 3) is None
+    assert runfiles.finished(str(tmp_path), run, 3) is None
 
 
 # --- 5, 6. search sweeps on this machine: rounds and rungs, resume and extend ------------------------
@@ -359,7 +359,7 @@ def test_the_bench_searches_27_trials_in_rungs_of_3_9_and_27_epochs():
 
     plan = search.parse(b.SPACE, False, search.Search(trials=b.TRIALS, halving=b.ETA, min_epochs=b.MIN_EPOCHS))
     assert search.shape(plan).budgets == (3, 9, 27) and b.TRIALS == 27
-    assert len(configs.plan(b.SPACE, False, search.Search(trials=b.TRIALS, search_seed=b.SEED))) == 27
+    assert len(fanout.plan(b.SPACE, False, search.Search(trials=b.TRIALS, search_seed=b.SEED))) == 27
 
 
 @pytest.mark.parametrize("config, epochs, message", [

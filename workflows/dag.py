@@ -682,7 +682,7 @@ def _finished(task: str) -> str:
 
 def _name_train_nodes(w: Workflow) -> None:
     """Show each train node as its run's label in the Argo UI, not as the JSON of its item (a pod of several
-    runs: their labels joined, configs.gpu_pods).
+    runs: their labels joined, fanout.gpu_pods).
 
     Argo reads the display name from the template's own `annotations`; Hera's `annotations` field goes
     to pod metadata instead, so the built template gets the annotation here. Argo v3.7+ checks it

@@ -27,7 +27,7 @@ import pytest
 from promservers import label_values, prom, push_time, pushgateway_groups, pushgateway_pushes, query, wait_for  # noqa: F401
 
 from conftest import ROOT, free_port
-from job import metrics
+from job import pushgateway
 
 DASHBOARD = ROOT / "helm" / "meli-sweep" / "dashboards" / "meli-sweep.json"
 SPEC = "hidden50:epochs=2"  # a real LSTM, two epochs: about 5 s on 2 CPU cores
@@ -204,7 +204,7 @@ def test_dashboard_queries_return_the_runs_series(prom, prepared, tmp_path):
     assert started <= value("meli_train_last_success_timestamp_seconds") <= time.time()  # this run's success
     # Only this run's metrics are pushed: no process or Python metrics of the default registry.
     pushed = {s["metric"]["__name__"] for s in query(prom.prometheus_url, f'{{job="meli_train", sweep="{sweep}"}}')}
-    assert pushed == set(metrics.METRICS) | {"push_time_seconds", "push_failure_time_seconds"}
+    assert pushed == set(pushgateway.METRICS) | {"push_time_seconds", "push_failure_time_seconds"}
 
 
 @pytest.mark.prometheus
@@ -218,7 +218,7 @@ def test_unreachable_pushgateway_warns_once_and_training_completes(prepared, tmp
     assert json.loads((tmp_path / "sweeps" / sweep / CONFIG / "summary.json").read_text())["status"] == "ok"
     warnings = [line for line in r.stderr.splitlines() if "WARNING" in line]
     assert len(warnings) == 1, r.stderr
-    assert "job.metrics" in warnings[0] and f"127.0.0.1:{port}" in warnings[0]
+    assert "job.pushgateway" in warnings[0] and f"127.0.0.1:{port}" in warnings[0]
     assert "s3cret" not in r.stderr  # the URL's password is never logged
 
 
@@ -231,7 +231,7 @@ def test_aggregate_deletes_the_sweeps_groups(prom, prepared, tmp_path):
     assert r.returncode == 0, r.stderr
     # A second group of the same sweep that aggregate is not told about, and a group of another sweep.
     for s, c in ((sweep, "crashed_config"), (other, CONFIG)):
-        m = metrics.TrainingMetrics(s, c, prom.pushgateway_url)
+        m = pushgateway.TrainingMetrics(s, c, prom.pushgateway_url)
         m.start(epochs_total=1, samples_per_epoch=10)
         m.finish(None, ok=False)
     groups = pushgateway_groups(prom.pushgateway_url)
@@ -270,19 +270,19 @@ def test_delete_waits_until_the_last_push_is_old_enough_to_be_scraped(prom, monk
     delete_after_s = 2.5  # 2.5 scrape intervals
     monkeypatch.setenv("PUSHGATEWAY_URL", prom.pushgateway_url)
     monkeypatch.setenv("PUSHGATEWAY_DELETE_AFTER", str(delete_after_s))
-    m = metrics.TrainingMetrics("late", CONFIG, prom.pushgateway_url)
+    m = pushgateway.TrainingMetrics("late", CONFIG, prom.pushgateway_url)
     m.start(epochs_total=1, samples_per_epoch=10)
     m.finish(0.75, ok=True)
 
     def final_push_time():  # the gateway's own time of the final push, once it holds the final value
         text = urllib.request.urlopen(prom.pushgateway_url + "/metrics", timeout=5).read().decode()
         final = any(line.startswith("meli_train_test_balanced_accuracy{") and 'sweep="late"' in line for line in text.splitlines())
-        return final and push_time(prom.pushgateway_url, job=metrics.JOB, sweep="late", config=CONFIG)
+        return final and push_time(prom.pushgateway_url, job=pushgateway.JOB, sweep="late", config=CONFIG)
 
     # finish() waits for its push only so long; on a loaded machine let it land before the delete
     pushed_at = _wait_until(final_push_time, "the final push reached the Pushgateway")
     deleted_at, scraped = [], []
-    real_delete = metrics.delete_from_gateway
+    real_delete = pushgateway.delete_from_gateway
 
     def delete(*args, **kwargs):
         deleted_at.append(time.time())
@@ -291,15 +291,15 @@ def test_delete_waits_until_the_last_push_is_old_enough_to_be_scraped(prom, monk
         scraped.append(wait_for(prom.prometheus_url, 'meli_train_test_balanced_accuracy{sweep="late"} == 0.75'))
         return real_delete(*args, **kwargs)
 
-    monkeypatch.setattr(metrics, "delete_from_gateway", delete)
+    monkeypatch.setattr(pushgateway, "delete_from_gateway", delete)
     called_at = time.time()
-    metrics.delete_sweep("late", [CONFIG])
+    pushgateway.delete_sweep("late", [CONFIG])
     assert deleted_at and scraped[0], (deleted_at, scraped)
     # Deleted only once the final push was 2.5 s old by the gateway's clock (on this machine, the same clock),
     # which is a wait whenever delete_sweep was called sooner than that ...
     assert min(deleted_at) >= pushed_at + delete_after_s, (deleted_at, pushed_at)
     # ... and a wait of the setting, not of the default (60 s)
-    assert min(deleted_at) - called_at < metrics.DEFAULT_DELETE_AFTER_S / 2, (deleted_at, called_at)
+    assert min(deleted_at) - called_at < pushgateway.DEFAULT_DELETE_AFTER_S / 2, (deleted_at, called_at)
     assert not [g for g in pushgateway_groups(prom.pushgateway_url) if g.get("sweep") == "late"]
     [series] = query(prom.prometheus_url, 'meli_train_test_balanced_accuracy{sweep="late"}[1m]')
     assert float(series["values"][-1][1]) == 0.75  # the history outlives the delete
@@ -311,14 +311,14 @@ def test_pushes_are_throttled(prom, monkeypatch):
     """Whether to push is decided at once in the calling thread; the push itself runs on the background thread."""
     clock = [1000.0]
     requested = []
-    real_request = metrics._Pusher.request
+    real_request = pushgateway._Pusher.request
 
     def request(self):
         requested.append(clock[0])
         real_request(self)
 
-    monkeypatch.setattr(metrics._Pusher, "request", request)
-    m = metrics.TrainingMetrics("throttle", CONFIG, prom.pushgateway_url, interval_s=5.0, clock=lambda: clock[0])
+    monkeypatch.setattr(pushgateway._Pusher, "request", request)
+    m = pushgateway.TrainingMetrics("throttle", CONFIG, prom.pushgateway_url, interval_s=5.0, clock=lambda: clock[0])
     base = pushgateway_pushes(prom.pushgateway_url)
 
     def pushed(expected: int) -> None:
@@ -347,20 +347,20 @@ def test_pushes_are_throttled(prom, monkeypatch):
 def test_hung_pushgateway_never_holds_up_training(caplog, monkeypatch):
     """A gateway that accepts connections but answers only when the test lets it: the loop goes on at full speed,
     and the end waits for its push only as long as the push timeout."""
-    caplog.set_level(logging.WARNING, logger="job.metrics")
-    real_push = metrics.pushadd_to_gateway
+    caplog.set_level(logging.WARNING, logger="job.pushgateway")
+    real_push = pushgateway.pushadd_to_gateway
     # A push gives up only after 60 s here, so the gateway's silence lasts exactly as long as the test decides:
     # no push can time out (and warn) while the loop runs, however slow the machine.
-    monkeypatch.setattr(metrics, "pushadd_to_gateway", lambda *a, **k: real_push(*a, **{**k, "timeout": 60}))
+    monkeypatch.setattr(pushgateway, "pushadd_to_gateway", lambda *a, **k: real_push(*a, **{**k, "timeout": 60}))
 
     def warnings() -> list[str]:
-        return [r.getMessage() for r in caplog.records if r.name == "job.metrics" and r.levelno == logging.WARNING]
+        return [r.getMessage() for r in caplog.records if r.name == "job.pushgateway" and r.levelno == logging.WARNING]
 
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)  # the kernel completes the handshakes; nobody reads or answers until the test closes
     url = f"http://127.0.0.1:{server.getsockname()[1]}"
-    m = metrics.TrainingMetrics("hung", CONFIG, url, interval_s=0.0, timeout_s=0.5)
+    m = pushgateway.TrainingMetrics("hung", CONFIG, url, interval_s=0.0, timeout_s=0.5)
     pusher = m._pusher
     m.start(epochs_total=1, samples_per_epoch=1000)
     server.settimeout(30)
@@ -382,19 +382,19 @@ def test_hung_pushgateway_never_holds_up_training(caplog, monkeypatch):
 
 def test_disabled_without_pushgateway_url(monkeypatch):
     monkeypatch.delenv("PUSHGATEWAY_URL", raising=False)
-    m = metrics.TrainingMetrics.from_env("s", "c")
+    m = pushgateway.TrainingMetrics.from_env("s", "c")
     assert not m.enabled
     m.start(1, 1)
     m.progress(1, 1, 1.0, 1.0)
     m.epoch_end(1, 1.0, 1.0, 0.5, 1)
     m.finish(0.5, ok=True)
-    metrics.delete_sweep("s", ["c"])  # nothing to reach, nothing raised
+    pushgateway.delete_sweep("s", ["c"])  # nothing to reach, nothing raised
 
 
 def test_url_credentials_are_split_off():
-    assert metrics._split_url("http://user:p%40ss@gw.example:9091/") == ("http://gw.example:9091", "user", "p@ss")
-    assert metrics._split_url("gw:9091") == ("http://gw:9091", None, None)
-    assert metrics._split_url("https://[::1]:9091") == ("https://[::1]:9091", None, None)
+    assert pushgateway._split_url("http://user:p%40ss@gw.example:9091/") == ("http://gw.example:9091", "user", "p@ss")
+    assert pushgateway._split_url("gw:9091") == ("http://gw:9091", None, None)
+    assert pushgateway._split_url("https://[::1]:9091") == ("https://[::1]:9091", None, None)
 
 
 def test_gpu_memory_reads_cuda_only_when_torch_already_uses_it(monkeypatch):
@@ -417,11 +417,11 @@ def test_gpu_memory_reads_cuda_only_when_torch_already_uses_it(monkeypatch):
         cuda = Cuda
 
     monkeypatch.setitem(sys.modules, "torch", Torch)
-    assert metrics._gpu_memory_bytes() == 123456789
+    assert pushgateway._gpu_memory_bytes() == 123456789
     Cuda.initialized = False  # CPU training in a CUDA build: no context is created for a metric
-    assert metrics._gpu_memory_bytes() == 0
+    assert pushgateway._gpu_memory_bytes() == 0
     monkeypatch.delitem(sys.modules, "torch")
-    assert metrics._gpu_memory_bytes() == 0 and "torch" not in sys.modules
+    assert pushgateway._gpu_memory_bytes() == 0 and "torch" not in sys.modules
 
 
 def test_gpu_memory_sample_is_the_line_a_push_carries(monkeypatch):
@@ -431,6 +431,6 @@ def test_gpu_memory_sample_is_the_line_a_push_carries(monkeypatch):
         memory_allocated = staticmethod(lambda: 123456789)
 
     monkeypatch.setitem(sys.modules, "torch", type("Torch", (), {"cuda": Cuda}))
-    assert metrics.gpu_memory_sample() == "meli_train_gpu_memory_bytes 1.23456789e+08"
+    assert pushgateway.gpu_memory_sample() == "meli_train_gpu_memory_bytes 1.23456789e+08"
     monkeypatch.delitem(sys.modules, "torch")
-    assert metrics.gpu_memory_sample() == "meli_train_gpu_memory_bytes 0.0"
+    assert pushgateway.gpu_memory_sample() == "meli_train_gpu_memory_bytes 0.0"

@@ -34,7 +34,7 @@ from prometheus_client.exposition import (basic_auth_handler, default_handler, d
 
 from job.errors import UserError
 
-log = logging.getLogger("job.metrics")
+log = logging.getLogger("job.pushgateway")
 
 JOB = "meli_train"  # the Pushgateway `job` label of every training group
 PUSH_TIMEOUT_S = 2.0  # one push gives up after this; only the final flush ever waits for it
