@@ -196,19 +196,27 @@ def test_a_train_pod_killed_in_a_later_rung_resumes_from_that_rungs_checkpoint(t
     """Two rungs (1, then 3 epochs): a promoted run's pod is killed once its epoch-2 checkpoint is in S3; the
     retry goes on from that checkpoint, not from rung 0's or from scratch."""
     repository_cm = artifact_repository_configmap(helm_template(helm, *moto_chart_values(bucket, s3_server)))
-    settings = {"trials": 2, "halving": 3, "min_epochs": 1, "baseline": None}
-    manifest = render_search(SPACE, bucket, {k: v for k, v in settings.items() if v is not None})
+    # 15 batches an epoch (240 rows of 16): epoch 3 is still running when the kill lands after epoch 2's checkpoint
+    slow = "hidden50:epochs=3,max_train_rows=240,batch_size=16,lr=loguniform(1e-3,3e-2)"
+    manifest = render_search(slow, bucket, {"trials": 2, "halving": 3, "min_epochs": 1})
     seen: dict = {}
 
+    def checkpoint_tag(pod: argo.PodView) -> str | None:
+        out = pod.command[pod.command.index("--out") + 1]  # s3://bucket/prefix/sweeps/<workflow>/<run>
+        run_bucket, prefix = out[len("s3://"):].split("/", 1)
+        found = s3.list_objects_v2(Bucket=run_bucket, Prefix=f"{prefix}/checkpoint.pt").get("Contents")
+        return found[0]["ETag"] if found else None
+
     def after_epoch_2(line: str, pod: argo.PodView) -> bool:
+        """Kill once epoch 2's checkpoint has replaced the one the pod resumed from (epoch 1's, rung 0's)."""
+        if re.search(r"resumed from \S+ after epoch 1\b", line):
+            seen["resumed from"] = checkpoint_tag(pod)
+            return False
         if not re.search(r" epoch 2/3: train loss", line):
             return False
-        out = pod.command[pod.command.index("--out") + 1]
-        run_bucket, prefix = out[len("s3://"):].split("/", 1)
         deadline = time.time() + 60
         while time.time() < deadline:
-            ckpt = s3.list_objects_v2(Bucket=run_bucket, Prefix=f"{prefix}/checkpoint.pt").get("Contents")
-            if ckpt and ckpt[0]["LastModified"].timestamp() >= seen.setdefault("started", time.time()) - 5:
+            if checkpoint_tag(pod) not in (None, seen["resumed from"]):
                 return True
             time.sleep(0.05)
         raise AssertionError("no epoch-2 checkpoint within 60 s")
