@@ -40,8 +40,8 @@ S3_SECRET = "meli-sweep-s3"  # the Secret every step's envFrom and the chart's r
 TWO_RUNS = "hidden50:epochs=1,max_train_rows=400,hidden100:epochs=1,max_train_rows=400"
 ONE_RUN = "hidden50:epochs=1,max_train_rows=400"  # the chart run: one pod is enough to prove the template
 ONE_FAILS = "hidden50:epochs=1,max_train_rows=400,mlp256:lr=1e30,epochs=1,max_train_rows=400"  # NaN loss at epoch 1
-KILLED = "hidden50:epochs=2,max_train_rows=240,batch_size=16"  # 15 batches an epoch: time to be killed mid-epoch
-KILLED_RUN = "hidden50_epochs=2_max_train_rows=240_batch_size=16"
+KILLED = "hidden50:epochs=2,max_train_rows=1200,batch_size=16"  # 75 batches an epoch: time to be killed mid-epoch
+KILLED_RUN = "hidden50_epochs=2_max_train_rows=1200_batch_size=16"
 
 
 # --- fixtures ---------------------------------------------------------------------------------------

@@ -150,8 +150,8 @@ def test_a_preempted_pod_starts_both_its_runs_again_and_one_resumes_from_its_che
     """The pod is killed once one of its runs has its epoch-2 checkpoint in S3; the retry starts both runs
     again, and that run goes on from its checkpoint."""
     repository_cm = artifact_repository_configmap(helm_template(helm, *moto_chart_values(bucket, s3_server)))
-    # 15 batches an epoch (240 rows of 16): epoch 3 is still running when the kill lands after epoch 2's checkpoint
-    two = "hidden50:epochs=3,max_train_rows=240,batch_size=16,lr=1e-3|1e-2"
+    # 75 batches an epoch (1,200 rows of 16): epoch 3 is still running when the kill lands after epoch 2's checkpoint
+    two = "hidden50:epochs=3,max_train_rows=1200,batch_size=16,lr=1e-3|1e-2"
     manifest = render_search(two, bucket, {"runs_per_gpu": 2})
     killed_run: list = []
 

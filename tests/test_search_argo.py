@@ -196,8 +196,8 @@ def test_a_train_pod_killed_in_a_later_rung_resumes_from_that_rungs_checkpoint(t
     """Two rungs (1, then 3 epochs): a promoted run's pod is killed once its epoch-2 checkpoint is in S3; the
     retry goes on from that checkpoint, not from rung 0's or from scratch."""
     repository_cm = artifact_repository_configmap(helm_template(helm, *moto_chart_values(bucket, s3_server)))
-    # 15 batches an epoch (240 rows of 16): epoch 3 is still running when the kill lands after epoch 2's checkpoint
-    slow = "hidden50:epochs=3,max_train_rows=240,batch_size=16,lr=loguniform(1e-3,3e-2)"
+    # 75 batches an epoch (1,200 rows of 16): epoch 3 is still running when the kill lands after epoch 2's checkpoint
+    slow = "hidden50:epochs=3,max_train_rows=1200,batch_size=16,lr=loguniform(1e-3,3e-2)"
     manifest = render_search(slow, bucket, {"trials": 2, "halving": 3, "min_epochs": 1})
     seen: dict = {}
 
