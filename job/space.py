@@ -8,12 +8,7 @@ A spec may give a key a distribution instead of a value; such a spec is a search
     intuniform(a,b)  intloguniform(a,b)  a whole number in [a, b], both ends included
     choice(v1,v2,...)                 one of the values (any key, booleans and names included)
 
-`--trials N` samples N trials from each spec that holds a space, per round (a sweep of two such specs and
-`--trials 27 --rounds 2` trains 108 trials in all); plain specs and grids (`a|b`) run as they are. Sampling is
-Optuna's (`RandomSampler`, `TPESampler`), seeded from `--search-seed`, the spec and the round, so the same
-command gives the same trials on every machine. A sampled float keeps 3 significant digits; the trial is
-then an ordinary run, named from its values as a grid's runs are (`hidden100_lr=0.00123_dropout=0.312`).
-A trial whose values repeat an earlier run's is asked again.
+How trials are sampled from a space, and named, is job/search.py's (its docstring).
 
 A space is checked whole before anything trains: every corner of it must make a valid config.
 job/search.py samples the spaces; this module imports neither torch nor Optuna at import time.
