@@ -31,6 +31,7 @@ log = logging.getLogger("job.embeddings")
 MAX_BAD_SHARE = 0.01  # refuse a file where more than this share of lines is malformed (beyond BAD_FLOOR lines)
 BAD_FLOOR = 10  # malformed lines a big file may have before MAX_BAD_SHARE applies
 MIN_COVERAGE = 0.10  # refuse vectors covering less of the vocabulary than this: a wrong language or a wrong file
+FILL_BLOCK_ROWS = 4096  # vocabulary rows at a time while filling the missing vectors (a few MB of scratch)
 READ_BLOCK = 8 << 20  # bytes read and decoded at once (8 MiB): one C call each instead of one per line
 
 
@@ -67,13 +68,34 @@ def _text_lines(path: Path, name: str) -> Iterator[str]:
                 return
 
 
+def _blocks(rows: int) -> list[tuple[int, int]]:
+    return [(a, min(a + FILL_BLOCK_ROWS, rows)) for a in range(0, rows, FILL_BLOCK_ROWS)]
+
+
+def _found_scale(matrix: np.ndarray, found_mask: np.ndarray) -> float:
+    """The standard deviation of the found vectors' values, in float64, a block of rows at a time: a copy
+    of every found row (and the temporaries of .std() over it) would be up to three times the matrix."""
+    n = int(found_mask.sum()) * matrix.shape[1]
+    if n == 0:
+        return 0.1
+
+    def found_rows():
+        for a, b in _blocks(len(matrix)):
+            yield matrix[a:b][found_mask[a:b]].astype(np.float64)
+
+    mean = sum(float(rows.sum()) for rows in found_rows()) / n
+    return (sum(float(np.square(rows - mean).sum()) for rows in found_rows()) / n) ** 0.5
+
+
 def _fill_missing(matrix: np.ndarray, found_mask: np.ndarray, seed: int) -> None:
     """Words with no vector get small random ones at the scale of the found ones; [PAD] stays zero."""
     rng = np.random.default_rng(seed)
-    scale = float(matrix[found_mask].std()) if found_mask.any() else 0.1
+    scale = _found_scale(matrix, found_mask) or 0.1
     missing = ~found_mask
     missing[0] = False
-    matrix[missing] = rng.normal(0.0, scale or 0.1, size=(int(missing.sum()), matrix.shape[1])).astype(np.float32)
+    for a, b in _blocks(len(matrix)):  # the generator's stream is the same drawn in blocks as at once
+        rows = np.flatnonzero(missing[a:b]) + a
+        matrix[rows] = rng.normal(0.0, scale, size=(len(rows), matrix.shape[1])).astype(np.float32)
     matrix[0] = 0.0
 
 

@@ -54,7 +54,7 @@ from job.splits import Rows, assign_splits
 
 log = logging.getLogger("job.prepare")
 
-PREPARE_VERSION = 3  # bump when the output format or the preprocessing changes: it enters the hash
+PREPARE_VERSION = 4  # bump when the output format or the preprocessing changes: it enters the hash
 MAX_TOKENS = 64  # tokens stored per title; configs cut further with max_len
 SPECIALS = ("[PAD]", "[UNK]")  # ids 0 and 1
 PHASES = ("read and tokenize", "split", "vocabulary", "encode", "embeddings", "write")  # each logs "<phase>: done in"
@@ -96,13 +96,15 @@ def build_vocabulary(corpus: Corpus, rows: Rows) -> list[str]:
 
 
 class NpyWriter:
-    """A 1-d .npy file written in pieces: its header (final length) first, as np.save writes it, hashed as it goes."""
+    """A .npy file written in pieces of rows: its header (final shape) first, as np.save writes it, hashed as it goes.
 
-    def __init__(self, path: Path, dtype, length: int):
+    length: the rows; row: the shape of each row, () for a 1-d array."""
+
+    def __init__(self, path: Path, dtype, length: int, row: tuple = ()):
         self.path, self.dtype, self.length, self.written = path, np.dtype(dtype), length, 0
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(self.dtype),
-                                                      "fortran_order": False, "shape": (length,)})
+                                                      "fortran_order": False, "shape": (length, *row)})
         self.file = open(path, "wb")
         self.sha256 = hashlib.sha256()
         self._put(header.getvalue())
@@ -194,10 +196,12 @@ def input_hash(data: str, embeddings: str, args) -> tuple[str, dict]:
     return digest, inputs
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+def _staged_matrix(matrix: np.ndarray, path: Path, rows: int = 4096) -> dict:
+    """A 2-d array into a staged .npy file, a block of rows at a time: no whole copy of it in memory."""
+    writer = NpyWriter(path, matrix.dtype, len(matrix), matrix.shape[1:])
+    for start in range(0, len(matrix), rows):
+        writer.write(matrix[start:start + rows])
+    return writer.close()
 
 
 def _staging_dir(out: str, digest: str) -> Path:
@@ -285,7 +289,7 @@ def _prepare(args, workers: int, staging: Path) -> dict:
     rows.split = rows.label = train = None
     vectors = _vectors(args, vocabulary, sentences)
     _done("embeddings", started)
-    files["embeddings.npy"] = _npy(vectors.matrix)
+    files["embeddings.npy"] = _staged_matrix(vectors.matrix, staging / "embeddings.npy")
     files["vocab.json"] = json.dumps(vocabulary, ensure_ascii=False).encode()
     files["labels.json"] = json.dumps(rows.label_names, ensure_ascii=False).encode()
     report = _report(args, corpus, rows, split_rows, oov, vocabulary, vectors)
