@@ -161,8 +161,12 @@ bench-disk: $(STAMP) ## what prepare and train write to their pod's /tmp at 100,
 bench-search: $(STAMP) ## successive halving vs the full search: 27 random trials twice on the CPU, epochs and best compared
 	$(VPY) -m job bench --search
 
+.PHONY: bench-share
+bench-share: $(STAMP) ## K training processes on one device at once, K = 1, 2, 4, 8: aggregate and per-process samples/s (DEVICE=)
+	$(VPY) -m job bench --share 1,2,4,8 --device $(or $(DEVICE),auto)
+
 .PHONY: bench-gpu
-bench-gpu: ## every GPU throughput figure in one run (LSTM, CNN, MLP), with the machine's python and CUDA torch
+bench-gpu: ## every GPU throughput figure in one run (the LSTM; FAMILY=all: every family) and K runs sharing the GPU
 	images/bench-gpu.sh
 
 .PHONY: clean

@@ -7,19 +7,24 @@
 # memory, the 10-epoch time extrapolated to the course's 6.1 M rows, meli_train_gpu_memory_bytes as
 # train pushes it, and the profiler's table of a few of ours' steps. Each family also runs ours with
 # CUDA graphs (train --cuda-graphs true), and first, where pytest is installed, the check that graphed
-# steps train as eager ones do (tests/test_bench.py -k cuda_graphs).
+# steps train as eager ones do (tests/test_bench.py -k cuda_graphs). Last, K = 1, 2, 4 and 8 processes of
+# hidden100 training at once on the one GPU, as runs_per_gpu trains them (job/share_bench.py): the
+# aggregate samples/s and each process's, in one table, against the target (K=4 at least 3x one run).
 #
 #   images/bench-gpu.sh                          # from the repository root, with PyTorch (CUDA) installed
-#   FAMILY=lstm images/bench-gpu.sh              # one family (lstm, cnn, mlp or all)
+#   FAMILY=all images/bench-gpu.sh               # every family (lstm, cnn, mlp or all; default lstm)
+#   SHARE=1,2,4 images/bench-gpu.sh              # other process counts for the last table
 #   BENCH_ARGS="--rows 6119100 --epochs 10 --repeats 1 --seeds 1" images/bench-gpu.sh   # the course's size, once (no verdicts)
 #
-# The sizes are the bench's GPU defaults (job/bench.py DEFAULTS), chosen to fit in a few minutes.
+# The sizes are the bench's GPU defaults (job/bench.py and job/share_bench.py DEFAULTS). The LSTM alone
+# fits in 8 minutes, start-up included: the LSTM and the CNN took about 2.5 minutes each on an H100, so
+# FAMILY=all does not (docs/performance.md, "The GPU bench's default size").
 # Needs torch, numpy, scikit-learn and prometheus-client (for the metric): no gensim, boto3 or hera.
 # Keep the whole output with the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-FAMILY=${FAMILY:-all}
+FAMILY=${FAMILY:-lstm}
 
 date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -41,4 +46,5 @@ else
 fi
 # shellcheck disable=SC2086  # BENCH_ARGS is a list of arguments
 PYTHONUNBUFFERED=1 "$PYTHON" -m job bench --device cuda --family "$FAMILY" --profile ${BENCH_ARGS:-}
+PYTHONUNBUFFERED=1 "$PYTHON" -m job bench --device cuda --share "${SHARE:-1,2,4,8}"
 echo "bench-gpu.sh: ${SECONDS} s in all, start-up included"

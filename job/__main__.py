@@ -159,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="bench the tfidf baseline's fit instead: time and peak memory at --rows (default 1 M) synthetic rows")
     s.add_argument("--prepare", action="store_true",
                    help="bench the prepare step instead: each phase at 1 M and 4 M rows (--rows: one size), 1 and 2 workers")
+    s.add_argument("--share", default=None, metavar="K,K,...",
+                   help="bench K training processes on one device at once instead, e.g. 1,2,4,8 (runs_per_gpu)")
     return p
 
 
@@ -218,6 +220,10 @@ def _step(args, on_batch=None) -> int:
         from job import prepare_bench
 
         return prepare_bench.main(args)
+    if args.share:
+        from job import share_bench
+
+        return share_bench.main(args)
     from job import bench
 
     return bench.main(args)
