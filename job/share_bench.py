@@ -27,9 +27,10 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from job.bench import FAMILY_CONFIG  # the named config each family runs
+from job.device import pick_device
 from job.errors import UserError
 
-FAMILY_CONFIG = {"lstm": "hidden100", "cnn": "cnn100", "mlp": "mlp256"}  # as in job/bench.py
 SHARE_TARGET = (4, 3.0)  # the target on a GPU: K=4 processes make at least 3x one run's samples/s
 WARM_BATCHES = 20  # untimed steps before the barrier
 BARRIER_TIMEOUT_S = 900  # a process that never reaches the barrier (it failed) must not hang the others
@@ -171,8 +172,6 @@ def verdict(measured: dict[int, list[Share]], device_type: str) -> str:
 
 
 def main(args) -> int:
-    from job.device import pick_device  # torch: only after the arguments are checked
-
     counts = parse_counts(args.share)
     family = "lstm" if args.family == "all" else args.family
     device = pick_device(args.device)
