@@ -12,8 +12,8 @@ on the device, builds the family's named config from its own seed, takes WARM_BA
 chosen, caches warm), waits at a barrier for the others, then trains `epochs` epochs on job.train's
 own path, timed. Printed per K: the aggregate samples/s (every process's samples over the span from
 the first start to the last end), each process's samples/s (median and min..max), the aggregate
-against K=1's, and the peak memory of one process (torch's CUDA peak on a GPU; its resident peak on
-a CPU). The target (a GPU's): K=4 makes at least 3x the samples/s of one run. A CPU run uses one
+against K=1's, and the peak memory of one process while it trained (job.bench's PeakMemory: torch's
+CUDA peak on a GPU, the resident peak on a CPU). The target (a GPU's): K=4 makes at least 3x the samples/s of one run. A CPU run uses one
 thread a process, so there K beyond the cores only shares them.
 """
 
@@ -27,9 +27,16 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from job.bench import FAMILY_CONFIG  # the named config each family runs
+import numpy as np
+import torch
+
+from job import configs, optim, train
+from job.bench import FAMILY_CONFIG, PeakMemory
+from job.bench_seed import CLASSES, EMBED_DIM, VOCAB, make_rows, word_vectors
+from job.data import epoch_order, make_split
 from job.device import pick_device
 from job.errors import UserError
+from job.models import build_model, builder_kwargs
 
 SHARE_TARGET = (4, 3.0)  # the issue's target on a GPU: K=4 processes make at least 3x one run's samples/s
 WARM_BATCHES = 20  # untimed steps before the barrier
@@ -44,7 +51,7 @@ class ShareSizes:
 
 
 DEFAULTS = {"cpu": ShareSizes(rows=20_000, epochs=2, classes=60),
-            "cuda": ShareSizes(rows=300_000, epochs=2, classes=632)}
+            "cuda": ShareSizes(rows=300_000, epochs=2, classes=CLASSES)}
 
 
 @dataclass
@@ -73,28 +80,9 @@ def parse_counts(raw: str) -> list[int]:
     return sorted(set(counts))
 
 
-def _peak_bytes(device) -> int:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated()
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _process(index: int, family: str, sizes: ShareSizes, device_name: str, barrier, results) -> None:
     """One of the K processes (spawned: CUDA cannot be forked); puts its Share, or its error, on results."""
     try:
-        import numpy as np
-        import torch
-
-        from job import configs, optim, train
-        from job.bench_seed import EMBED_DIM, VOCAB, make_rows, word_vectors
-        from job.data import epoch_order, make_split
-        from job.models import build_model, builder_kwargs
-
         if device_name == "cpu":
             torch.set_num_threads(1)  # one core a process: K processes share the cores as K runs would
         device = torch.device(device_name)
@@ -110,10 +98,11 @@ def _process(index: int, family: str, sizes: ShareSizes, device_name: str, barri
         train.train_epoch(model, optimizer, split, order, batches[:WARM_BATCHES], device, steps=steps)
         barrier.wait(BARRIER_TIMEOUT_S)
         started, samples = time.time(), 0
-        for epoch in range(1, cfg.epochs + 1):
-            order, batches = epoch_order(split.lengths_host, cfg.batch_size, np.random.default_rng([index, epoch]), pieces)
-            samples += train.train_epoch(model, optimizer, split, order, batches, device, steps=steps)[1]  # ends synced
-        results.put(Share(index, started, time.time(), samples, _peak_bytes(device)))
+        with PeakMemory(device) as memory:
+            for epoch in range(1, cfg.epochs + 1):
+                order, batches = epoch_order(split.lengths_host, cfg.batch_size, np.random.default_rng([index, epoch]), pieces)
+                samples += train.train_epoch(model, optimizer, split, order, batches, device, steps=steps)[1]  # ends synced
+        results.put(Share(index, started, time.time(), samples, memory.peak))
     except BaseException as e:  # the parent names it; the barrier lets the others go
         barrier.abort()
         results.put(f"process {index}: {type(e).__name__}: {e}")
@@ -141,10 +130,14 @@ def run_k(k: int, family: str, sizes: ShareSizes, device_name: str) -> list[Shar
     return sorted(got, key=lambda s: s.index)
 
 
+def span(shares: list[Share]) -> float:
+    """Seconds from the first start to the last end."""
+    return max(s.ended for s in shares) - min(s.started for s in shares)
+
+
 def aggregate(shares: list[Share]) -> float:
-    """Every process's samples over the span from the first start to the last end."""
-    span = max(s.ended for s in shares) - min(s.started for s in shares)
-    return sum(s.samples for s in shares) / max(span, 1e-9)
+    """Every process's samples over their span."""
+    return sum(s.samples for s in shares) / max(span(shares), 1e-9)
 
 
 def table(measured: dict[int, list[Share]]) -> str:
@@ -152,10 +145,9 @@ def table(measured: dict[int, list[Share]]) -> str:
     base = aggregate(measured[min(measured)])
     rows = [("K", "aggregate/s", "vs K=%d" % min(measured), "per process/s", "min..max", "span s", "peak MB a process")]
     for k, shares in sorted(measured.items()):
-        rates = [s.rate for s in shares]
-        span = max(s.ended for s in shares) - min(s.started for s in shares)
-        rows.append((str(k), f"{aggregate(shares):,.0f}", f"{aggregate(shares) / base:.2f}x", f"{statistics.median(rates):,.0f}",
-                     f"{min(rates):,.0f}..{max(rates):,.0f}", f"{span:.2f}", f"{max(s.peak_bytes for s in shares) / 2**20:,.0f}"))
+        rates, total = [s.rate for s in shares], aggregate(shares)
+        rows.append((str(k), f"{total:,.0f}", f"{total / base:.2f}x", f"{statistics.median(rates):,.0f}",
+                     f"{min(rates):,.0f}..{max(rates):,.0f}", f"{span(shares):.2f}", f"{max(s.peak_bytes for s in shares) / 2**20:,.0f}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows)
 
@@ -179,8 +171,8 @@ def main(args) -> int:
                                                          if getattr(args, key, None) is not None})
     if sizes.rows < 100 or sizes.epochs < 1:
         raise UserError(f"bench --share: --rows {sizes.rows} and --epochs {sizes.epochs}: use at least 100 rows and 1 epoch")
-    if not 2 <= sizes.classes <= 632:
-        raise UserError(f"bench --share: --classes {sizes.classes}: use 2 to 632")
+    if not 2 <= sizes.classes <= CLASSES:
+        raise UserError(f"bench --share: --classes {sizes.classes}: use 2 to {CLASSES}")
     load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     print(f"bench --share: {FAMILY_CONFIG[family]} on {device}, K = {', '.join(map(str, counts))} processes at once; each "
           f"{sizes.rows:,} rows, {sizes.classes} classes, {WARM_BATCHES} warm-up steps, then {sizes.epochs} epoch(s) timed"
